@@ -1,0 +1,72 @@
+# optml — `make help` lists the targets. The two that matter: `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+IMAGE ?= optml:latest
+PYTHON ?= python3
+VENV := .venv
+VENV_SDK2 := .venv-sdk2
+# Extra index for the wheelhouse, e.g. https://download.pytorch.org/whl/cpu where torch's +cpu build
+# is not on your default index.
+PIP_EXTRA_INDEX_URL ?=
+export PIP_EXTRA_INDEX_URL
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements/dev.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "optml needs Python 3.11 (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements/dev.lock
+	touch $@
+
+$(VENV_SDK2)/.installed: requirements/sdk-v2.lock
+	$(PYTHON) -m venv $(VENV_SDK2)
+	$(VENV_SDK2)/bin/pip install -q --disable-pip-version-check -r requirements/sdk-v2.lock
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed $(VENV_SDK2)/.installed ## create the dev venv (SDK v3) and the SDK v2 venv
+
+wheelhouse/.complete: requirements/image.lock
+	mkdir -p wheelhouse
+	$(PYTHON) -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+		-r requirements/image.lock -d wheelhouse
+	touch $@
+
+.PHONY: wheelhouse
+wheelhouse: wheelhouse/.complete ## download the image's pinned wheels on the host (for offline builds)
+
+.PHONY: image
+image: wheelhouse/.complete ## build $(IMAGE) (falls back to a local Debian base when none can be pulled)
+	base=$$(tools/base-image.sh) && \
+	docker build --build-arg BASE_IMAGE=$$base -t $(IMAGE) .
+
+.PHONY: demo
+demo: $(VENV)/.installed image ## train on bundled data in SageMaker local mode, deploy locally, predict
+	$(VENV)/bin/python tools/sagemaker_local_v3.py --image $(IMAGE) \
+		--train data/breast_cancer/train --validation data/breast_cancer/validation \
+		--output demo-output
+
+.PHONY: test
+test: venv image ## run the whole test suite (unit, container, SageMaker local mode v2 and v3)
+	OPTML_IMAGE=$(IMAGE) $(VENV)/bin/pytest
+
+.PHONY: test-quick
+test-quick: $(VENV)/.installed ## unit tests only: no Docker needed
+	$(VENV)/bin/pytest -m "not docker and not localmode"
+
+.PHONY: lint
+lint: $(VENV)/.installed ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: metric-definitions
+metric-definitions: ## print the MetricDefinitions JSON for an Estimator / ModelTrainer
+	docker run --rm $(IMAGE) metric-definitions
+
+.PHONY: clean
+clean: ## remove venvs, wheelhouse and demo output (not the image)
+	rm -rf $(VENV) $(VENV_SDK2) wheelhouse demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,29 @@
+"""gunicorn configuration; every setting comes from the environment (see serve/settings.py).
+
+`gunicorn --config python:serve.gunicorn_conf --print-config ...` prints the resolved values.
+"""
+
+import os
+
+from serve.settings import ServerSettings
+
+_settings = ServerSettings.from_env(os.environ)
+
+bind = [f"0.0.0.0:{_settings.port}"]
+workers = _settings.workers
+worker_class = "sync"
+timeout = _settings.timeout
+# SageMaker sends SIGKILL 30 s after SIGTERM: finish in-flight requests well before that.
+graceful_timeout = 25
+# Load the model once in the master, before any worker accepts traffic; workers share its pages.
+preload_app = True
+accesslog = "-"
+errorlog = "-"
+loglevel = "info"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def post_fork(server: object, worker: object) -> None:
+    import torch
+
+    torch.set_num_threads(_settings.threads_per_worker)

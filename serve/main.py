@@ -1,0 +1,31 @@
+"""`serve`: check the settings, then replace this process with gunicorn so signals reach it directly."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from container.logs import configure_logging
+from serve.settings import ServerSettings, SettingsError
+
+
+def gunicorn_command(extra: Sequence[str] = ()) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--config", "python:serve.gunicorn_conf",
+        *extra,
+        "serve.wsgi:create_app_from_environment()",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
+    try:
+        ServerSettings.from_env(os.environ)
+    except SettingsError as error:
+        print(f"serve: cannot start: {error}", file=sys.stderr)
+        return 2
+    command = gunicorn_command(list(argv or ()))
+    os.execv(command[0], command)
+    return 0  # not reached

@@ -1,0 +1,30 @@
+"""The WSGI entry point gunicorn calls once, in the master, before forking workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask
+
+from container.artifact import ModelLoadError, load_model
+from container.logs import configure_logging
+from container.paths import Paths
+from serve.app import ServeConfig, create_app
+from serve.settings import ServerSettings
+
+log = logging.getLogger("optml.serve")
+
+
+def create_app_from_environment() -> Flask:
+    configure_logging()
+    settings = ServerSettings.from_env(os.environ)
+    model_dir = Paths.from_env(os.environ).model_dir
+    try:
+        model = load_model(model_dir)
+    except ModelLoadError as error:
+        log.error("cannot start: %s", error)
+        raise SystemExit(3) from None
+    log.info("loaded %s model from %s (%d features)", model.task, model_dir, model.feature_count)
+    config = ServeConfig(default_accept=settings.default_accept, max_payload_bytes=settings.max_payload_mb << 20)
+    return create_app(model, config)
