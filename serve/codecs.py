@@ -72,7 +72,9 @@ def decode_json(text: str, feature_count: int) -> np.ndarray:
     rows: Any = document.get("instances") if isinstance(document, dict) else document
     if not isinstance(rows, list):
         raise bad_request('JSON body must be {"instances": [[feature, ...], ...]} or a list of rows')
-    if rows and not isinstance(rows[0], list):
+    if not rows:
+        raise bad_request('no rows to predict: "instances" is empty')
+    if not isinstance(rows[0], list):
         rows = [rows]  # a single flat row
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, list) or not all(
@@ -81,7 +83,7 @@ def decode_json(text: str, feature_count: int) -> np.ndarray:
             raise bad_request(f"instance {number} must be a list of {feature_count} numbers")
         if len(row) != feature_count:
             raise bad_request(f"instance {number} has {len(row)} values; each row needs {feature_count} features")
-    return _check_rows(np.asarray(rows, dtype=np.float64).reshape(len(rows), -1), feature_count)
+    return _check_rows(np.asarray(rows, dtype=np.float64), feature_count)
 
 
 DECODERS: dict[str, Callable[[str, int], np.ndarray]] = {

@@ -1,0 +1,99 @@
+"""Fixtures shared by every test: a clean environment and small datasets in the SageMaker layout."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ENV_PREFIXES = ("SM_", "SAGEMAKER_", "OPTML_ROOT")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Variables that would change where the code looks or how it serves never leak into a test."""
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    yield
+
+
+def write_csv(path: Path, rows: np.ndarray | list[list[object]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def make_classification(rows: int, features: int, classes: int, seed: int = 0) -> np.ndarray:
+    """Label-first rows whose class is decided by the features, so a small MLP learns it well."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, features))
+    if classes == 2:
+        y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    else:
+        y = np.digitize(x[:, 0], np.quantile(x[:, 0], np.linspace(0, 1, classes + 1)[1:-1]))
+    return np.column_stack([y, np.round(x, 5)])
+
+
+def make_regression(rows: int, features: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, features))
+    y = 3 * x[:, 0] - 2 * x[:, 1] + 10 + 0.01 * rng.normal(size=rows)
+    return np.column_stack([np.round(y, 5), np.round(x, 5)])
+
+
+def make_opt_ml(
+    root: Path,
+    train: np.ndarray | None,
+    validation: np.ndarray | None = None,
+    hyperparameters: dict[str, str] | None = None,
+) -> Path:
+    """A /opt/ml tree as SageMaker lays it out for a training job."""
+    config = root / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    channels = {}
+    if train is not None:
+        write_csv(root / "input" / "data" / "train" / "part-0.csv", train)
+        channels["train"] = {"ContentType": "text/csv", "TrainingInputMode": "File"}
+    if validation is not None:
+        write_csv(root / "input" / "data" / "validation" / "part-0.csv", validation)
+        channels["validation"] = {"ContentType": "text/csv", "TrainingInputMode": "File"}
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters or {}))
+    (config / "inputdataconfig.json").write_text(json.dumps(channels))
+    (config / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"})
+    )
+    for sub in ("model", "output/data"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture
+def binary_job(tmp_path: Path) -> Path:
+    return make_opt_ml(
+        tmp_path / "ml",
+        make_classification(240, 4, 2, seed=1),
+        make_classification(80, 4, 2, seed=2),
+        {"epochs": "15", "hidden_units": "16", "batch_size": "32", "learning_rate": "0.01"},
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_binary_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small trained binary model directory, trained once per test session."""
+    from container.paths import Paths
+    from train.main import run
+
+    root = make_opt_ml(
+        tmp_path_factory.mktemp("trained") / "ml",
+        make_classification(240, 4, 2, seed=1),
+        make_classification(80, 4, 2, seed=2),
+        {"epochs": "15", "hidden_units": "16", "batch_size": "32", "learning_rate": "0.01"},
+    )
+    run(Paths(root=root))
+    return root / "model"

@@ -1,0 +1,81 @@
+"""Container fixtures: one image per test run, containers that are always removed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import requests
+from docker.models.containers import Container
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        pytest.fail(f"these tests need a running Docker engine ({error}); .ci/run starts one, or run make test-quick")
+    return client
+
+
+@pytest.fixture(scope="session")
+def image(docker_client: docker.DockerClient) -> str:
+    """The image under test: $OPTML_IMAGE, built with `make image` if it is not there yet."""
+    name = os.environ.get("OPTML_IMAGE", "optml:latest")
+    try:
+        docker_client.images.get(name)
+    except docker.errors.ImageNotFound:
+        subprocess.run(["make", "image", f"IMAGE={name}"], cwd=REPO, check=True)
+    return name
+
+
+@pytest.fixture
+def run_container(docker_client: docker.DockerClient, image: str) -> Iterator[Callable[..., Container]]:
+    """Start containers of the image (detached); every one is force-removed after the test."""
+    started: list[Container] = []
+
+    def start(*command: str, **options: object) -> Container:
+        container = docker_client.containers.run(image, list(command) or None, detach=True, **options)
+        started.append(container)
+        return container
+
+    yield start
+    for container in started:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+def wait_for_exit(container: Container, timeout: float = 180) -> tuple[int, str]:
+    result = container.wait(timeout=timeout)
+    return int(result["StatusCode"]), container.logs().decode("utf-8", errors="replace")
+
+
+def host_port(container: Container, port: str = "8080/tcp") -> int:
+    container.reload()
+    return int(container.ports[port][0]["HostPort"])
+
+
+def wait_until_healthy(container: Container, url: str, deadline_s: float = 60) -> float:
+    """Poll /ping until it answers 200; returns the seconds it took. Fails with the logs on timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < deadline_s:
+        container.reload()
+        if container.status == "exited":
+            pytest.fail(f"server exited before it was healthy:\n{container.logs().decode()}")
+        try:
+            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"/ping not healthy within {deadline_s}s:\n{container.logs().decode()}")

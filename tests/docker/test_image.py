@@ -1,0 +1,178 @@
+"""The real image through a real Docker engine: train, fail, serve."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import numpy as np
+import pytest
+import requests
+from docker.models.containers import Container
+
+from container.artifact import load_model
+from tests.conftest import make_classification, make_opt_ml
+from tests.docker.conftest import host_port, wait_for_exit, wait_until_healthy
+
+pytestmark = pytest.mark.docker
+
+RunContainer = Callable[..., Container]
+HYPERPARAMETERS = {"epochs": "12", "hidden_units": "16", "batch_size": "32", "learning_rate": "0.01"}
+
+
+def mount(root: Path, target: str = "/opt/ml") -> dict[str, dict[str, str]]:
+    return {str(root): {"bind": target, "mode": "rw"}}
+
+
+@pytest.fixture(scope="module")
+def container_trained_model(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, image: str):
+    """Train once in a container with no command (as SDK v3 local mode does); share the /opt/ml tree."""
+    root = make_opt_ml(
+        tmp_path_factory.mktemp("container-train") / "ml",
+        make_classification(240, 4, 2, seed=1),
+        make_classification(80, 4, 2, seed=2),
+        HYPERPARAMETERS,
+    )
+    container = docker_client.containers.run(image, None, detach=True, volumes=mount(root))
+    try:
+        status, logs = wait_for_exit(container)
+    finally:
+        container.remove(force=True)
+    return root, status, logs
+
+
+def test_no_command_with_hyperparameters_trains_and_writes_the_model(container_trained_model) -> None:
+    root, status, logs = container_trained_model
+    assert status == 0, logs
+    assert sorted(p.name for p in (root / "model").iterdir()) == ["model.safetensors", "optml-model.json"]
+    assert load_model(root / "model").metadata.hyperparameters["epochs"] == 12
+    assert json.loads((root / "output" / "data" / "evaluation.json").read_text())["rows"]["train"] == 240
+    assert not (root / "output" / "failure").exists()
+
+
+def test_logged_metrics_are_matched_by_the_published_metric_definitions(
+    container_trained_model, run_container: RunContainer
+) -> None:
+    _, _, logs = container_trained_model
+    definitions_container = run_container("metric-definitions")
+    status, output = wait_for_exit(definitions_container, timeout=60)
+    assert status == 0
+    definitions = json.loads(output)
+    values = {d["Name"]: re.findall(d["Regex"], logs) for d in definitions}
+    assert len(values["train:loss"]) == 12  # one per epoch: the tuner's early stopping needs them all
+    assert len(values["validation:accuracy"]) == 12
+    assert float(values["validation:accuracy"][-1]) >= 0.9
+    assert values["validation:rmse"] == []  # a classification job logs no regression metrics
+
+
+def test_bad_hyperparameters_fail_with_a_reason_in_the_failure_file(tmp_path: Path, run_container: RunContainer) -> None:
+    root = make_opt_ml(tmp_path, make_classification(40, 2, 2), None, {"epochs": "-3", "hidden_units": "wide"})
+    status, logs = wait_for_exit(run_container("train", volumes=mount(root)))
+    assert status == 1
+    reason = (root / "output" / "failure").read_text()
+    assert reason == (
+        "Invalid hyperparameters: epochs='-3' is invalid: expected a positive integer; "
+        "hidden_units='wide' is invalid: expected comma-separated positive integers such as \"64,32\""
+    )
+    assert "Traceback" not in logs
+
+
+def test_corrupt_csv_names_the_file_row_and_column(tmp_path: Path, run_container: RunContainer) -> None:
+    root = make_opt_ml(tmp_path, make_classification(40, 2, 2), None, {"epochs": "1"})
+    with open(root / "input" / "data" / "train" / "part-0.csv", "a") as handle:
+        handle.write("1,0.5,oops\n")
+    status, _ = wait_for_exit(run_container("train", volumes=mount(root)))
+    assert status == 1
+    assert (root / "output" / "failure").read_text() == (
+        "/opt/ml/input/data/train/part-0.csv row 41, column 3: 'oops' is not a number"
+        " (SageMaker CSV has no header row and the label in the first column)"
+    )
+
+
+def test_serve_answers_ping_and_predictions_over_http(container_trained_model, run_container: RunContainer) -> None:
+    root, _, _ = container_trained_model
+    container = run_container(
+        "serve",
+        volumes=mount(root / "model", "/opt/ml/model"),
+        ports={"8080/tcp": ("127.0.0.1", None)},
+        environment={"SAGEMAKER_MODEL_SERVER_WORKERS": "2"},
+    )
+    url = f"http://127.0.0.1:{host_port(container)}"
+    wait_until_healthy(container, url)
+
+    rows = make_classification(6, 4, 2, seed=3)[:, 1:]
+    expected = load_model(root / "model").predict(rows)
+    body = "\n".join(",".join(repr(float(v)) for v in row) for row in rows)
+    response = requests.post(f"{url}/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/csv")
+    assert response.text.splitlines() == [str(label) for label in expected.labels]
+
+    response = requests.post(f"{url}/invocations", json={"instances": rows.tolist()}, timeout=10)
+    assert [p["label"] for p in response.json()["predictions"]] == expected.labels
+    assert expected.scores is not None
+    np.testing.assert_allclose([p["scores"] for p in response.json()["predictions"]], expected.scores, atol=1e-6)
+
+    response = requests.post(f"{url}/invocations", data="1,2\n", headers={"Content-Type": "text/csv"}, timeout=10)
+    assert response.status_code == 400
+    assert response.json() == {"error": "bad_request", "message": "CSV line 1 has 2 values; each row needs 4 features"}
+    assert requests.get(f"{url}/ping", timeout=2).status_code == 200
+
+    started = time.monotonic()
+    container.stop(timeout=30)
+    assert time.monotonic() - started < 30
+    container.reload()
+    assert container.attrs["State"]["ExitCode"] == 0  # gunicorn drained and exited on SIGTERM
+
+
+def test_serve_listens_on_sagemaker_bind_to_port(container_trained_model, run_container: RunContainer) -> None:
+    root, _, _ = container_trained_model
+    container = run_container(
+        "serve",
+        volumes=mount(root / "model", "/opt/ml/model"),
+        ports={"9090/tcp": ("127.0.0.1", None)},
+        environment={"SAGEMAKER_BIND_TO_PORT": "9090", "SAGEMAKER_MODEL_SERVER_WORKERS": "1"},
+    )
+    wait_until_healthy(container, f"http://127.0.0.1:{host_port(container, '9090/tcp')}")
+
+
+def test_no_command_without_hyperparameters_serves(container_trained_model, run_container: RunContainer) -> None:
+    root, _, _ = container_trained_model
+    container = run_container(
+        volumes=mount(root / "model", "/opt/ml/model"),
+        ports={"8080/tcp": ("127.0.0.1", None)},
+        environment={"SAGEMAKER_MODEL_SERVER_WORKERS": "1"},
+    )
+    wait_until_healthy(container, f"http://127.0.0.1:{host_port(container)}")
+
+
+def test_serve_without_a_model_exits_with_a_clear_message(tmp_path: Path, run_container: RunContainer) -> None:
+    (tmp_path / "model").mkdir()
+    status, logs = wait_for_exit(run_container("serve", volumes=mount(tmp_path / "model", "/opt/ml/model")), 60)
+    assert status != 0
+    assert "cannot start: /opt/ml/model/optml-model.json not found" in logs
+    assert "(found: nothing)" in logs
+
+
+def test_image_metadata_follows_the_sagemaker_contract(docker_client: docker.DockerClient, image: str) -> None:
+    config = docker_client.images.get(image).attrs["Config"]
+    assert config["Labels"]["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
+    assert config["Entrypoint"] == ["python", "-m", "container.entrypoint"]  # exec form
+    assert config["Healthcheck"]["Test"][0] == "CMD"
+    assert "PYTHONUNBUFFERED=1" in config["Env"]
+
+
+def test_no_wheels_or_pip_are_left_in_the_image(run_container: RunContainer) -> None:
+    container = run_container(
+        "-c",
+        "import glob, shutil;"
+        "print(sum(len(glob.glob(d + '/**/*.whl', recursive=True)) for d in ('/opt', '/tmp', '/root', '/usr')),"
+        " shutil.which('pip'))",
+        entrypoint="python",
+    )
+    status, output = wait_for_exit(container, 60)
+    assert (status, output.strip()) == (0, "0 None")

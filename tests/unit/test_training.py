@@ -1,0 +1,144 @@
+"""Training end to end in-process: model files, learned quality, reproducibility and the failure file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from container.artifact import load_model
+from container.paths import Paths
+from tests.conftest import make_classification, make_opt_ml, make_regression
+from train.main import main, run
+
+
+def test_binary_job_writes_a_model_serving_can_load(binary_job: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    final = run(Paths(root=binary_job))
+    assert final["validation:accuracy"] >= 0.9
+    assert final["validation:auc"] >= 0.95
+
+    metric_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch=")]
+    assert len(metric_lines) == 15
+    assert metric_lines[-1].startswith("epoch=15 train:loss=")
+    assert " validation:f1=" in metric_lines[-1]
+
+    model = load_model(binary_job / "model")
+    assert model.task == "binary_classification"
+    assert model.metadata.classes == [0, 1]
+    assert model.metadata.hyperparameters["hidden_units"] == [16]
+    features = make_classification(80, 4, 2, seed=2)
+    predictions = model.predict(features[:, 1:])
+    accuracy = np.mean(np.asarray(predictions.labels) == features[:, 0])
+    assert accuracy == pytest.approx(final["validation:accuracy"], abs=1e-9)
+    assert predictions.scores is not None and np.allclose(predictions.scores.sum(axis=1), 1.0)
+
+    evaluation = json.loads((binary_job / "output" / "data" / "evaluation.json").read_text())
+    assert evaluation["rows"] == {"train": 240, "validation": 80}
+    assert evaluation["metrics"]["validation:accuracy"] == pytest.approx(final["validation:accuracy"])
+
+
+def test_multiclass_labels_are_inferred_and_mapped_back(tmp_path: Path) -> None:
+    train = make_classification(300, 3, 3, seed=3)
+    train[:, 0] = train[:, 0] * 10 + 5  # original labels 5, 15, 25
+    validation = make_classification(90, 3, 3, seed=4)
+    validation[:, 0] = validation[:, 0] * 10 + 5
+    root = make_opt_ml(tmp_path, train, validation, {"epochs": "30", "hidden_units": "16", "learning_rate": "0.01"})
+    final = run(Paths(root=root))
+    assert final["validation:accuracy"] >= 0.8
+    model = load_model(root / "model")
+    assert model.task == "multiclass_classification"
+    assert model.metadata.classes == [5, 15, 25]
+    assert set(model.predict(validation[:, 1:]).labels) <= {5, 15, 25}
+
+
+def test_regression_predictions_are_in_original_units(tmp_path: Path) -> None:
+    train, validation = make_regression(400, 3, seed=5), make_regression(100, 3, seed=6)
+    root = make_opt_ml(tmp_path, train, validation, {"epochs": "60", "hidden_units": "32", "learning_rate": "0.01"})
+    final = run(Paths(root=root))
+    assert final["validation:r2"] >= 0.95
+    model = load_model(root / "model")
+    assert model.task == "regression"
+    predicted = np.asarray(model.predict(validation[:, 1:]).labels)
+    rmse = float(np.sqrt(np.mean((predicted - validation[:, 0]) ** 2)))
+    assert rmse == pytest.approx(final["validation:rmse"], rel=1e-4)
+
+
+def test_same_seed_gives_bit_identical_weights(tmp_path: Path) -> None:
+    data = make_classification(120, 4, 2, seed=7)
+    hyperparameters = {"epochs": "3", "hidden_units": "8", "seed": "11"}
+    weights = []
+    for name in ("a", "b", "c"):
+        root = make_opt_ml(tmp_path / name, data, None, dict(hyperparameters, seed="12" if name == "c" else "11"))
+        run(Paths(root=root))
+        weights.append(load_file(str(root / "model" / "model.safetensors")))
+    for key in weights[0]:
+        np.testing.assert_array_equal(weights[0][key], weights[1][key])
+    assert any(not np.array_equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+def test_explicit_task_must_fit_the_labels(tmp_path: Path) -> None:
+    root = make_opt_ml(tmp_path, make_classification(60, 2, 3), None, {"task": "binary_classification"})
+    assert main_with_root(root) == 1
+    assert (root / "output" / "failure").read_text() == (
+        "task binary_classification needs exactly 2 distinct labels in channel 'train', found 3: [0, 1, 2]"
+    )
+
+
+def test_validation_label_unknown_to_training_is_named(tmp_path: Path) -> None:
+    validation = make_classification(20, 2, 2)
+    validation[4, 0] = 7
+    root = make_opt_ml(tmp_path, make_classification(60, 2, 2), validation, {"epochs": "1"})
+    assert main_with_root(root) == 1
+    assert "channel 'validation' row 5: label 7 never occurs in channel 'train'" in (
+        root / "output" / "failure"
+    ).read_text()
+
+
+def test_feature_count_must_match_between_channels(tmp_path: Path) -> None:
+    root = make_opt_ml(tmp_path, make_classification(60, 3, 2), make_classification(20, 2, 2), {"epochs": "1"})
+    assert main_with_root(root) == 1
+    assert (root / "output" / "failure").read_text().startswith(
+        "channel 'validation' has 2 features but channel 'train' has 3"
+    )
+
+
+def test_bad_hyperparameters_fail_before_reading_data(tmp_path: Path) -> None:
+    root = make_opt_ml(tmp_path, None, None, {"epochs": "0", "optimizer": "adam"})
+    assert main_with_root(root) == 1
+    reason = (root / "output" / "failure").read_text()
+    assert reason.startswith("Invalid hyperparameters: ")
+    assert "epochs='0' is invalid: expected a positive integer" in reason
+    assert "unknown hyperparameter 'optimizer'" in reason
+    assert not any((root / "model").iterdir())
+
+
+def test_missing_train_channel_lists_the_channels_present(tmp_path: Path) -> None:
+    root = make_opt_ml(tmp_path, None, make_classification(20, 2, 2), {"epochs": "1"})
+    assert main_with_root(root) == 1
+    assert (root / "output" / "failure").read_text().startswith(
+        "required channel 'train' is missing: no directory"
+    )
+    assert "(channels present: validation)" in (root / "output" / "failure").read_text()
+
+
+def test_internal_errors_write_a_concise_reason_and_keep_the_traceback_in_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_opt_ml(tmp_path, make_classification(60, 2, 2), None, {"epochs": "1"})
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("train.main.save_model", broken)
+    assert main_with_root(root) == 2
+    assert (root / "output" / "failure").read_text() == "Internal error: RuntimeError: disk on fire"
+    assert "Traceback (most recent call last)" in capsys.readouterr().out
+
+
+def main_with_root(root: Path) -> int:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPTML_ROOT", str(root))
+        return main([])

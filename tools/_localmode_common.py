@@ -1,0 +1,566 @@
+"""Shared, stdlib-only helpers for the SageMaker SDK local-mode drivers.
+
+``tools/sagemaker_local_v2.py`` and ``tools/sagemaker_local_v3.py`` run in two different virtual
+environments (SageMaker Python SDK v2 and v3 own the same ``sagemaker`` package name), so nothing here
+may import ``sagemaker``. This module holds what both drivers share: the command line, reading the
+CSV rows to predict, progress output, the JSON result line, and the Docker clean-up that both SDKs
+leave undone (they leave exited compose containers and the ``sagemaker-local`` network behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol, TextIO
+
+NETWORK_NAME = "sagemaker-local"  # fixed by both SDKs' generated compose files
+DEFAULT_SERVING_PORT = 8080
+DEFAULT_PREDICT_ROWS = 3
+DUMMY_ROLE = "arn:aws:iam::111111111111:role/optml-local-mode"
+TELEMETRY_OPT_OUT_YAML = (
+    "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n"
+)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# "algo-1_1  | ..." (compose v1), "abc123-algo-1-x7k2q  | ..." (v2 container names), "algo-1-1  | ..."
+_COMPOSE_PREFIX = re.compile(r"^[\w.-]+\s+\|\s?")
+_METRIC = re.compile(r"([A-Za-z][\w:/.-]*)=([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
+
+
+class LocalModeError(RuntimeError):
+    """A failure with a message fit for the user; the drivers exit non-zero with it."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Progress output
+
+
+def log(message: str) -> None:
+    """Human-friendly progress on stderr (stdout is reserved for the final JSON line)."""
+    print(f"[local-mode] {message}", file=sys.stderr, flush=True)
+
+
+def emit_result(result: dict[str, Any], stream: TextIO | None = None) -> None:
+    """Print the machine-readable result: one JSON object, the last line of stdout."""
+    out = stream if stream is not None else sys.stdout
+    out.write(json.dumps(result, sort_keys=True) + "\n")
+    out.flush()
+
+
+class _TeeToStderr(io.TextIOBase):
+    """A stdout stand-in: forwards everything to stderr and keeps the last lines.
+
+    Both SDKs copy the containers' output to ``sys.stdout`` (``_stream_output``); routing it to
+    stderr keeps stdout clean for the JSON result and lets the driver report a log tail.
+    """
+
+    def __init__(self, target: TextIO, keep: int) -> None:
+        super().__init__()
+        self._target = target
+        self._partial = ""
+        self.lines: deque[str] = deque(maxlen=keep)
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        self._target.write(text)
+        self._partial += text
+        *complete, self._partial = self._partial.split("\n")
+        for line in complete:
+            cleaned = clean_log_line(line)
+            if cleaned:
+                self.lines.append(cleaned)
+        return len(text)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+
+@contextlib.contextmanager
+def capture_stdout(keep: int = 40) -> Iterator[_TeeToStderr]:
+    """Send everything written to ``sys.stdout`` (by this or any thread) to stderr, keeping a tail."""
+    tee = _TeeToStderr(sys.stderr, keep)
+    with contextlib.redirect_stdout(tee):
+        yield tee
+    if tee._partial.strip():
+        tee.lines.append(clean_log_line(tee._partial))
+
+
+def clean_log_line(line: str) -> str:
+    """Strip ANSI colours, carriage returns and the compose ``service |`` prefix from a log line."""
+    line = _ANSI.sub("", line).replace("\r", "").rstrip()
+    return _COMPOSE_PREFIX.sub("", line, count=1).rstrip()
+
+
+def last_metrics(lines: Sequence[str]) -> dict[str, float]:
+    """Metrics (``name=value`` pairs) of the last line that reports an ``epoch=``."""
+    for line in reversed(lines):
+        if "epoch=" in line:
+            return {name: float(value) for name, value in _METRIC.findall(line)}
+    return {}
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--image", required=True, help="local Docker image, e.g. optml:latest")
+    parser.add_argument("--train", required=True, help="train channel: a directory or file:// URI")
+    parser.add_argument("--validation", help="validation channel: a directory or file:// URI")
+    parser.add_argument("--output", required=True, help="directory for the run's artifacts")
+    parser.add_argument("--instance-count", type=int, default=1, help="training hosts (default 1)")
+    parser.add_argument(
+        "--hyperparameters",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hyperparameters, e.g. epochs=5 hidden_units=32,16",
+    )
+    parser.add_argument(
+        "--predict-csv",
+        help="CSV feature rows (no label) to predict; default: the first "
+        f"{DEFAULT_PREDICT_ROWS} rows of the validation (or train) data with the label dropped",
+    )
+    parser.add_argument(
+        "--model-data",
+        help="skip training and serve this model.tar.gz (path or file:// URI) instead",
+    )
+    parser.add_argument(
+        "--serving-port",
+        type=int,
+        default=DEFAULT_SERVING_PORT,
+        help="host port the endpoint container publishes (default 8080; must be free)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=1800,
+        help="give up (and clean up) after this many seconds; 0 = no limit (default 1800)",
+    )
+    parser.add_argument(
+        "--allow-telemetry",
+        action="store_true",
+        help="do not opt out of SDK telemetry (by default the drivers opt out: they run offline)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="show the SDK's INFO logging")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespace:
+    parser = build_parser(description)
+    args = parser.parse_args(argv)
+    if args.instance_count < 1:
+        parser.error("--instance-count must be at least 1")
+    try:
+        args.hyperparameters = parse_hyperparameters(args.hyperparameters)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def parse_hyperparameters(pairs: Sequence[str]) -> dict[str, str]:
+    """``["epochs=5", "hidden_units=32,16"]`` -> ``{"epochs": "5", "hidden_units": "32,16"}``."""
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"hyperparameter {pair!r} is not KEY=VALUE")
+        result[key.strip()] = value
+    return result
+
+
+def local_path(location: str | Path) -> Path:
+    """A local path from a path or ``file://`` URI, made absolute (Docker bind mounts need that)."""
+    text = str(location)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    elif "://" in text:
+        raise LocalModeError(f"{location}: only local paths and file:// URIs work offline")
+    return Path(text).expanduser().resolve()
+
+
+def file_uri(path: Path) -> str:
+    return f"file://{path.resolve()}"
+
+
+def existing_dir(location: str, what: str) -> Path:
+    path = local_path(location)
+    if not path.is_dir():
+        raise LocalModeError(f"{what} channel {location} is not a directory")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+
+
+def _data_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def read_predict_rows(
+    predict_csv: str | None,
+    validation: str | None,
+    train: str,
+    count: int = DEFAULT_PREDICT_ROWS,
+) -> list[str]:
+    """Feature rows to send to the endpoint, as CSV lines without a label column."""
+    if predict_csv:
+        path = local_path(predict_csv)
+        if not path.is_file():
+            raise LocalModeError(f"--predict-csv {predict_csv} is not a file")
+        rows = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not rows:
+            raise LocalModeError(f"--predict-csv {predict_csv} has no rows")
+        return rows
+    source = local_path(validation or train)
+    rows = []
+    for file in _data_files(source):
+        for line in file.read_text(encoding="utf-8").splitlines():
+            fields = line.strip().split(",")
+            if len(fields) < 2:
+                continue
+            rows.append(",".join(fields[1:]))
+            if len(rows) == count:
+                return rows
+    if not rows:
+        raise LocalModeError(f"no label-first CSV rows found under {source}")
+    return rows
+
+
+def split_predictions(body: str, expected: int) -> list[str]:
+    """One prediction per non-empty response line; the count must match the rows sent."""
+    lines = [line.strip() for line in body.replace("\r", "").splitlines() if line.strip()]
+    if len(lines) != expected:
+        raise LocalModeError(
+            f"the endpoint answered {len(lines)} line(s) for {expected} row(s): {body[:500]!r}"
+        )
+    return lines
+
+
+def failure_reason(output_tar: Path) -> str | None:
+    """The container's ``/opt/ml/output/failure`` message, from the job's output.tar.gz."""
+    if not output_tar.is_file():
+        return None
+    try:
+        with tarfile.open(output_tar) as tar:
+            for member in tar.getmembers():
+                if member.isfile() and Path(member.name).name == "failure":
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        return handle.read(1024).decode("utf-8", "replace").strip() or None
+    except (OSError, tarfile.TarError):
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Environment
+
+
+def prepare_sdk_environment(scratch: Path, allow_telemetry: bool) -> None:
+    """Settings both SDKs read from the environment; call before importing ``sagemaker``.
+
+    A region is mandatory even fully offline. Telemetry is opted out through an SDK defaults file,
+    unless the caller already points ``SAGEMAKER_USER_CONFIG_OVERRIDE`` at one.
+    """
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    if not allow_telemetry and "SAGEMAKER_USER_CONFIG_OVERRIDE" not in os.environ:
+        scratch.mkdir(parents=True, exist_ok=True)
+        config = scratch / "sagemaker-defaults.yaml"
+        config.write_text(TELEMETRY_OPT_OUT_YAML, encoding="utf-8")
+        os.environ["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(config)
+
+
+def configure_logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        # Both SDKs poll /ping while the container starts; urllib3 warns about every refused try.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing answers on localhost:port (else the SDK's /ping would reach the wrong server)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def require_free_port(port: int) -> None:
+    if not port_is_free(port):
+        raise LocalModeError(
+            f"port {port} is already in use; the local endpoint publishes {port}:8080 and the SDK "
+            "would health-check whatever answers there. Stop it or pass --serving-port."
+        )
+
+
+def new_run_name(prefix: str) -> str:
+    """Unique, compose-safe ([a-z0-9-]) and short: prefix-YYYYmmdd-HHMMSS-xxxx."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+class Deadline(Exception):
+    """Raised in the main thread when --timeout expires."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """Raise :class:`Deadline` after ``seconds`` (0: no limit); SIGTERM also unwinds cleanly."""
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise Deadline(f"gave up after {seconds} s (--timeout)")
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous_alarm = signal.signal(signal.SIGALRM, on_alarm)
+    previous_term = signal.signal(signal.SIGTERM, on_term)
+    if seconds > 0:
+        signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous_alarm)
+        signal.signal(signal.SIGTERM, previous_term)
+
+
+# --------------------------------------------------------------------------------------------------
+# Docker clean-up
+
+
+def _docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def preflight(image: str) -> None:
+    """Docker answers and the image is already local (the SDKs would otherwise try to pull it)."""
+    try:
+        info = _docker("version", "--format", "{{.Server.Version}}", timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LocalModeError(f"cannot run docker: {exc}") from exc
+    if info.returncode != 0:
+        raise LocalModeError(f"the Docker engine does not answer: {info.stderr.strip()}")
+    if _docker("image", "inspect", image).returncode != 0:
+        raise LocalModeError(f"image {image} is not present locally; build it first (make image)")
+
+
+def network_exists(name: str = NETWORK_NAME) -> bool:
+    return _docker("network", "inspect", name).returncode == 0
+
+
+class DockerJanitor:
+    """Removes what the SDKs' docker-compose runs leave behind, and nothing else.
+
+    Each phase runs with ``COMPOSE_PROJECT_NAME`` set to a unique name (both compose v1 and v2
+    honour it and label every container with it), so the clean-up can remove exactly this run's
+    containers. The ``sagemaker-local`` network is removed only if it did not exist before the run
+    and no container is still attached to it.
+    """
+
+    def __init__(self, run_name: str) -> None:
+        self.run_name = run_name
+        self.projects: list[str] = []
+        self.network_existed = network_exists()
+
+    def project_name(self, phase: str) -> str:
+        return re.sub(r"[^a-z0-9_-]", "-", f"{self.run_name}-{phase}".lower())
+
+    @contextlib.contextmanager
+    def project(self, phase: str) -> Iterator[str]:
+        name = self.project_name(phase)
+        if name not in self.projects:
+            self.projects.append(name)
+        previous = os.environ.get("COMPOSE_PROJECT_NAME")
+        os.environ["COMPOSE_PROJECT_NAME"] = name
+        try:
+            yield name
+        finally:
+            if previous is None:
+                os.environ.pop("COMPOSE_PROJECT_NAME", None)
+            else:
+                os.environ["COMPOSE_PROJECT_NAME"] = previous
+
+    def remove_project(self, name: str) -> int:
+        listed = _docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={name}")
+        ids = listed.stdout.split()
+        if ids:
+            _docker("rm", "-f", "-v", *ids, timeout=120)
+        return len(ids)
+
+    def remove_phase(self, phase: str) -> int:
+        """Remove one phase's containers now (e.g. the exited training containers before serving)."""
+        return self.remove_project(self.project_name(phase))
+
+    def cleanup(self) -> None:
+        removed = 0
+        for name in self.projects:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                removed += self.remove_project(name)
+        if removed:
+            log(f"removed {removed} leftover container(s)")
+        if not self.network_existed:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                attached = _docker("network", "inspect", NETWORK_NAME, "--format", "{{len .Containers}}")
+                if attached.returncode == 0 and attached.stdout.strip() == "0":
+                    if _docker("network", "rm", NETWORK_NAME).returncode == 0:
+                        log(f"removed the {NETWORK_NAME} network")
+
+
+def scratch_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+# --------------------------------------------------------------------------------------------------
+# The driver both scripts run
+
+
+class TrainFn(Protocol):
+    def __call__(
+        self,
+        image: str,
+        train_dir: Path,
+        output_dir: Path,
+        validation_dir: Path | None = ...,
+        instance_count: int = ...,
+        hyperparameters: Mapping[str, str] | None = ...,
+        run_name: str | None = ...,
+        janitor: DockerJanitor | None = ...,
+    ) -> Path: ...
+
+
+class DeployFn(Protocol):
+    def __call__(
+        self,
+        image: str,
+        model_data: Path,
+        rows: Sequence[str],
+        serving_port: int = ...,
+        environment: Mapping[str, str] | None = ...,
+        run_name: str | None = ...,
+        janitor: DockerJanitor | None = ...,
+    ) -> list[str]: ...
+
+
+def run_driver(
+    argv: Sequence[str] | None,
+    description: str,
+    run_prefix: str,
+    sdk_version: Callable[[], str],
+    train: TrainFn,
+    deploy_and_predict: DeployFn,
+) -> int:
+    """Parse the command line, train, deploy, predict, clean up; print the JSON result line."""
+    args = parse_args(argv, description)
+    scratch = scratch_dir(f"{run_prefix}-")
+    prepare_sdk_environment(scratch, args.allow_telemetry)
+    configure_logging(args.verbose)
+
+    run_name = new_run_name(run_prefix)
+    result: dict[str, Any] = {"sdk": "unknown", "run": run_name}
+    timings: dict[str, float] = {}
+    exit_code = 1
+    janitor: DockerJanitor | None = None
+    try:
+        with time_limit(args.timeout), capture_stdout() as tee:
+            result["sdk"] = sdk_version()
+            preflight(args.image)
+            janitor = DockerJanitor(run_name)
+            train_dir = existing_dir(args.train, "train")
+            validation_dir = existing_dir(args.validation, "validation") if args.validation else None
+            output_dir = local_path(args.output)
+            rows = read_predict_rows(args.predict_csv, args.validation, args.train)
+
+            started = time.monotonic()
+            if args.model_data:
+                model_data = local_path(args.model_data)
+                if not model_data.is_file():
+                    raise LocalModeError(f"--model-data {args.model_data} is not a file")
+            else:
+                model_data = train(
+                    args.image,
+                    train_dir,
+                    output_dir,
+                    validation_dir=validation_dir,
+                    instance_count=args.instance_count,
+                    hyperparameters=args.hyperparameters,
+                    run_name=run_name,
+                    janitor=janitor,
+                )
+                timings["train_s"] = round(time.monotonic() - started, 1)
+                janitor.remove_phase("train")
+                tail = list(tee.lines)
+                result["training_log_tail"] = tail[-20:]
+                result["metrics"] = last_metrics(tail)
+            result["model_data"] = str(model_data)
+            tee.lines.clear()
+
+            started = time.monotonic()
+            predictions = deploy_and_predict(
+                args.image,
+                model_data,
+                rows,
+                serving_port=args.serving_port,
+                run_name=run_name,
+                janitor=janitor,
+            )
+            timings["serve_s"] = round(time.monotonic() - started, 1)
+            result["predictions"] = predictions
+        for row, prediction in zip(rows, predictions, strict=True):
+            shown = row if len(row) <= 60 else row[:57] + "..."
+            log(f"prediction {prediction!r} for features {shown}")
+        exit_code = 0
+    except (LocalModeError, Deadline) as exc:
+        result["error"] = str(exc)
+        log(f"error: {exc}")
+    except KeyboardInterrupt:
+        result["error"] = "interrupted"
+        log("interrupted")
+        exit_code = 130
+    except Exception as exc:  # the SDKs and Docker raise all sorts: show them, don't hide them
+        traceback.print_exc(file=sys.stderr)
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"error: {result['error']}")
+    finally:
+        started = time.monotonic()
+        if janitor is not None:
+            janitor.cleanup()
+        timings["cleanup_s"] = round(time.monotonic() - started, 1)
+        shutil.rmtree(scratch, ignore_errors=True)
+    result["timings"] = timings
+    if exit_code == 0:
+        log(f"done: model {result.get('model_data')}, {len(result['predictions'])} prediction(s)")
+    emit_result(result)
+    return exit_code
