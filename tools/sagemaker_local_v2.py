@@ -1,0 +1,205 @@
+"""Train and serve the image with SageMaker Python SDK v2 local mode, fully offline.
+
+The classic local-mode flow: ``Estimator(instance_type="local")`` with a ``LocalSession``,
+``fit()`` on ``file://`` channels with a ``file://`` output path, then ``Model(...).deploy(1, "local")``
+on the resulting model.tar.gz and ``predictor.predict()`` with a CSV serializer. Endpoints are
+always deleted and their containers removed, even when something fails.
+
+Run it with the SDK v2 environment's Python, from the repository root::
+
+    python tools/sagemaker_local_v2.py --image optml:latest \\
+        --train data/breast_cancer/train --validation data/breast_cancer/validation \\
+        --output demo-output --hyperparameters epochs=5 hidden_units=32,16
+
+Progress goes to stderr; the last line of stdout is one JSON object (``sdk``, ``model_data``,
+``predictions``, ``training_log_tail``, ``metrics``, ``timings``; ``error`` on failure, exit 1).
+"""
+
+from __future__ import annotations
+
+import sys
+import tarfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # tools/ has no __init__.py: mypy sees the sibling module by its file name
+    import _localmode_common as common
+else:
+    try:
+        from tools import _localmode_common as common
+    except ImportError:  # run as a script: python tools/sagemaker_local_v2.py
+        import _localmode_common as common
+
+RUN_PREFIX = "optml-v2"
+
+
+def sdk_version() -> str:
+    from importlib.metadata import version
+
+    return version("sagemaker")
+
+
+def _local_session(serving_port: int = common.DEFAULT_SERVING_PORT) -> Any:
+    from sagemaker.local import LocalSession
+
+    session = LocalSession()
+    session.config = {"local": {"local_code": True, "serving_port": serving_port}}
+    return session
+
+
+def train(
+    image: str,
+    train_dir: Path,
+    output_dir: Path,
+    validation_dir: Path | None = None,
+    instance_count: int = 1,
+    hyperparameters: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+    janitor: common.DockerJanitor | None = None,
+) -> Path:
+    """Run a local training job; return the path of the model.tar.gz it produced.
+
+    v2 moves the artifacts straight into ``output_path`` (no job-name folder), so each run gets its
+    own ``output_dir/run_name`` and the model lands at ``output_dir/run_name/model.tar.gz``.
+    """
+    from sagemaker.estimator import Estimator
+
+    run_name = run_name or common.new_run_name(RUN_PREFIX)
+    own_janitor = janitor is None
+    janitor = janitor or common.DockerJanitor(run_name)
+    job_dir = (output_dir / run_name).resolve()
+    job_dir.mkdir(parents=True, exist_ok=False)
+
+    estimator = Estimator(
+        image_uri=image,
+        role=common.DUMMY_ROLE,
+        instance_count=instance_count,
+        instance_type="local",
+        output_path=common.file_uri(job_dir),
+        hyperparameters=dict(hyperparameters or {}),
+        sagemaker_session=_local_session(),
+        base_job_name=RUN_PREFIX,
+    )
+    inputs = {"train": common.file_uri(train_dir)}
+    if validation_dir is not None:
+        inputs["validation"] = common.file_uri(validation_dir)
+
+    common.log(
+        f"training {image} on {instance_count} local container(s) (SDK v2 Estimator); output {job_dir}"
+    )
+    try:
+        with janitor.project("train"):
+            estimator.fit(inputs, wait=True, logs=True, job_name=run_name)
+    except RuntimeError as exc:
+        reason = common.failure_reason(job_dir / "output.tar.gz")
+        raise common.LocalModeError(
+            f"training failed: {reason or exc}" + (f" ({exc})" if reason else "")
+        ) from exc
+    finally:
+        if own_janitor:
+            janitor.cleanup()
+
+    model_data = common.local_path(estimator.model_data)
+    if not model_data.is_file():
+        raise common.LocalModeError(f"training finished but {model_data} is missing")
+    with tarfile.open(model_data) as tar:
+        if not any(member.isfile() for member in tar.getmembers()):
+            raise common.LocalModeError(
+                f"training finished but wrote nothing to /opt/ml/model ({model_data} is empty)"
+            )
+    common.log(f"model saved to {model_data}")
+    return model_data
+
+
+def _status_checking_deserializer() -> Any:
+    """A string deserializer that fails on HTTP errors.
+
+    The v2 local runtime client hands back whatever body the container sent, 4xx/5xx included
+    (a real endpoint raises ModelError); the urllib3 response it passes along still has the status.
+    """
+    from sagemaker.deserializers import StringDeserializer
+
+    class StatusCheckingDeserializer(StringDeserializer):
+        def deserialize(self, stream: Any, content_type: str) -> str:
+            status = getattr(stream, "status", 200)
+            text: str = super().deserialize(stream, content_type)
+            if status >= 400:
+                raise common.LocalModeError(f"/invocations answered HTTP {status}: {text[:500]}")
+            return text
+
+    return StatusCheckingDeserializer(accept="text/csv")
+
+
+def deploy_and_predict(
+    image: str,
+    model_data: Path,
+    rows: Sequence[str],
+    serving_port: int = common.DEFAULT_SERVING_PORT,
+    environment: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+    janitor: common.DockerJanitor | None = None,
+) -> list[str]:
+    """Deploy ``model_data`` to a local endpoint, predict ``rows`` as text/csv, delete the endpoint."""
+    from sagemaker.model import Model
+    from sagemaker.predictor import Predictor
+    from sagemaker.serializers import CSVSerializer
+
+    run_name = run_name or common.new_run_name(RUN_PREFIX)
+    own_janitor = janitor is None
+    janitor = janitor or common.DockerJanitor(run_name)
+    common.require_free_port(serving_port)
+
+    session = _local_session(serving_port)
+    model = Model(
+        image_uri=image,
+        model_data=common.file_uri(model_data),
+        role=common.DUMMY_ROLE,
+        env=dict(environment or {}),
+        name=run_name,
+        predictor_cls=Predictor,
+        sagemaker_session=session,
+    )
+    predictor = None
+    common.log(f"deploying local endpoint {run_name} on port {serving_port} (waits for /ping)")
+    try:
+        with janitor.project("serve"):
+            predictor = model.deploy(
+                initial_instance_count=1,
+                instance_type="local",
+                endpoint_name=run_name,
+                serializer=CSVSerializer(),
+                deserializer=_status_checking_deserializer(),
+            )
+            common.log(f"endpoint is up; sending {len(rows)} CSV row(s) to /invocations")
+            body = predictor.predict(
+                "\n".join(rows) + "\n",
+                initial_args={"ContentType": "text/csv", "Accept": "text/csv"},
+            )
+        return common.split_predictions(body, len(rows))
+    finally:
+        common.log(f"deleting endpoint {run_name}")
+        try:
+            if predictor is not None:
+                predictor.delete_endpoint()
+                predictor.delete_model()
+            else:  # deploy() failed half-way (e.g. /ping never healthy): stop what it started
+                session.sagemaker_client.delete_endpoint(EndpointName=run_name)
+        finally:
+            if own_janitor:
+                janitor.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run_driver(
+        argv,
+        "SageMaker SDK v2 local mode: train with Estimator, deploy, predict (offline).",
+        RUN_PREFIX,
+        sdk_version,
+        train,
+        deploy_and_predict,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
