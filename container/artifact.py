@@ -63,7 +63,9 @@ class ModelMetadata:
             "target_mean": self.target_mean,
             "target_std": self.target_std,
             "hyperparameters": self.hyperparameters,
-            "metrics": {name: (value if math.isfinite(value) else None) for name, value in self.metrics.items()},
+            "metrics": {
+                name: (value if math.isfinite(value) else None) for name, value in self.metrics.items()
+            },
             "versions": self.versions,
         }
 
@@ -115,7 +117,9 @@ class ModelArtifact:
     def predict(self, features: np.ndarray) -> Predictions:
         """`features`: float array (rows, feature_count), already validated by the caller."""
         with torch.inference_mode():
-            inputs = (torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)) - self._mean) / self._std
+            inputs = (
+                torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)) - self._mean
+            ) / self._std
             outputs = self.network(inputs)
             if self.task == REGRESSION:
                 values = outputs[:, 0] * self.metadata.target_std + self.metadata.target_mean

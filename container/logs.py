@@ -47,7 +47,9 @@ def metric_definitions(names: Iterable[str]) -> list[dict[str, str]]:
     """The MetricDefinitions list for an Estimator / ModelTrainer / tuner, one entry per metric."""
     definitions = [{"Name": name, "Regex": metric_regex(name)} for name in names]
     if len(definitions) > METRIC_DEFINITIONS_LIMIT:
-        raise ValueError(f"{len(definitions)} metric definitions; SageMaker accepts {METRIC_DEFINITIONS_LIMIT}")
+        raise ValueError(
+            f"{len(definitions)} metric definitions; SageMaker accepts {METRIC_DEFINITIONS_LIMIT}"
+        )
     for definition in definitions:
         if len(definition["Regex"]) > METRIC_REGEX_LIMIT:
             raise ValueError(f"regex for {definition['Name']} is longer than {METRIC_REGEX_LIMIT} characters")

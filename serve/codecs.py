@@ -46,7 +46,9 @@ def decode_csv(text: str, feature_count: int) -> np.ndarray:
     for number, line in enumerate(lines, start=1):
         fields = line.split(",")
         if len(fields) != feature_count:
-            raise bad_request(f"CSV line {number} has {len(fields)} values; each row needs {feature_count} features")
+            raise bad_request(
+                f"CSV line {number} has {len(fields)} values; each row needs {feature_count} features"
+            )
         try:
             values.append([float(field) for field in fields])
         except ValueError:
@@ -82,7 +84,9 @@ def decode_json(text: str, feature_count: int) -> np.ndarray:
         ):
             raise bad_request(f"instance {number} must be a list of {feature_count} numbers")
         if len(row) != feature_count:
-            raise bad_request(f"instance {number} has {len(row)} values; each row needs {feature_count} features")
+            raise bad_request(
+                f"instance {number} has {len(row)} values; each row needs {feature_count} features"
+            )
     return _check_rows(np.asarray(rows, dtype=np.float64), feature_count)
 
 
@@ -96,7 +100,8 @@ def decode_request(body: bytes, content_type: str, feature_count: int) -> np.nda
     decoder = DECODERS.get(content_type)
     if decoder is None:
         raise RequestError(
-            415, "unsupported_media_type",
+            415,
+            "unsupported_media_type",
             f"Content-Type {content_type or '(none)'!r} is not supported; send one of {', '.join(DECODERS)}",
         )
     try:

@@ -12,8 +12,11 @@ from serve.settings import ServerSettings, SettingsError
 
 def gunicorn_command(extra: Sequence[str] = ()) -> list[str]:
     return [
-        sys.executable, "-m", "gunicorn",
-        "--config", "python:serve.gunicorn_conf",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:serve.gunicorn_conf",
         *extra,
         "serve.wsgi:create_app_from_environment()",
     ]

@@ -74,10 +74,16 @@ def _first_non_numeric(column: pa.ChunkedArray) -> tuple[int, str]:
 
 def _table_to_arrays(path: Path, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     if table.num_columns < 2:
-        raise UserError(f"{path} has {table.num_columns} column; expected the label followed by features ({CSV_HINT})")
+        raise UserError(
+            f"{path} has {table.num_columns} column; expected the label followed by features ({CSV_HINT})"
+        )
     columns = []
     for index, column in enumerate(table.columns):
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type)):
+        if not (
+            pa.types.is_integer(column.type)
+            or pa.types.is_floating(column.type)
+            or pa.types.is_null(column.type)
+        ):
             row, value = _first_non_numeric(column)
             what = "label column (column 1)" if index == 0 else f"column {index + 1}"
             header_hint = " — is the first row a header?" if row == 0 else ""
@@ -97,7 +103,9 @@ def _table_to_arrays(path: Path, table: pa.Table) -> tuple[np.ndarray, np.ndarra
     features = matrix[:, 1:]
     if not np.isfinite(features).all():
         row, col = (int(i) for i in np.argwhere(~np.isfinite(features))[0])
-        raise UserError(f"{path} row {row + 1}, column {col + 2}: {features[row, col]} is not a finite number")
+        raise UserError(
+            f"{path} row {row + 1}, column {col + 2}: {features[row, col]} is not a finite number"
+        )
     return features.astype(np.float32), labels
 
 
@@ -108,7 +116,8 @@ def load_csv_channel(channel: str, directory: Path) -> Dataset:
     if not files:
         raise UserError(f"channel {channel!r} is empty: no files in {directory}")
     started = time.perf_counter()
-    features_parts, label_parts = [], []
+    features_parts: list[np.ndarray] = []
+    label_parts: list[np.ndarray] = []
     for path in files:
         features, labels = _table_to_arrays(path, _read_csv_table(path))
         if features_parts and features.shape[1] != features_parts[0].shape[1]:
@@ -121,6 +130,10 @@ def load_csv_channel(channel: str, directory: Path) -> Dataset:
     dataset = Dataset(np.concatenate(features_parts), np.concatenate(label_parts), tuple(files))
     log.info(
         "channel %s: %d rows, %d features from %d file(s) in %.2fs",
-        channel, dataset.rows, dataset.feature_count, len(files), time.perf_counter() - started,
+        channel,
+        dataset.rows,
+        dataset.feature_count,
+        len(files),
+        time.perf_counter() - started,
     )
     return dataset

@@ -81,7 +81,9 @@ def run(paths: Paths) -> dict[str, float]:
     task = hyperparameters.task or infer_task(train_data.labels)
     labels = LabelEncoding.fit(task, train_data.labels)
     scaler = Standardizer.fit(train_data.features)
-    train_split = Split.from_arrays(scaler.transform(train_data.features), labels.encode(train_data.labels, "train"))
+    train_split = Split.from_arrays(
+        scaler.transform(train_data.features), labels.encode(train_data.labels, "train")
+    )
     validation_split = None
     if validation_data is not None:
         validation_split = Split.from_arrays(
@@ -91,16 +93,24 @@ def run(paths: Paths) -> dict[str, float]:
     seed_everything(hyperparameters.seed)
     spec = NetworkSpec("mlp", train_data.feature_count, labels.output_size, hyperparameters.hidden_units)
     network = build_network(spec)
-    log.info("training %s on %d rows (%s), %d epochs", spec.kind, train_data.rows, task, hyperparameters.epochs)
+    log.info(
+        "training %s on %d rows (%s), %d epochs", spec.kind, train_data.rows, task, hyperparameters.epochs
+    )
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         print(format_metric_line(epoch, metrics), flush=True)
 
     history = fit(
-        network, train_split, validation_split,
-        task=task, epochs=hyperparameters.epochs, batch_size=hyperparameters.batch_size,
-        learning_rate=hyperparameters.learning_rate, seed=hyperparameters.seed,
-        target_std=labels.target_std, on_epoch_end=report,
+        network,
+        train_split,
+        validation_split,
+        task=task,
+        epochs=hyperparameters.epochs,
+        batch_size=hyperparameters.batch_size,
+        learning_rate=hyperparameters.learning_rate,
+        seed=hyperparameters.seed,
+        target_std=labels.target_std,
+        on_epoch_end=report,
     )
 
     metadata = ModelMetadata(
@@ -118,7 +128,9 @@ def run(paths: Paths) -> dict[str, float]:
     )
     if job.resources.is_master:
         save_model(paths.model_dir, network, metadata)
-        write_evaluation(paths.output_data_dir, metadata, train_data, validation_data, time.perf_counter() - started)
+        write_evaluation(
+            paths.output_data_dir, metadata, train_data, validation_data, time.perf_counter() - started
+        )
         log.info("model saved to %s", paths.model_dir)
     return history.last
 

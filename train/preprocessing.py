@@ -21,8 +21,11 @@ def infer_task(labels: np.ndarray) -> str:
         task = BINARY if len(distinct) <= 2 else MULTICLASS
     else:
         task = REGRESSION
-    log.info("task inferred from %d distinct label values: %s (set hyperparameter task to override)",
-             len(distinct), task)
+    log.info(
+        "task inferred from %d distinct label values: %s (set hyperparameter task to override)",
+        len(distinct),
+        task,
+    )
     return task
 
 
@@ -51,7 +54,9 @@ class LabelEncoding:
                 f" {len(classes)}: {list(classes)[:10]}"
             )
         if task == MULTICLASS and len(classes) < 2:
-            raise UserError(f"classification needs at least 2 distinct labels in channel 'train', found {list(classes)}")
+            raise UserError(
+                f"classification needs at least 2 distinct labels in channel 'train', found {list(classes)}"
+            )
         return cls(task, classes=classes)
 
     @property

@@ -25,7 +25,9 @@ class Split:
 
     @classmethod
     def from_arrays(cls, features: np.ndarray, targets: np.ndarray) -> Split:
-        return cls(torch.from_numpy(np.ascontiguousarray(features)), torch.from_numpy(np.ascontiguousarray(targets)))
+        return cls(
+            torch.from_numpy(np.ascontiguousarray(features)), torch.from_numpy(np.ascontiguousarray(targets))
+        )
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -40,7 +42,9 @@ def loss_function(task: str) -> nn.Module:
     return nn.MSELoss()
 
 
-def _loss_inputs(task: str, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _loss_inputs(
+    task: str, outputs: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     if task == MULTICLASS:
         return outputs, targets
     return outputs[:, 0], targets.to(outputs.dtype)
@@ -110,7 +114,9 @@ def fit(
             seen += len(batch)
         metrics = {"train:loss": total_loss / seen}
         if validation is not None:
-            metrics |= {f"validation:{k}": v for k, v in evaluate(network, validation, task, target_std).items()}
+            metrics |= {
+                f"validation:{k}": v for k, v in evaluate(network, validation, task, target_std).items()
+            }
         history.epochs.append(metrics)
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)

@@ -64,7 +64,9 @@ def test_missing_hyperparameters_file_means_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("content", "message"), [("{not json", "not valid JSON"), ("[1, 2]", "JSON object")])
-def test_malformed_config_file_is_a_user_error_naming_the_file(tmp_path: Path, content: str, message: str) -> None:
+def test_malformed_config_file_is_a_user_error_naming_the_file(
+    tmp_path: Path, content: str, message: str
+) -> None:
     path = tmp_path / "hyperparameters.json"
     path.write_text(content)
     with pytest.raises(UserError, match=message) as raised:
@@ -75,7 +77,9 @@ def test_malformed_config_file_is_a_user_error_naming_the_file(tmp_path: Path, c
 def test_resource_config_master_is_first_sorted_host(tmp_path: Path) -> None:
     path = tmp_path / "resourceconfig.json"
     path.write_text(
-        json.dumps({"current_host": "algo-2", "hosts": ["algo-2", "algo-1"], "network_interface_name": "ethwe"})
+        json.dumps(
+            {"current_host": "algo-2", "hosts": ["algo-2", "algo-1"], "network_interface_name": "ethwe"}
+        )
     )
     resources = read_resource_config(path)
     assert resources.master_host == "algo-1"
@@ -86,7 +90,9 @@ def test_resource_config_master_is_first_sorted_host(tmp_path: Path) -> None:
 
 def test_input_data_config_reads_each_channel(tmp_path: Path) -> None:
     path = tmp_path / "inputdataconfig.json"
-    path.write_text(json.dumps({"train": {"ContentType": "text/csv", "TrainingInputMode": "File"}, "validation": {}}))
+    path.write_text(
+        json.dumps({"train": {"ContentType": "text/csv", "TrainingInputMode": "File"}, "validation": {}})
+    )
     channels = read_input_data_config(path)
     assert channels["train"].content_type == "text/csv"
     assert channels["validation"].content_type is None
@@ -97,7 +103,12 @@ def test_paths_default_to_opt_ml_and_honour_toolkit_overrides() -> None:
     assert Paths.from_env({}).model_dir == Path("/opt/ml/model")
     assert Paths.from_env({}).channel_dir("train") == Path("/opt/ml/input/data/train")
     paths = Paths.from_env(
-        {"OPTML_ROOT": "/tmp/x", "SM_MODEL_DIR": "/models", "SM_CHANNEL_TRAIN": "/data/tr", "SM_OUTPUT_DATA_DIR": "/o"}
+        {
+            "OPTML_ROOT": "/tmp/x",
+            "SM_MODEL_DIR": "/models",
+            "SM_CHANNEL_TRAIN": "/data/tr",
+            "SM_OUTPUT_DATA_DIR": "/o",
+        }
     )
     assert paths.model_dir == Path("/models")
     assert paths.channel_dir("train") == Path("/data/tr")
@@ -155,6 +166,8 @@ def test_metric_definitions_command_prints_valid_json(capsys: pytest.CaptureFixt
     assert entrypoint_main(["metric-definitions"]) == 0
     definitions = json.loads(capsys.readouterr().out)
     names = [d["Name"] for d in definitions]
-    assert {"train:loss", "validation:loss", "validation:accuracy", "validation:auc", "validation:r2"} <= set(names)
+    assert {"train:loss", "validation:loss", "validation:accuracy", "validation:auc", "validation:r2"} <= set(
+        names
+    )
     assert len(names) == len(set(names)) <= 40
     assert all(len(d["Regex"]) <= 500 for d in definitions)

@@ -12,8 +12,14 @@ def test_defaults_when_nothing_is_given() -> None:
 
 def test_string_values_are_typed() -> None:
     parsed = parse_hyperparameters(
-        {"epochs": "3", "batch_size": "16", "learning_rate": "0.01", "hidden_units": "64, 32", "seed": "0",
-         "task": "Regression"}
+        {
+            "epochs": "3",
+            "batch_size": "16",
+            "learning_rate": "0.01",
+            "hidden_units": "64, 32",
+            "seed": "0",
+            "task": "Regression",
+        }
     )
     assert parsed == Hyperparameters(
         task="regression", epochs=3, batch_size=16, learning_rate=0.01, hidden_units=(64, 32), seed=0
@@ -25,7 +31,13 @@ def test_string_values_are_typed() -> None:
 def test_every_problem_is_reported_at_once_naming_key_value_and_expectation() -> None:
     with pytest.raises(UserError) as raised:
         parse_hyperparameters(
-            {"epochs": "ten", "learning_rate": "-1", "hidden_units": "64,x", "task": "clustering", "lr": "0.1"}
+            {
+                "epochs": "ten",
+                "learning_rate": "-1",
+                "hidden_units": "64,x",
+                "task": "clustering",
+                "lr": "0.1",
+            }
         )
     message = str(raised.value)
     assert message.startswith("Invalid hyperparameters: ")

@@ -42,7 +42,9 @@ def test_ping_is_healthy_with_an_empty_body(client: FlaskClient) -> None:
 
 
 def test_csv_in_csv_out_gives_one_label_per_row(client: FlaskClient, model: ModelArtifact) -> None:
-    response = client.post("/invocations", data=CSV_BODY, headers={"Content-Type": "text/csv", "Accept": "text/csv"})
+    response = client.post(
+        "/invocations", data=CSV_BODY, headers={"Content-Type": "text/csv", "Accept": "text/csv"}
+    )
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
     expected = model.predict(ROWS).labels
@@ -50,7 +52,9 @@ def test_csv_in_csv_out_gives_one_label_per_row(client: FlaskClient, model: Mode
 
 
 def test_json_in_json_out_gives_labels_and_scores(client: FlaskClient, model: ModelArtifact) -> None:
-    response = client.post("/invocations", json={"instances": ROWS.tolist()}, headers={"Accept": "application/json"})
+    response = client.post(
+        "/invocations", json={"instances": ROWS.tolist()}, headers={"Accept": "application/json"}
+    )
     assert response.status_code == 200
     predictions = response.get_json()["predictions"]
     expected = model.predict(ROWS)
@@ -100,7 +104,12 @@ def test_default_accept_comes_from_the_environment_setting(model: ModelArtifact)
         ("{", "application/json", 400, "invalid JSON at line 1 column 2"),
         ('{"rows": []}', "application/json", 400, 'JSON body must be {"instances"'),
         ('{"instances": [[1, 2, 3, 4], [1, 2]]}', "application/json", 400, "instance 2 has 2 values"),
-        ('{"instances": [[1, 2, "3", 4]]}', "application/json", 400, "instance 1 must be a list of 4 numbers"),
+        (
+            '{"instances": [[1, 2, "3", 4]]}',
+            "application/json",
+            400,
+            "instance 1 must be a list of 4 numbers",
+        ),
         ('{"instances": []}', "application/json", 400, "no rows to predict"),
     ],
 )
@@ -116,7 +125,9 @@ def test_client_mistakes_get_a_json_error_naming_the_problem(
 
 
 def test_unsatisfiable_accept_is_406(client: FlaskClient) -> None:
-    response = client.post("/invocations", data=CSV_BODY, headers={"Content-Type": "text/csv", "Accept": "image/png"})
+    response = client.post(
+        "/invocations", data=CSV_BODY, headers={"Content-Type": "text/csv", "Accept": "image/png"}
+    )
     assert response.status_code == 406
     assert response.get_json() == {
         "error": "not_acceptable",
@@ -127,7 +138,9 @@ def test_unsatisfiable_accept_is_406(client: FlaskClient) -> None:
 def test_oversized_body_is_413_json(client: FlaskClient) -> None:
     response = client.post("/invocations", data="1,2,3,4\n" * 1000, headers={"Content-Type": "text/csv"})
     assert response.status_code == 413
-    assert response.get_json()["message"] == "request body is larger than the 4096 bytes this endpoint accepts"
+    assert (
+        response.get_json()["message"] == "request body is larger than the 4096 bytes this endpoint accepts"
+    )
 
 
 def test_unknown_route_and_method_answer_json(client: FlaskClient) -> None:
@@ -158,7 +171,11 @@ def test_unexpected_errors_are_500_without_traceback(
 
 def test_server_settings_from_environment() -> None:
     settings = ServerSettings.from_env(
-        {"SAGEMAKER_BIND_TO_PORT": "9090", "SAGEMAKER_MODEL_SERVER_WORKERS": "3", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20"}
+        {
+            "SAGEMAKER_BIND_TO_PORT": "9090",
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20",
+        }
     )
     assert (settings.port, settings.workers, settings.timeout, settings.max_payload_mb) == (9090, 3, 60, 20)
 
@@ -166,7 +183,10 @@ def test_server_settings_from_environment() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"SAGEMAKER_MODEL_SERVER_WORKERS": "many"}, "SAGEMAKER_MODEL_SERVER_WORKERS='many' is not an integer"),
+        (
+            {"SAGEMAKER_MODEL_SERVER_WORKERS": "many"},
+            "SAGEMAKER_MODEL_SERVER_WORKERS='many' is not an integer",
+        ),
         ({"SAGEMAKER_BIND_TO_PORT": "70000"}, "SAGEMAKER_BIND_TO_PORT=70000 is out of range"),
         ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"}, "expected at least 1 and at most 100"),
     ],
