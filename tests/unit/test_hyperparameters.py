@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from container.errors import UserError
@@ -53,3 +55,10 @@ def test_describe_lists_every_hyperparameter_with_default() -> None:
     assert rows["hidden_units"]["default"] == "64,32"
     assert rows["task"]["default"] == "auto"
     assert set(rows) == set(Hyperparameters.__dataclass_fields__)
+
+
+def test_readme_documents_every_hyperparameter_with_its_default() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for row in describe():
+        assert f"| `{row['name']}` |" in readme, f"{row['name']} missing from the README table"
+        assert f"| `{row['default']}` |" in readme
