@@ -39,12 +39,21 @@ Label = int | float | str
 
 @dataclass
 class ModelMetadata:
+    """Everything about a model except its weights.
+
+    `feature_mean`/`feature_std` hold one value per input value of a row (prod(input_shape) of them),
+    already broadcast from per-feature (tabular), per-channel (images) or per-feature-over-time
+    (sequences) statistics, so applying them is one elementwise operation on a flattened row.
+    """
+
     task: str
     network: NetworkSpec
-    feature_count: int
+    feature_count: int  # values per row, flattened: prod(network.input_shape)
     feature_mean: list[float]
     feature_std: list[float]
     classes: list[Label] = field(default_factory=list)  # index → original label (classification)
+    feature_names: list[str] = field(default_factory=list)  # tabular data with a header
+    encoder: dict[str, Any] | None = None  # container.features.FeatureEncoder.to_json(), when fitted
     target_mean: float = 0.0  # regression targets are trained standardized
     target_std: float = 1.0
     hyperparameters: dict[str, Any] = field(default_factory=dict)
@@ -60,12 +69,12 @@ class ModelMetadata:
             "feature_mean": self.feature_mean,
             "feature_std": self.feature_std,
             "classes": self.classes,
+            "feature_names": self.feature_names,
+            "encoder": self.encoder,
             "target_mean": self.target_mean,
             "target_std": self.target_std,
             "hyperparameters": self.hyperparameters,
-            "metrics": {
-                name: (value if math.isfinite(value) else None) for name, value in self.metrics.items()
-            },
+            "metrics": {name: (value if math.isfinite(value) else None) for name, value in self.metrics.items()},
             "versions": self.versions,
         }
 
@@ -81,6 +90,8 @@ class ModelMetadata:
             feature_mean=[float(v) for v in data["feature_mean"]],
             feature_std=[float(v) for v in data["feature_std"]],
             classes=list(data.get("classes", [])),
+            feature_names=[str(name) for name in data.get("feature_names", [])],
+            encoder=data.get("encoder"),
             target_mean=float(data.get("target_mean", 0.0)),
             target_std=float(data.get("target_std", 1.0)),
             hyperparameters=dict(data.get("hyperparameters", {})),
@@ -105,6 +116,7 @@ class ModelArtifact:
         self.metadata = metadata
         self._mean = torch.tensor(metadata.feature_mean, dtype=torch.float32)
         self._std = torch.tensor(metadata.feature_std, dtype=torch.float32)
+        self._input_shape = tuple(metadata.network.input_shape)
 
     @property
     def feature_count(self) -> int:
@@ -117,9 +129,7 @@ class ModelArtifact:
     def predict(self, features: np.ndarray) -> Predictions:
         """`features`: float array (rows, feature_count), already validated by the caller."""
         with torch.inference_mode():
-            inputs = (
-                torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)) - self._mean
-            ) / self._std
+            inputs = (torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)) - self._mean) / self._std
             outputs = self.network(inputs)
             if self.task == REGRESSION:
                 values = outputs[:, 0] * self.metadata.target_std + self.metadata.target_mean
