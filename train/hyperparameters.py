@@ -1,45 +1,84 @@
 """Every hyperparameter the algorithm accepts: its type, default and what a valid value looks like.
 
 The values arrive as strings (SageMaker's hyperparameters.json). `parse_hyperparameters` checks all of
-them and reports every problem at once, each naming the key, the value and what was expected.
+them, then the combinations that cannot work together, and reports every problem at once, each naming
+the key, the value and what was expected — before any data is read.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from container.artifact import TASKS
+from container.artifact import BINARY, MULTICLASS, REGRESSION, TASKS
 from container.errors import UserError
+from container.networks import ACTIVATIONS, IMAGE_MODELS, MODELS
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("none", "step", "cosine", "plateau")
+LOSSES = ("auto", "bce", "cross_entropy", "mse", "mae", "huber", "focal")
+CV_STRATEGIES = ("auto", "kfold", "stratified", "timeseries")
+# Which losses fit which task ("auto" picks the first).
+TASK_LOSSES = {
+    BINARY: ("bce", "cross_entropy", "focal"),
+    MULTICLASS: ("cross_entropy", "focal"),
+    REGRESSION: ("mse", "mae", "huber"),
+}
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError
-    return value
+def _float_range(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if (
+            value != value
+            or (value <= low if low_open else value < low)
+            or (value >= high if high_open else value > high)
+        ):
+            raise ValueError
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise ValueError
-    return value
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError
+        return value
+
+    return parse
 
 
-def _layer_sizes(text: str) -> tuple[int, ...]:
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError
+
+
+def _int_list(text: str) -> tuple[int, ...]:
     stripped = text.strip().strip("[]()")
     if not stripped:
         return ()
-    return tuple(_positive_int(part) for part in stripped.split(","))
+    values = tuple(int(part) for part in stripped.split(","))
+    if any(value <= 0 for value in values):
+        raise ValueError
+    return values
 
 
 def _task(text: str) -> str | None:
@@ -51,31 +90,278 @@ def _task(text: str) -> str | None:
     return value
 
 
-def _hp(default: Any, parse: Callable[[str], Any], expected: str, help: str) -> Any:
-    return field(default=default, metadata={"parse": parse, "expected": expected, "help": help})
+def _class_weights(text: str) -> tuple[float, ...] | str | None:
+    value = text.strip().lower()
+    if value in ("", "none"):
+        return None
+    if value == "balanced":
+        return "balanced"
+    weights = tuple(float(part) for part in value.strip("[]()").split(","))
+    if any(not weight > 0 for weight in weights):
+        raise ValueError
+    return weights
+
+
+def _optional_text(text: str) -> str | None:
+    return text.strip() or None
+
+
+def _column_list(text: str) -> tuple[str, ...] | None:
+    parts = tuple(part.strip() for part in text.strip().strip("[]").split(",") if part.strip())
+    return parts or None
+
+
+def _hp(default: Any, parse: Callable[[str], Any], expected: str, help: str, group: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "expected": expected, "help": help, "group": group})
+
+
+POSITIVE_INT = "a positive integer"
+NON_NEGATIVE = "a number ≥ 0"
 
 
 @dataclass(frozen=True)
 class Hyperparameters:
+    # --- task and data ---
     task: str | None = _hp(
-        None, _task, f"one of auto, {', '.join(TASKS)}", "what to predict; inferred from the labels when auto"
+        None,
+        _task,
+        f"one of auto, {', '.join(TASKS)}",
+        "what to predict; inferred from the labels when auto",
+        "data",
     )
-    epochs: int = _hp(20, _positive_int, "a positive integer", "passes over the training data")
-    batch_size: int = _hp(64, _positive_int, "a positive integer", "rows per mini-batch")
-    learning_rate: float = _hp(1e-3, _positive_float, "a positive number such as 0.001", "Adam step size")
+    num_classes: int | None = _hp(
+        None,
+        _int_at_least(2),
+        "an integer ≥ 2",
+        "declare the class count: labels must be integers 0..num_classes-1",
+        "data",
+    )
+    label_column: str | None = _hp(
+        None,
+        _optional_text,
+        "a column name or 0-based index",
+        "label column of CSV with a header, Parquet or JSON Lines (default: first column / 'label')",
+        "data",
+    )
+    feature_columns: tuple[str, ...] | None = _hp(
+        None,
+        _column_list,
+        'comma-separated column names or indices such as "age,income"',
+        "feature columns to use (default: all but label and time column)",
+        "data",
+    )
+    time_column: str | None = _hp(
+        None,
+        _optional_text,
+        "a column name",
+        "column giving row order in time; excluded from features; cv must then be timeseries",
+        "data",
+    )
+    # --- model ---
+    model: str = _hp(
+        "mlp",
+        _choice(MODELS),
+        f"one of {', '.join(MODELS)}",
+        "network: mlp (tabular), cnn (images), rnn/lstm/gru (sequences)",
+        "model",
+    )
     hidden_units: tuple[int, ...] = _hp(
-        (64, 32), _layer_sizes, 'comma-separated positive integers such as "64,32"', "MLP hidden layer widths"
+        (64, 32),
+        _int_list,
+        'comma-separated positive integers such as "64,32"',
+        "widths of the dense hidden layers (after conv/recurrent layers for cnn/rnn)",
+        "model",
     )
-    seed: int = _hp(42, _non_negative_int, "a non-negative integer", "random seed for weights and shuffling")
+    activation: str = _hp(
+        "relu",
+        _choice(tuple(ACTIVATIONS)),
+        f"one of {', '.join(ACTIVATIONS)}",
+        "hidden-layer activation; the output activation follows the task",
+        "model",
+    )
+    dropout: float = _hp(
+        0.0,
+        _float_range(0.0, 1.0, high_open=True),
+        "a number in [0, 1)",
+        "dropout probability after each hidden block",
+        "model",
+    )
+    batch_norm: bool = _hp(False, _bool, "true or false", "batch normalization in each hidden block", "model")
+    conv_channels: tuple[int, ...] = _hp(
+        (16, 32),
+        _int_list,
+        'comma-separated positive integers such as "16,32"',
+        "cnn: output channels of each conv + pooling block",
+        "model",
+    )
+    kernel_size: int = _hp(3, _int_at_least(1), POSITIVE_INT, "cnn: convolution kernel size", "model")
+    hidden_size: int = _hp(64, _int_at_least(1), POSITIVE_INT, "rnn/lstm/gru: hidden state size", "model")
+    num_layers: int = _hp(1, _int_at_least(1), POSITIVE_INT, "rnn/lstm/gru: stacked recurrent layers", "model")
+    bidirectional: bool = _hp(False, _bool, "true or false", "rnn/lstm/gru: read sequences both ways", "model")
+    freeze_layers: int = _hp(
+        0,
+        _int_at_least(0),
+        "an integer ≥ 0",
+        "transfer learning: freeze the first N blocks (see the model channel)",
+        "model",
+    )
+    # --- optimization ---
+    epochs: int = _hp(20, _int_at_least(1), POSITIVE_INT, "passes over the training data", "optimization")
+    batch_size: int = _hp(64, _int_at_least(1), POSITIVE_INT, "rows per mini-batch", "optimization")
+    optimizer: str = _hp(
+        "adam",
+        _choice(OPTIMIZERS),
+        f"one of {', '.join(OPTIMIZERS)}",
+        "optimization algorithm",
+        "optimization",
+    )
+    learning_rate: float = _hp(
+        1e-3,
+        _float_range(0.0, float("inf"), low_open=True, high_open=True),
+        "a positive number such as 0.001",
+        "initial step size",
+        "optimization",
+    )
+    momentum: float = _hp(
+        0.9, _float_range(0.0, 1.0, high_open=True), "a number in [0, 1)", "sgd momentum", "optimization"
+    )
+    lr_scheduler: str = _hp(
+        "none",
+        _choice(SCHEDULERS),
+        f"one of {', '.join(SCHEDULERS)}",
+        "learning-rate schedule, stepped once per epoch",
+        "optimization",
+    )
+    lr_step_size: int = _hp(10, _int_at_least(1), POSITIVE_INT, "step: epochs between decays", "optimization")
+    lr_gamma: float = _hp(
+        0.1,
+        _float_range(0.0, 1.0, low_open=True, high_open=True),
+        "a number in (0, 1)",
+        "step/plateau: decay factor",
+        "optimization",
+    )
+    lr_patience: int = _hp(
+        2,
+        _int_at_least(0),
+        "an integer ≥ 0",
+        "plateau: epochs without improvement before decaying",
+        "optimization",
+    )
+    grad_clip: float = _hp(
+        0.0,
+        _float_range(0.0, float("inf"), high_open=True),
+        NON_NEGATIVE,
+        "clip the gradient norm to this value; 0 = off",
+        "optimization",
+    )
+    seed: int = _hp(
+        42,
+        _int_at_least(0),
+        "an integer ≥ 0",
+        "seed for weights, shuffling, augmentation and folds; same seed + data → same weights on CPU",
+        "optimization",
+    )
+    # --- regularization ---
+    l1: float = _hp(
+        0.0,
+        _float_range(0.0, float("inf"), high_open=True),
+        NON_NEGATIVE,
+        "L1 penalty on weights (with l2: elastic net)",
+        "regularization",
+    )
+    l2: float = _hp(
+        0.0,
+        _float_range(0.0, float("inf"), high_open=True),
+        NON_NEGATIVE,
+        "L2 penalty on weights (weight decay; decoupled with adamw)",
+        "regularization",
+    )
+    early_stopping_patience: int = _hp(
+        0,
+        _int_at_least(0),
+        "an integer ≥ 0",
+        "stop after N epochs without improvement and restore the best weights; 0 = off",
+        "regularization",
+    )
+    early_stopping_metric: str = _hp(
+        "validation:loss",
+        _optional_text,
+        "a logged validation metric such as validation:loss",
+        "metric early stopping (and plateau) watches",
+        "regularization",
+    )
+    augment: bool = _hp(
+        False,
+        _bool,
+        "true or false",
+        "cnn: random horizontal flip and random crop (pad 4) on training images",
+        "regularization",
+    )
+    # --- loss ---
+    loss: str = _hp(
+        "auto",
+        _choice(LOSSES),
+        f"one of {', '.join(LOSSES)}",
+        "loss: auto = bce (binary), cross_entropy (multiclass), mse (regression)",
+        "loss",
+    )
+    huber_delta: float = _hp(
+        1.0,
+        _float_range(0.0, float("inf"), low_open=True, high_open=True),
+        "a positive number",
+        "huber: where the loss turns from quadratic to linear (in standardized target units)",
+        "loss",
+    )
+    focal_gamma: float = _hp(
+        2.0,
+        _float_range(0.0, float("inf"), high_open=True),
+        NON_NEGATIVE,
+        "focal: focusing parameter γ",
+        "loss",
+    )
+    focal_alpha: float = _hp(
+        0.25,
+        _float_range(0.0, 1.0),
+        "a number in [0, 1]",
+        "focal (binary): weight α of the positive class",
+        "loss",
+    )
+    class_weights: tuple[float, ...] | str | None = _hp(
+        None,
+        _class_weights,
+        'balanced or one positive weight per class such as "1,5"',
+        "per-class loss weights for imbalanced data",
+        "loss",
+    )
+    # --- evaluation ---
+    f_beta: float = _hp(
+        1.0,
+        _float_range(0.0, float("inf"), low_open=True, high_open=True),
+        "a positive number",
+        "β of the logged f_beta metric (β > 1 favours recall)",
+        "evaluation",
+    )
+    k_folds: int = _hp(
+        0,
+        _int_at_least(0),
+        "0 (off) or an integer ≥ 2",
+        "cross-validation folds over the train channel before the final fit",
+        "evaluation",
+    )
+    cv_strategy: str = _hp(
+        "auto",
+        _choice(CV_STRATEGIES),
+        f"one of {', '.join(CV_STRATEGIES)}",
+        "fold assignment: auto = stratified (classification) or kfold (regression); timeseries = walk-forward",
+        "evaluation",
+    )
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["hidden_units"] = list(self.hidden_units)
-        return data
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
 
 def describe() -> list[dict[str, str]]:
-    """Name, default, expected values and meaning of each hyperparameter (for docs and --help)."""
+    """Name, default, expected values, meaning and group of each hyperparameter (for docs)."""
     rows = []
     for spec in fields(Hyperparameters):
         default = spec.default if spec.default is not MISSING else ""
@@ -84,12 +370,49 @@ def describe() -> list[dict[str, str]]:
         rows.append(
             {
                 "name": spec.name,
-                "default": "auto" if default is None else str(default),
+                "default": "auto"
+                if default is None and spec.name == "task"
+                else (
+                    "none" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+                ),
                 "expected": spec.metadata["expected"],
                 "help": spec.metadata["help"],
+                "group": spec.metadata["group"],
             }
         )
     return rows
+
+
+def combination_problems(hp: Hyperparameters) -> list[str]:
+    """Settings that are each valid but cannot work together, as messages that say what to change."""
+    problems = []
+    if hp.k_folds == 1:
+        problems.append("k_folds=1 is not cross-validation: use 0 (off) or at least 2")
+    if hp.time_column and hp.k_folds and hp.cv_strategy in ("kfold", "stratified"):
+        problems.append(
+            f"cv_strategy={hp.cv_strategy} shuffles rows, but time_column={hp.time_column!r} says they are ordered in"
+            " time: random folds would train on the future and validate on the past; use cv_strategy=timeseries"
+        )
+    if hp.task is not None and hp.loss != "auto" and hp.loss not in TASK_LOSSES[hp.task]:
+        problems.append(f"loss={hp.loss} does not fit task={hp.task}: use one of {', '.join(TASK_LOSSES[hp.task])}")
+    if hp.task == REGRESSION and hp.class_weights is not None:
+        problems.append("class_weights applies to classification, but task=regression")
+    if hp.task == REGRESSION and hp.cv_strategy == "stratified":
+        problems.append("cv_strategy=stratified needs classes, but task=regression: use kfold or timeseries")
+    if hp.task == BINARY and isinstance(hp.class_weights, tuple) and len(hp.class_weights) != 2:
+        problems.append(f"class_weights has {len(hp.class_weights)} values; binary_classification needs 2")
+    if hp.num_classes is not None and hp.task in (BINARY, REGRESSION):
+        if not (hp.task == BINARY and hp.num_classes == 2):
+            problems.append(f"num_classes={hp.num_classes} does not fit task={hp.task}")
+    if isinstance(hp.class_weights, tuple) and hp.num_classes and len(hp.class_weights) != hp.num_classes:
+        problems.append(f"class_weights has {len(hp.class_weights)} values but num_classes={hp.num_classes}")
+    if hp.augment and hp.model not in IMAGE_MODELS:
+        problems.append(f"augment=true flips and crops images, so it needs model=cnn (model={hp.model})")
+    if not hp.early_stopping_metric.startswith("validation:"):
+        problems.append(
+            f"early_stopping_metric={hp.early_stopping_metric!r} must be a validation metric such as validation:loss"
+        )
+    return problems
 
 
 def parse_hyperparameters(values: Mapping[str, str]) -> Hyperparameters:
@@ -99,12 +422,15 @@ def parse_hyperparameters(values: Mapping[str, str]) -> Hyperparameters:
     for key, text in values.items():
         spec = known.get(key)
         if spec is None:
-            problems.append(f"unknown hyperparameter {key!r} (known: {', '.join(sorted(known))})")
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}?" if close else "the README lists every hyperparameter"
+            problems.append(f"unknown hyperparameter {key!r} ({hint})")
             continue
         try:
             parsed[key] = spec.metadata["parse"](text)
         except ValueError:
             problems.append(f"{key}={text!r} is invalid: expected {spec.metadata['expected']}")
+    problems += combination_problems(Hyperparameters(**parsed))
     if problems:
         raise UserError("Invalid hyperparameters: " + "; ".join(problems))
     return Hyperparameters(**parsed)

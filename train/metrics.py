@@ -1,7 +1,9 @@
 """Evaluation metrics, computed with numpy on a whole channel at once.
 
-Classification metrics take class-index labels and per-class probabilities; binary F1 and AUC treat
-class index 1 as positive, multiclass ones are macro averages (one-vs-rest for AUC).
+Classification metrics take class-index labels and per-class probabilities. Binary precision, recall,
+F1, F-beta, specificity and AUC treat class index 1 as positive; multiclass ones are macro averages
+(one-vs-rest for AUC), and the report adds support-weighted averages. Checked against scikit-learn
+in tests/unit/test_metrics.py.
 """
 
 from __future__ import annotations
@@ -10,35 +12,34 @@ import numpy as np
 
 from container.artifact import BINARY, MULTICLASS, REGRESSION
 
-# The metrics `validation:` reports per task; the names users put in MetricDefinitions and objectives.
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "f_beta", "specificity", "auc", "log_loss")
+REGRESSION_METRICS = ("mse", "rmse", "mae", "r2")
+# The metrics logged per channel for each task, in log order (after the loss).
 TASK_METRICS = {
-    BINARY: ("accuracy", "f1", "auc"),
-    MULTICLASS: ("accuracy", "f1", "auc"),
-    REGRESSION: ("rmse", "mae", "r2"),
+    BINARY: CLASSIFICATION_METRICS,
+    MULTICLASS: CLASSIFICATION_METRICS,
+    REGRESSION: REGRESSION_METRICS,
 }
+LOGGED_CHANNELS = ("train", "validation")
+# Metrics where smaller is better; everything else is maximized.
+LOWER_IS_BETTER = {"loss", "log_loss", "mse", "rmse", "mae"}
 
 
 def all_metric_names() -> list[str]:
-    """Every metric name a job can log, in log order, for `metric-definitions`."""
-    names = ["train:loss", "validation:loss"]
-    for task_names in TASK_METRICS.values():
-        names += [f"validation:{name}" for name in task_names if f"validation:{name}" not in names]
+    """Every metric name a job can log, for `metric-definitions` (SageMaker allows 40)."""
+    per_channel = ["loss", *CLASSIFICATION_METRICS, *REGRESSION_METRICS]
+    names = [f"{channel}:{name}" for channel in LOGGED_CHANNELS for name in per_channel]
+    names += [f"cv:{name}" for name in per_channel]
     return names
 
 
-def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return float(np.mean(y_true == y_pred))
+def is_lower_better(metric: str) -> bool:
+    return metric.rsplit(":", 1)[-1] in LOWER_IS_BETTER
 
 
-def f1_score(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> float:
-    positives = [1] if classes == 2 else range(classes)
-    scores = []
-    for label in positives:
-        true_pos = np.sum((y_pred == label) & (y_true == label))
-        predicted = np.sum(y_pred == label)
-        actual = np.sum(y_true == label)
-        scores.append(0.0 if predicted + actual == 0 else 2 * true_pos / (predicted + actual))
-    return float(np.mean(scores))
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
+    """Rows are true classes, columns predicted classes."""
+    return np.bincount(y_true * classes + y_pred, minlength=classes * classes).reshape(classes, classes)
 
 
 def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
@@ -48,32 +49,88 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     if n_pos == 0 or n_neg == 0:
         return float("nan")
     order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
+    _, first, counts = np.unique(scores[order], return_index=True, return_counts=True)
     ranks = np.empty(len(scores), dtype=np.float64)
-    # Average ranks over ties.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    average = first + (counts - 1) / 2.0 + 1
-    ranks[order] = np.repeat(average, counts)
+    ranks[order] = np.repeat(first + (counts - 1) / 2.0 + 1, counts)  # average rank over ties
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
+    order = np.argsort(-scores, kind="mergesort")
+    labels, sorted_scores = y_true[order] == 1, scores[order]
+    last_of_threshold = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(labels) - 1]
+    true_positives = np.cumsum(labels)[last_of_threshold]
+    false_positives = last_of_threshold + 1 - true_positives
+    tpr = np.r_[0, true_positives / max(labels.sum(), 1)]
+    fpr = np.r_[0, false_positives / max((~labels).sum(), 1)]
+    return fpr, tpr
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator, dtype=np.float64), where=denominator > 0)
+
+
+def classification_report(y_true: np.ndarray, probabilities: np.ndarray, f_beta: float = 1.0) -> dict[str, object]:
+    """Every classification metric, the confusion matrix and per-class scores, for evaluation.json."""
     classes = probabilities.shape[1]
     y_pred = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(y_true, y_pred, classes).astype(np.float64)
+    true_pos = np.diag(matrix)
+    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
+    true_neg = matrix.sum() - predicted - actual + true_pos
+    precision = _safe_divide(true_pos, predicted)
+    recall = _safe_divide(true_pos, actual)
+    specificity = _safe_divide(true_neg, true_neg + predicted - true_pos)
+    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    beta2 = f_beta**2
+    fb = _safe_divide((1 + beta2) * precision * recall, beta2 * precision + recall)
     if classes == 2:
-        auc = roc_auc(y_true, probabilities[:, 1])
+        auc_per_class = np.array([float("nan"), roc_auc(y_true, probabilities[:, 1])])
     else:
-        per_class = [roc_auc((y_true == c).astype(int), probabilities[:, c]) for c in range(classes)]
-        finite = [value for value in per_class if np.isfinite(value)]
-        auc = float(np.mean(finite)) if finite else float("nan")
-    return {"accuracy": accuracy(y_true, y_pred), "f1": f1_score(y_true, y_pred, classes), "auc": auc}
+        auc_per_class = np.array([roc_auc((y_true == c).astype(int), probabilities[:, c]) for c in range(classes)])
+    # Binary metrics are about the positive class; multiclass ones are macro averages.
+    pick = (lambda values: float(values[1])) if classes == 2 else (lambda values: float(np.nanmean(values)))
+    support = actual / actual.sum()
+    picked_probability = np.clip(probabilities[np.arange(len(y_true)), y_true], 1e-15, 1.0)
+    finite_auc = auc_per_class[np.isfinite(auc_per_class)]
+    return {
+        "accuracy": float(true_pos.sum() / matrix.sum()),
+        "precision": pick(precision),
+        "recall": pick(recall),
+        "f1": pick(f1),
+        "f_beta": pick(fb),
+        "specificity": pick(specificity),
+        "auc": float(auc_per_class[1])
+        if classes == 2
+        else (float(finite_auc.mean()) if len(finite_auc) else float("nan")),
+        "log_loss": float(-np.mean(np.log(picked_probability))),
+        "precision_weighted": float(np.sum(precision * support)),
+        "recall_weighted": float(np.sum(recall * support)),
+        "f1_weighted": float(np.sum(f1 * support)),
+        "confusion_matrix": matrix.astype(int).tolist(),
+        "per_class": {
+            "precision": precision.tolist(),
+            "recall": recall.tolist(),
+            "f1": f1.tolist(),
+            "support": actual.astype(int).tolist(),
+        },
+    }
+
+
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, f_beta: float = 1.0) -> dict[str, float]:
+    """The scalar metrics that are logged each epoch."""
+    report = classification_report(y_true, probabilities, f_beta)
+    return {name: float(report[name]) for name in CLASSIFICATION_METRICS}  # type: ignore[arg-type]
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     error = y_pred - y_true
     total = np.sum((y_true - y_true.mean()) ** 2)
+    mse = float(np.mean(error**2))
     return {
-        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
         "mae": float(np.mean(np.abs(error))),
         "r2": float(1 - np.sum(error**2) / total) if total > 0 else float("nan"),
     }

@@ -15,9 +15,15 @@ log = logging.getLogger(__name__)
 MAX_INFERRED_CLASSES = 20  # integer labels with more distinct values than this look like a regression target
 
 
+def _is_text(labels: np.ndarray) -> bool:
+    return labels.dtype.kind in ("O", "U", "S")
+
+
 def infer_task(labels: np.ndarray) -> str:
     distinct = np.unique(labels)
-    if np.all(distinct == np.round(distinct)) and len(distinct) <= MAX_INFERRED_CLASSES:
+    if _is_text(labels):
+        task = BINARY if len(distinct) <= 2 else MULTICLASS
+    elif np.all(distinct == np.round(distinct)) and len(distinct) <= MAX_INFERRED_CLASSES:
         task = BINARY if len(distinct) <= 2 else MULTICLASS
     else:
         task = REGRESSION
@@ -29,8 +35,11 @@ def infer_task(labels: np.ndarray) -> str:
     return task
 
 
-def _as_label(value: float) -> Label:
-    return int(value) if float(value).is_integer() else float(value)
+def _as_label(value: object) -> Label:
+    if isinstance(value, str):
+        return value
+    number = float(value)  # type: ignore[arg-type]
+    return int(number) if number.is_integer() else number
 
 
 @dataclass(frozen=True)
@@ -43,10 +52,16 @@ class LabelEncoding:
     target_std: float = 1.0
 
     @classmethod
-    def fit(cls, task: str, labels: np.ndarray) -> LabelEncoding:
+    def fit(cls, task: str, labels: np.ndarray, num_classes: int | None = None) -> LabelEncoding:
         if task == REGRESSION:
+            if _is_text(labels):
+                raise UserError(
+                    f"task regression needs numeric labels; channel 'train' has text labels such as {labels[0]!r}"
+                )
             std = float(labels.std())
             return cls(task, target_mean=float(labels.mean()), target_std=std if std > 0 else 1.0)
+        if num_classes is not None:
+            return cls._declared_classes(task, labels, num_classes)
         classes = tuple(_as_label(value) for value in np.unique(labels))
         if task == BINARY and len(classes) != 2:
             raise UserError(
@@ -59,39 +74,69 @@ class LabelEncoding:
             )
         return cls(task, classes=classes)
 
+    @classmethod
+    def _declared_classes(cls, task: str, labels: np.ndarray, num_classes: int) -> LabelEncoding:
+        """With num_classes, labels are class indices 0..num_classes-1; classes absent from train are fine."""
+        numeric = labels if not _is_text(labels) else None
+        bad = (
+            np.ones(len(labels), dtype=bool)
+            if numeric is None
+            else (numeric != np.round(numeric)) | (numeric < 0) | (numeric >= num_classes)
+        )
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise UserError(
+                f"channel 'train' row {row + 1}: label {_as_label(labels[row])!r} is outside num_classes={num_classes}"
+                f" (expected an integer 0..{num_classes - 1})"
+            )
+        return cls(task, classes=tuple(range(num_classes)))
+
     @property
     def output_size(self) -> int:
         return len(self.classes) if self.task == MULTICLASS else 1
 
     def encode(self, labels: np.ndarray, channel: str) -> np.ndarray:
         if self.task == REGRESSION:
-            return ((labels - self.target_mean) / self.target_std).astype(np.float32)
-        lookup = np.asarray([float(c) for c in self.classes])
-        indices = np.searchsorted(lookup, labels)
-        indices = np.clip(indices, 0, len(lookup) - 1)
-        unknown = lookup[indices] != labels
-        if unknown.any():
-            row = int(np.flatnonzero(unknown)[0])
+            return ((labels.astype(np.float64) - self.target_mean) / self.target_std).astype(np.float32)
+        index = {str(label): i for i, label in enumerate(self.classes)}
+        keys = labels.astype(str) if _is_text(labels) else [str(_as_label(v)) for v in labels]
+        encoded = np.fromiter((index.get(key, -1) for key in keys), dtype=np.int64, count=len(labels))
+        unknown = np.flatnonzero(encoded < 0)
+        if len(unknown):
+            row = int(unknown[0])
             raise UserError(
                 f"channel {channel!r} row {row + 1}: label {_as_label(labels[row])!r} never occurs in channel"
                 f" 'train' (classes: {list(self.classes)})"
             )
-        return indices.astype(np.int64)
+        return encoded
+
+
+# Axes statistics are pooled over, by rank of the data: rows; rows+time; rows+height+width.
+_POOLED_AXES = {2: (0,), 3: (0, 1), 4: (0, 2, 3)}
 
 
 @dataclass(frozen=True)
 class Standardizer:
-    """Per-feature z-scoring; constant features get std 1 so they pass through centred, not as NaN."""
+    """z-scoring per feature (tabular), per feature over time (sequences) or per channel (images).
+
+    mean/std have the shape of one row, so applying them is elementwise whatever the data's rank.
+    Constant features get std 1: they pass through centred instead of becoming NaN.
+    """
 
     mean: np.ndarray
     std: np.ndarray
 
     @classmethod
     def fit(cls, features: np.ndarray) -> Standardizer:
-        mean = features.mean(axis=0, dtype=np.float64)
-        std = features.std(axis=0, dtype=np.float64)
+        axes = _POOLED_AXES[features.ndim]
+        mean = features.mean(axis=axes, dtype=np.float64, keepdims=True)
+        std = features.std(axis=axes, dtype=np.float64, keepdims=True)
         std[std == 0] = 1.0
-        return cls(mean.astype(np.float32), std.astype(np.float32))
+        row_shape = features.shape[1:]
+        return cls(
+            np.broadcast_to(mean[0], row_shape).astype(np.float32),
+            np.broadcast_to(std[0], row_shape).astype(np.float32),
+        )
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         return ((features - self.mean) / self.std).astype(np.float32)

@@ -1,0 +1,85 @@
+"""Loss functions: the task's default, robust regression losses, focal loss and class weights.
+
+Every loss here maps (raw network outputs, encoded targets) to one value per row; `LossFunction`
+turns that into the batch loss, a class-weighted mean when class weights are set (the same weighted
+mean `nn.CrossEntropyLoss(weight=...)` computes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from container.artifact import BINARY, MULTICLASS
+
+PerRowLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+DEFAULT_LOSS = {BINARY: "bce", MULTICLASS: "cross_entropy"}
+
+
+def resolve_loss_name(name: str, task: str) -> str:
+    if name == "auto":
+        return DEFAULT_LOSS.get(task, "mse")
+    if name == "cross_entropy" and task == BINARY:
+        return "bce"  # binary cross-entropy on the single logit is cross-entropy for two classes
+    return name
+
+
+def focal_loss(task: str, gamma: float, alpha: float) -> PerRowLoss:
+    """Lin et al. 2017: cross-entropy scaled by (1 - p_t)^γ, so easy, well-classified rows count less."""
+
+    def binary(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits, labels = outputs[:, 0], targets.to(outputs.dtype)
+        ce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        p_t = torch.exp(-ce)
+        alpha_t = alpha * labels + (1 - alpha) * (1 - labels)
+        return alpha_t * (1 - p_t) ** gamma * ce
+
+    def multiclass(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(outputs, targets, reduction="none")
+        return (1 - torch.exp(-ce)) ** gamma * ce
+
+    return binary if task == BINARY else multiclass
+
+
+def per_row_loss(name: str, task: str, *, huber_delta: float, focal_gamma: float, focal_alpha: float) -> PerRowLoss:
+    if name == "bce":
+        return lambda out, y: F.binary_cross_entropy_with_logits(out[:, 0], y.to(out.dtype), reduction="none")
+    if name == "cross_entropy":
+        return lambda out, y: F.cross_entropy(out, y, reduction="none")
+    if name == "focal":
+        return focal_loss(task, focal_gamma, focal_alpha)
+    if name == "mse":
+        return lambda out, y: F.mse_loss(out[:, 0], y.to(out.dtype), reduction="none")
+    if name == "mae":
+        return lambda out, y: F.l1_loss(out[:, 0], y.to(out.dtype), reduction="none")
+    if name == "huber":
+        return lambda out, y: F.huber_loss(out[:, 0], y.to(out.dtype), reduction="none", delta=huber_delta)
+    raise ValueError(f"unknown loss {name!r}")
+
+
+def balanced_class_weights(class_indices: np.ndarray, classes: int) -> np.ndarray:
+    """scikit-learn's "balanced": rows / (classes × rows of that class); absent classes get weight 1."""
+    counts = np.bincount(class_indices, minlength=classes).astype(np.float64)
+    weights = np.ones(classes)
+    present = counts > 0
+    weights[present] = len(class_indices) / (classes * counts[present])
+    return weights
+
+
+class LossFunction:
+    """The batch loss: per-row loss, optionally weighted by the row's class."""
+
+    def __init__(self, name: str, row_loss: PerRowLoss, class_weights: torch.Tensor | None = None) -> None:
+        self.name = name
+        self.row_loss = row_loss
+        self.class_weights = class_weights
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        losses = self.row_loss(outputs, targets)
+        if self.class_weights is None:
+            return losses.mean()
+        weights = self.class_weights[targets.long()]
+        return (losses * weights).sum() / weights.sum()
