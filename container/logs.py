@@ -31,9 +31,9 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
-def format_metric_line(epoch: int, metrics: Mapping[str, float]) -> str:
-    """One line per epoch, in the order given (put the tuning objective last)."""
-    parts = [f"epoch={epoch}"]
+def format_metric_line(prefix: str, metrics: Mapping[str, float]) -> str:
+    """`prefix` (`epoch=3`, `cv folds=5`, `final`) then the metrics in the order given (objective last)."""
+    parts = [prefix]
     for name, value in metrics.items():
         parts.append(f"{name}={value:.6g}" if math.isfinite(value) else f"{name}=nan")
     return " ".join(parts) + ";"
@@ -47,9 +47,7 @@ def metric_definitions(names: Iterable[str]) -> list[dict[str, str]]:
     """The MetricDefinitions list for an Estimator / ModelTrainer / tuner, one entry per metric."""
     definitions = [{"Name": name, "Regex": metric_regex(name)} for name in names]
     if len(definitions) > METRIC_DEFINITIONS_LIMIT:
-        raise ValueError(
-            f"{len(definitions)} metric definitions; SageMaker accepts {METRIC_DEFINITIONS_LIMIT}"
-        )
+        raise ValueError(f"{len(definitions)} metric definitions; SageMaker accepts {METRIC_DEFINITIONS_LIMIT}")
     for definition in definitions:
         if len(definition["Regex"]) > METRIC_REGEX_LIMIT:
             raise ValueError(f"regex for {definition['Name']} is longer than {METRIC_REGEX_LIMIT} characters")

@@ -42,8 +42,7 @@ def _choose_accept(config: ServeConfig, content_type: str) -> str:
         raise RequestError(
             406,
             "not_acceptable",
-            f"Accept {request.headers.get('Accept')!r} cannot be served;"
-            f" this model answers {', '.join(ENCODERS)}",
+            f"Accept {request.headers.get('Accept')!r} cannot be served; this model answers {', '.join(ENCODERS)}",
         )
     return best
 
@@ -74,9 +73,7 @@ def create_app(model: ModelArtifact, config: ServeConfig | None = None) -> Flask
     def http_error(error: HTTPException) -> Response:
         status = error.code or 500
         if status == 413:
-            message = (
-                f"request body is larger than the {config.max_payload_bytes} bytes this endpoint accepts"
-            )
+            message = f"request body is larger than the {config.max_payload_bytes} bytes this endpoint accepts"
         else:
             message = error.description or error.name
         return _json_error(status, error.name.lower().replace(" ", "_"), message)
@@ -84,8 +81,6 @@ def create_app(model: ModelArtifact, config: ServeConfig | None = None) -> Flask
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _json_error(
-            500, "internal_error", "the model server failed on this request; see the endpoint logs"
-        )
+        return _json_error(500, "internal_error", "the model server failed on this request; see the endpoint logs")
 
     return app

@@ -46,9 +46,7 @@ def decode_csv(text: str, feature_count: int) -> np.ndarray:
     for number, line in enumerate(lines, start=1):
         fields = line.split(",")
         if len(fields) != feature_count:
-            raise bad_request(
-                f"CSV line {number} has {len(fields)} values; each row needs {feature_count} features"
-            )
+            raise bad_request(f"CSV line {number} has {len(fields)} values; each row needs {feature_count} features")
         try:
             values.append([float(field) for field in fields])
         except ValueError:
@@ -79,14 +77,10 @@ def decode_json(text: str, feature_count: int) -> np.ndarray:
     if not isinstance(rows[0], list):
         rows = [rows]  # a single flat row
     for number, row in enumerate(rows, start=1):
-        if not isinstance(row, list) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in row
-        ):
+        if not isinstance(row, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in row):
             raise bad_request(f"instance {number} must be a list of {feature_count} numbers")
         if len(row) != feature_count:
-            raise bad_request(
-                f"instance {number} has {len(row)} values; each row needs {feature_count} features"
-            )
+            raise bad_request(f"instance {number} has {len(row)} values; each row needs {feature_count} features")
     return _check_rows(np.asarray(rows, dtype=np.float64), feature_count)
 
 

@@ -26,7 +26,5 @@ def create_app_from_environment() -> Flask:
         log.error("cannot start: %s", error)
         raise SystemExit(3) from None
     log.info("loaded %s model from %s (%d features)", model.task, model_dir, model.feature_count)
-    config = ServeConfig(
-        default_accept=settings.default_accept, max_payload_bytes=settings.max_payload_mb << 20
-    )
+    config = ServeConfig(default_accept=settings.default_accept, max_payload_bytes=settings.max_payload_mb << 20)
     return create_app(model, config)

@@ -35,9 +35,7 @@ NETWORK_NAME = "sagemaker-local"  # fixed by both SDKs' generated compose files
 DEFAULT_SERVING_PORT = 8080
 DEFAULT_PREDICT_ROWS = 3
 DUMMY_ROLE = "arn:aws:iam::111111111111:role/optml-local-mode"
-TELEMETRY_OPT_OUT_YAML = (
-    "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n"
-)
+TELEMETRY_OPT_OUT_YAML = "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # "algo-1_1  | ..." (compose v1), "abc123-algo-1-x7k2q  | ..." (v2 container names), "algo-1-1  | ..."
@@ -257,9 +255,7 @@ def split_predictions(body: str, expected: int) -> list[str]:
     """One prediction per non-empty response line; the count must match the rows sent."""
     lines = [line.strip() for line in body.replace("\r", "").splitlines() if line.strip()]
     if len(lines) != expected:
-        raise LocalModeError(
-            f"the endpoint answered {len(lines)} line(s) for {expected} row(s): {body[:500]!r}"
-        )
+        raise LocalModeError(f"the endpoint answered {len(lines)} line(s) for {expected} row(s): {body[:500]!r}")
     return lines
 
 

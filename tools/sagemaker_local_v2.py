@@ -85,17 +85,13 @@ def train(
     if validation_dir is not None:
         inputs["validation"] = common.file_uri(validation_dir)
 
-    common.log(
-        f"training {image} on {instance_count} local container(s) (SDK v2 Estimator); output {job_dir}"
-    )
+    common.log(f"training {image} on {instance_count} local container(s) (SDK v2 Estimator); output {job_dir}")
     try:
         with janitor.project("train"):
             estimator.fit(inputs, wait=True, logs=True, job_name=run_name)
     except RuntimeError as exc:
         reason = common.failure_reason(job_dir / "output.tar.gz")
-        raise common.LocalModeError(
-            f"training failed: {reason or exc}" + (f" ({exc})" if reason else "")
-        ) from exc
+        raise common.LocalModeError(f"training failed: {reason or exc}" + (f" ({exc})" if reason else "")) from exc
     finally:
         if own_janitor:
             janitor.cleanup()
@@ -105,9 +101,7 @@ def train(
         raise common.LocalModeError(f"training finished but {model_data} is missing")
     with tarfile.open(model_data) as tar:
         if not any(member.isfile() for member in tar.getmembers()):
-            raise common.LocalModeError(
-                f"training finished but wrote nothing to /opt/ml/model ({model_data} is empty)"
-            )
+            raise common.LocalModeError(f"training finished but wrote nothing to /opt/ml/model ({model_data} is empty)")
     common.log(f"model saved to {model_data}")
     return model_data
 

@@ -84,17 +84,13 @@ def train(
     if validation_dir is not None:
         channels.append(InputData(channel_name="validation", data_source=str(validation_dir)))
 
-    common.log(
-        f"training {image} on {instance_count} local container(s) (SDK v3 ModelTrainer); job directory {root}"
-    )
+    common.log(f"training {image} on {instance_count} local container(s) (SDK v3 ModelTrainer); job directory {root}")
     try:
         with janitor.project("train"):
             trainer.train(input_data_config=channels, wait=True, logs=True)
     except RuntimeError as exc:
         reason = common.failure_reason(root / "compressed_artifacts" / "output.tar.gz")
-        raise common.LocalModeError(
-            f"training failed: {reason or exc}" + (f" ({exc})" if reason else "")
-        ) from exc
+        raise common.LocalModeError(f"training failed: {reason or exc}" + (f" ({exc})" if reason else "")) from exc
     finally:
         if own_janitor:
             janitor.cleanup()
@@ -104,9 +100,7 @@ def train(
         raise common.LocalModeError(f"training finished but {model_data} is missing")
     with tarfile.open(model_data) as tar:
         if not any(member.isfile() for member in tar.getmembers()):
-            raise common.LocalModeError(
-                f"training finished but wrote nothing to /opt/ml/model ({model_data} is empty)"
-            )
+            raise common.LocalModeError(f"training finished but wrote nothing to /opt/ml/model ({model_data} is empty)")
     common.log(f"model saved to {model_data}")
     return model_data
 

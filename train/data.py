@@ -74,22 +74,14 @@ def _first_non_numeric(column: pa.ChunkedArray) -> tuple[int, str]:
 
 def _table_to_arrays(path: Path, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     if table.num_columns < 2:
-        raise UserError(
-            f"{path} has {table.num_columns} column; expected the label followed by features ({CSV_HINT})"
-        )
+        raise UserError(f"{path} has {table.num_columns} column; expected the label followed by features ({CSV_HINT})")
     columns = []
     for index, column in enumerate(table.columns):
-        if not (
-            pa.types.is_integer(column.type)
-            or pa.types.is_floating(column.type)
-            or pa.types.is_null(column.type)
-        ):
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type)):
             row, value = _first_non_numeric(column)
             what = "label column (column 1)" if index == 0 else f"column {index + 1}"
             header_hint = " — is the first row a header?" if row == 0 else ""
-            raise UserError(
-                f"{path} row {row + 1}, {what}: {value!r} is not a number{header_hint} ({CSV_HINT})"
-            )
+            raise UserError(f"{path} row {row + 1}, {what}: {value!r} is not a number{header_hint} ({CSV_HINT})")
         if column.null_count:
             row = int(pc.index(pc.is_null(column), True).as_py())
             what = "the label (column 1)" if index == 0 else f"column {index + 1}"
@@ -103,9 +95,7 @@ def _table_to_arrays(path: Path, table: pa.Table) -> tuple[np.ndarray, np.ndarra
     features = matrix[:, 1:]
     if not np.isfinite(features).all():
         row, col = (int(i) for i in np.argwhere(~np.isfinite(features))[0])
-        raise UserError(
-            f"{path} row {row + 1}, column {col + 2}: {features[row, col]} is not a finite number"
-        )
+        raise UserError(f"{path} row {row + 1}, column {col + 2}: {features[row, col]} is not a finite number")
     return features.astype(np.float32), labels
 
 

@@ -1,36 +1,54 @@
-"""The training job: read the /opt/ml contract, train, write the model, or say why not."""
+"""The training job, start to end: config → data → (cross-validation) → fit → evaluate → save.
+
+Each step is a function below; `run` reads as the recipe. Anything the user can fix raises UserError,
+which `main` turns into /opt/ml/output/failure and exit code 1.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 import sys
 import time
 import traceback
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from container.artifact import ModelMetadata, save_model
+from container.artifact import REGRESSION, ModelMetadata, save_model
 from container.config import JobConfig, read_hyperparameters, read_input_data_config, read_resource_config
 from container.errors import UserError
 from container.failure import write_failure
 from container.logs import configure_logging, format_metric_line
-from container.networks import NetworkSpec, build_network
+from container.networks import INPUT_RANK, NetworkSpec, block_count, build_network, freeze_blocks
 from container.paths import Paths
+from train import crossval
 from train.data import Dataset, load_csv_channel
 from train.hyperparameters import Hyperparameters, parse_hyperparameters
+from train.losses import LossFunction, balanced_class_weights, per_row_loss, resolve_loss_name
 from train.preprocessing import LabelEncoding, Standardizer, infer_task
-from train.trainer import Split, fit
+from train.report import (
+    ChannelResult,
+    TrainingReport,
+    channel_result,
+    write_evaluation,
+    write_model_card,
+    write_plots,
+)
+from train.trainer import History, Objective, Split, fit, predict_outputs
 
 log = logging.getLogger("optml.train")
 
-TRAIN_CHANNEL = "train"
-VALIDATION_CHANNEL = "validation"
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+DATA_KIND = {
+    2: "tabular rows (N×features)",
+    3: "sequences (N×time×features)",
+    4: "images (N×channels×height×width)",
+}
+MODEL_FOR_RANK = {2: "mlp", 3: "lstm (or rnn, gru)", 4: "cnn"}
 
 
 def read_job_config(paths: Paths) -> JobConfig:
@@ -41,25 +59,34 @@ def read_job_config(paths: Paths) -> JobConfig:
     )
 
 
-def load_channels(paths: Paths, job: JobConfig) -> tuple[Dataset, Dataset | None]:
-    train_dir = paths.channel_dir(TRAIN_CHANNEL)
+def load_channels(paths: Paths, job: JobConfig) -> dict[str, Dataset]:
+    """train (required), validation and test (optional), with the same per-row shape."""
+    train_dir = paths.channel_dir(TRAIN)
     if not train_dir.is_dir():
         declared = sorted(job.channels) or sorted(p.name for p in paths.data_dir.glob("*") if p.is_dir())
         raise UserError(
             f"required channel 'train' is missing: no directory {train_dir}"
             f" (channels present: {', '.join(declared) or 'none'}); pass the training data as channel 'train'"
         )
-    train = load_csv_channel(TRAIN_CHANNEL, train_dir)
-    validation = None
-    validation_dir = paths.channel_dir(VALIDATION_CHANNEL)
-    if validation_dir.is_dir():
-        validation = load_csv_channel(VALIDATION_CHANNEL, validation_dir)
-        if validation.feature_count != train.feature_count:
-            raise UserError(
-                f"channel 'validation' has {validation.feature_count} features but channel 'train' has"
-                f" {train.feature_count}; both need the same columns in the same order"
-            )
-    return train, validation
+    datasets = {TRAIN: load_csv_channel(TRAIN, train_dir)}
+    for name in (VALIDATION, TEST):
+        directory = paths.channel_dir(name)
+        if directory.is_dir():
+            datasets[name] = load_csv_channel(name, directory)
+            shape, train_shape = datasets[name].features.shape[1:], datasets[TRAIN].features.shape[1:]
+            if shape != train_shape:
+                what = (
+                    (f"{shape[0]} features", f"{train_shape[0]}")
+                    if len(shape) == len(train_shape) == 1
+                    else (f"rows shaped {list(shape)}", f"{list(train_shape)}")
+                )
+                raise UserError(
+                    f"channel {name!r} has {what[0]} but channel 'train' has {what[1]};"
+                    " both need the same columns in the same order"
+                )
+    if datasets[TRAIN].rows < 2:
+        raise UserError("channel 'train' has 1 row; training needs at least 2 (and far more to learn anything)")
+    return datasets
 
 
 def seed_everything(seed: int) -> None:
@@ -68,85 +95,225 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def network_spec(hp: Hyperparameters, features: np.ndarray, out_features: int) -> NetworkSpec:
+    rank = features.ndim
+    if INPUT_RANK[hp.model] + 1 != rank:
+        raise UserError(
+            f"model={hp.model} needs {DATA_KIND[INPUT_RANK[hp.model] + 1]}, but channel 'train' holds"
+            f" {DATA_KIND.get(rank, f'{rank}-d arrays')}: use model={MODEL_FOR_RANK.get(rank, 'mlp')}"
+        )
+    return NetworkSpec(
+        kind=hp.model,
+        input_shape=tuple(int(v) for v in features.shape[1:]),
+        out_features=out_features,
+        hidden_units=hp.hidden_units,
+        activation=hp.activation,
+        dropout=hp.dropout,
+        batch_norm=hp.batch_norm,
+        conv_channels=hp.conv_channels,
+        kernel_size=hp.kernel_size,
+        hidden_size=hp.hidden_size,
+        num_layers=hp.num_layers,
+        bidirectional=hp.bidirectional,
+    )
+
+
+def build_objective(hp: Hyperparameters, labels: LabelEncoding, train_targets: np.ndarray) -> Objective:
+    name = resolve_loss_name(hp.loss, labels.task)
+    weights = None
+    if hp.class_weights is not None and labels.task != REGRESSION:
+        classes = max(len(labels.classes), 2)
+        if hp.class_weights == "balanced":
+            weights = torch.tensor(balanced_class_weights(train_targets, classes), dtype=torch.float32)
+        else:
+            if len(hp.class_weights) != classes:
+                raise UserError(
+                    f"class_weights has {len(hp.class_weights)} values but the labels have {classes} classes"
+                    f" ({list(labels.classes)}): give one weight per class, in that order"
+                )
+            weights = torch.tensor(hp.class_weights, dtype=torch.float32)
+        log.info("class weights: %s", [round(float(w), 4) for w in weights])
+    row_loss = per_row_loss(
+        name, labels.task, huber_delta=hp.huber_delta, focal_gamma=hp.focal_gamma, focal_alpha=hp.focal_alpha
+    )
+    return Objective(labels.task, LossFunction(name, row_loss, weights), labels.target_std, hp.f_beta)
+
+
+@dataclass
+class Prepared:
+    """A channel ready for the network: standardized features and encoded targets."""
+
+    split: Split
+    dataset: Dataset
+
+
+def prepare(datasets: dict[str, Dataset], labels: LabelEncoding, scaler: Standardizer) -> dict[str, Prepared]:
+    return {
+        name: Prepared(Split.from_arrays(scaler.transform(d.features), labels.encode(d.labels, name)), d)
+        for name, d in datasets.items()
+    }
+
+
+def train_network(
+    hp: Hyperparameters,
+    spec: NetworkSpec,
+    train: Split,
+    validation: Split | None,
+    objective: Objective,
+    report: Callable[[int, dict[str, float]], None] | None,
+) -> tuple[torch.nn.Module, History]:
+    seed_everything(hp.seed)
+    network = build_network(spec)
+    frozen = []
+    if hp.freeze_layers:
+        if hp.freeze_layers > block_count(network):
+            raise UserError(
+                f"freeze_layers={hp.freeze_layers} but model={hp.model} has {block_count(network)} blocks;"
+                f" freeze at most {block_count(network)}"
+            )
+        freeze_blocks(network, hp.freeze_layers)
+        frozen = list(network.blocks)[: hp.freeze_layers]  # type: ignore[arg-type]
+    history = fit(network, train, validation, hp=hp, objective=objective, frozen_blocks=frozen, on_epoch_end=report)
+    return network, history
+
+
+def cross_validate(
+    hp: Hyperparameters, spec: NetworkSpec, dataset: Dataset, labels: LabelEncoding, objective: Objective
+) -> dict[str, object]:
+    strategy = crossval.resolve_strategy(hp.cv_strategy, labels.task)
+    targets = labels.encode(dataset.labels, TRAIN)
+    order = getattr(dataset, "time_values", None)
+    folds = crossval.fold_indices(
+        dataset.rows,
+        hp.k_folds,
+        strategy,
+        hp.seed,
+        classes=None if labels.task == REGRESSION else targets,
+        order=order,
+    )
+    per_fold = []
+    for number, (train_rows, validation_rows) in enumerate(folds, start=1):
+        scaler = Standardizer.fit(dataset.features[train_rows])  # fold statistics: no leak from its validation rows
+        features = scaler.transform(dataset.features)
+        fold_train = Split.from_arrays(features[train_rows], targets[train_rows])
+        fold_validation = Split.from_arrays(features[validation_rows], targets[validation_rows])
+        _, history = train_network(hp, spec, fold_train, fold_validation, objective, report=None)
+        scores = {k.split(":", 1)[1]: v for k, v in history.final.items() if k.startswith("validation:")}
+        per_fold.append(scores)
+        log.info(
+            "cv fold %d/%d (%d train, %d validation rows): %s",
+            number, len(folds), len(train_rows), len(validation_rows),
+            ", ".join(f"{k}={v:.4g}" for k, v in scores.items()),
+        )  # fmt: skip
+    summary = crossval.summarize(per_fold)
+    print(
+        format_metric_line(f"cv folds={len(folds)}", {f"cv:{k}": v["mean"] for k, v in summary.items()}),
+        flush=True,
+    )
+    return {"k_folds": hp.k_folds, "strategy": strategy, "folds": per_fold, "summary": summary}
+
+
+def ordered_for_tuner(metrics: dict[str, float], objective_metric: str | None) -> dict[str, float]:
+    """The tuning objective goes last on each line: the tuner and its early stopping read the last value."""
+    if objective_metric and objective_metric in metrics:
+        return {k: v for k, v in metrics.items() if k != objective_metric} | {
+            objective_metric: metrics[objective_metric]
+        }
+    return metrics
+
+
+def final_results(
+    network: torch.nn.Module, prepared: dict[str, Prepared], labels: LabelEncoding, objective: Objective
+) -> dict[str, ChannelResult]:
+    results = {}
+    for name, channel in prepared.items():
+        outputs = predict_outputs(network, channel.split.features)
+        loss = float(objective.loss(outputs, channel.split.targets))
+        if labels.task == REGRESSION:
+            values = outputs[:, 0].double().numpy() * labels.target_std + labels.target_mean
+            truth = channel.dataset.labels.astype(np.float64)
+            results[name] = channel_result(
+                labels.task, None, values, truth, loss, objective.f_beta, len(channel.dataset.files)
+            )
+        else:
+            results[name] = channel_result(
+                labels.task, objective.probabilities(outputs), None, channel.split.targets.numpy(), loss,
+                objective.f_beta, len(channel.dataset.files),
+            )  # fmt: skip
+    return results
+
+
 def run(paths: Paths) -> dict[str, float]:
-    """Train and save; returns the final metrics. Raises UserError for anything the user can fix."""
+    """Train and save; returns the final model's metrics. Raises UserError for anything the user can fix."""
+    timings: dict[str, float] = {}
     started = time.perf_counter()
     job = read_job_config(paths)
-    hyperparameters: Hyperparameters = parse_hyperparameters(job.hyperparameters.values)
+    hp = parse_hyperparameters(job.hyperparameters.values)
     if job.hyperparameters.ignored_keys:
         log.info("ignoring SDK keys: %s", ", ".join(job.hyperparameters.ignored_keys))
-    log.info("hyperparameters: %s", json.dumps(hyperparameters.to_json(), sort_keys=True))
+    log.info("hyperparameters: %s", hp.to_json())
 
-    train_data, validation_data = load_channels(paths, job)
-    task = hyperparameters.task or infer_task(train_data.labels)
-    labels = LabelEncoding.fit(task, train_data.labels)
+    datasets = load_channels(paths, job)
+    timings["load_data"] = time.perf_counter() - started
+    train_data = datasets[TRAIN]
+    task = hp.task or infer_task(train_data.labels)
+    labels = LabelEncoding.fit(task, train_data.labels, hp.num_classes)
     scaler = Standardizer.fit(train_data.features)
-    train_split = Split.from_arrays(
-        scaler.transform(train_data.features), labels.encode(train_data.labels, "train")
-    )
-    validation_split = None
-    if validation_data is not None:
-        validation_split = Split.from_arrays(
-            scaler.transform(validation_data.features), labels.encode(validation_data.labels, "validation")
-        )
+    prepared = prepare(datasets, labels, scaler)
+    spec = network_spec(hp, train_data.features, labels.output_size)
+    objective = build_objective(hp, labels, prepared[TRAIN].split.targets.numpy())
+    if hp.early_stopping_patience and VALIDATION not in prepared:
+        raise UserError("early_stopping_patience needs a 'validation' channel to watch; add one or set it to 0")
 
-    seed_everything(hyperparameters.seed)
-    spec = NetworkSpec("mlp", train_data.feature_count, labels.output_size, hyperparameters.hidden_units)
-    network = build_network(spec)
-    log.info(
-        "training %s on %d rows (%s), %d epochs", spec.kind, train_data.rows, task, hyperparameters.epochs
-    )
+    cv_result = None
+    if hp.k_folds >= 2:
+        stage = time.perf_counter()
+        cv_result = cross_validate(hp, spec, train_data, labels, objective)
+        timings["cross_validation"] = time.perf_counter() - stage
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
-        print(format_metric_line(epoch, metrics), flush=True)
+        print(
+            format_metric_line(
+                f"epoch={epoch}", ordered_for_tuner(metrics, job.hyperparameters.tuning_objective_metric)
+            ),
+            flush=True,
+        )
 
-    history = fit(
-        network,
-        train_split,
-        validation_split,
-        task=task,
-        epochs=hyperparameters.epochs,
-        batch_size=hyperparameters.batch_size,
-        learning_rate=hyperparameters.learning_rate,
-        seed=hyperparameters.seed,
-        target_std=labels.target_std,
-        on_epoch_end=report,
-    )
+    stage = time.perf_counter()
+    log.info("training %s on %d rows (%s), %d epochs", spec.kind, train_data.rows, task, hp.epochs)
+    validation = prepared[VALIDATION].split if VALIDATION in prepared else None
+    network, history = train_network(hp, spec, prepared[TRAIN].split, validation, objective, report)
+    timings["training"] = time.perf_counter() - stage
 
+    results = final_results(network, prepared, labels, objective)
+    if TEST in results:
+        test_metrics = {f"test:{k}": float(v) for k, v in results[TEST].metrics.items() if isinstance(v, float)}
+        print(format_metric_line("final", test_metrics), flush=True)
     metadata = ModelMetadata(
         task=task,
         network=spec,
-        feature_count=train_data.feature_count,
-        feature_mean=scaler.mean.tolist(),
-        feature_std=scaler.std.tolist(),
+        feature_count=int(np.prod(spec.input_shape)),
+        feature_mean=scaler.mean.reshape(-1).tolist(),
+        feature_std=scaler.std.reshape(-1).tolist(),
         classes=list(labels.classes),
+        feature_names=list(getattr(train_data, "feature_names", None) or []),
         target_mean=labels.target_mean,
         target_std=labels.target_std,
-        hyperparameters=hyperparameters.to_json(),
-        metrics=history.last,
+        hyperparameters=hp.to_json(),
+        metrics=history.final,
         versions={"torch": torch.__version__, "python": sys.version.split()[0]},
     )
     if job.resources.is_master:
         save_model(paths.model_dir, network, metadata)
-        write_evaluation(
-            paths.output_data_dir, metadata, train_data, validation_data, time.perf_counter() - started
+        timings["total"] = time.perf_counter() - started
+        training_report = TrainingReport(
+            metadata, results, history.epochs, history.best_epoch, history.stopped_early, cv_result, timings
         )
-        log.info("model saved to %s", paths.model_dir)
-    return history.last
-
-
-def write_evaluation(
-    output_dir: Path, metadata: ModelMetadata, train: Dataset, validation: Dataset | None, seconds: float
-) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    report = {
-        "task": metadata.task,
-        "metrics": metadata.to_json()["metrics"],
-        "rows": {"train": train.rows, "validation": validation.rows if validation else 0},
-        "hyperparameters": metadata.hyperparameters,
-        "seconds": round(seconds, 3),
-    }
-    (output_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_evaluation(paths.output_data_dir, training_report)
+        write_plots(paths.output_data_dir, training_report)
+        write_model_card(paths.model_dir, training_report)
+        log.info("model saved to %s; report in %s", paths.model_dir, paths.output_data_dir)
+    return history.final
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,9 +22,7 @@ def docker_client() -> docker.DockerClient:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as error:
-        pytest.fail(
-            f"these tests need a running Docker engine ({error}); .ci/run starts one, or run make test-quick"
-        )
+        pytest.fail(f"these tests need a running Docker engine ({error}); .ci/run starts one, or run make test-quick")
     return client
 
 

@@ -29,9 +29,7 @@ def mount(root: Path, target: str = "/opt/ml") -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def container_trained_model(
-    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, image: str
-):
+def container_trained_model(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, image: str):
     """Train once in a container with no command (as SDK v3 local mode does); share the /opt/ml tree."""
     root = make_opt_ml(
         tmp_path_factory.mktemp("container-train") / "ml",
@@ -74,9 +72,7 @@ def test_logged_metrics_are_matched_by_the_published_metric_definitions(
 def test_bad_hyperparameters_fail_with_a_reason_in_the_failure_file(
     tmp_path: Path, run_container: RunContainer
 ) -> None:
-    root = make_opt_ml(
-        tmp_path, make_classification(40, 2, 2), None, {"epochs": "-3", "hidden_units": "wide"}
-    )
+    root = make_opt_ml(tmp_path, make_classification(40, 2, 2), None, {"epochs": "-3", "hidden_units": "wide"})
     status, logs = wait_for_exit(run_container("train", volumes=mount(root)))
     assert status == 1
     reason = (root / "output" / "failure").read_text()
@@ -99,9 +95,7 @@ def test_corrupt_csv_names_the_file_row_and_column(tmp_path: Path, run_container
     )
 
 
-def test_serve_answers_ping_and_predictions_over_http(
-    container_trained_model, run_container: RunContainer
-) -> None:
+def test_serve_answers_ping_and_predictions_over_http(container_trained_model, run_container: RunContainer) -> None:
     root, _, _ = container_trained_model
     container = run_container(
         "serve",
@@ -115,9 +109,7 @@ def test_serve_answers_ping_and_predictions_over_http(
     rows = make_classification(6, 4, 2, seed=3)[:, 1:]
     expected = load_model(root / "model").predict(rows)
     body = "\n".join(",".join(repr(float(v)) for v in row) for row in rows)
-    response = requests.post(
-        f"{url}/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=10
-    )
+    response = requests.post(f"{url}/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=10)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/csv")
     assert response.text.splitlines() == [str(label) for label in expected.labels]
@@ -125,13 +117,9 @@ def test_serve_answers_ping_and_predictions_over_http(
     response = requests.post(f"{url}/invocations", json={"instances": rows.tolist()}, timeout=10)
     assert [p["label"] for p in response.json()["predictions"]] == expected.labels
     assert expected.scores is not None
-    np.testing.assert_allclose(
-        [p["scores"] for p in response.json()["predictions"]], expected.scores, atol=1e-6
-    )
+    np.testing.assert_allclose([p["scores"] for p in response.json()["predictions"]], expected.scores, atol=1e-6)
 
-    response = requests.post(
-        f"{url}/invocations", data="1,2\n", headers={"Content-Type": "text/csv"}, timeout=10
-    )
+    response = requests.post(f"{url}/invocations", data="1,2\n", headers={"Content-Type": "text/csv"}, timeout=10)
     assert response.status_code == 400
     assert response.json() == {
         "error": "bad_request",
@@ -146,9 +134,7 @@ def test_serve_answers_ping_and_predictions_over_http(
     assert container.attrs["State"]["ExitCode"] == 0  # gunicorn drained and exited on SIGTERM
 
 
-def test_serve_listens_on_sagemaker_bind_to_port(
-    container_trained_model, run_container: RunContainer
-) -> None:
+def test_serve_listens_on_sagemaker_bind_to_port(container_trained_model, run_container: RunContainer) -> None:
     root, _, _ = container_trained_model
     container = run_container(
         "serve",
@@ -159,9 +145,7 @@ def test_serve_listens_on_sagemaker_bind_to_port(
     wait_until_healthy(container, f"http://127.0.0.1:{host_port(container, '9090/tcp')}")
 
 
-def test_no_command_without_hyperparameters_serves(
-    container_trained_model, run_container: RunContainer
-) -> None:
+def test_no_command_without_hyperparameters_serves(container_trained_model, run_container: RunContainer) -> None:
     root, _, _ = container_trained_model
     container = run_container(
         volumes=mount(root / "model", "/opt/ml/model"),
@@ -171,21 +155,15 @@ def test_no_command_without_hyperparameters_serves(
     wait_until_healthy(container, f"http://127.0.0.1:{host_port(container)}")
 
 
-def test_serve_without_a_model_exits_with_a_clear_message(
-    tmp_path: Path, run_container: RunContainer
-) -> None:
+def test_serve_without_a_model_exits_with_a_clear_message(tmp_path: Path, run_container: RunContainer) -> None:
     (tmp_path / "model").mkdir()
-    status, logs = wait_for_exit(
-        run_container("serve", volumes=mount(tmp_path / "model", "/opt/ml/model")), 60
-    )
+    status, logs = wait_for_exit(run_container("serve", volumes=mount(tmp_path / "model", "/opt/ml/model")), 60)
     assert status != 0
     assert "cannot start: /opt/ml/model/optml-model.json not found" in logs
     assert "(found: nothing)" in logs
 
 
-def test_image_metadata_follows_the_sagemaker_contract(
-    docker_client: docker.DockerClient, image: str
-) -> None:
+def test_image_metadata_follows_the_sagemaker_contract(docker_client: docker.DockerClient, image: str) -> None:
     config = docker_client.images.get(image).attrs["Config"]
     assert config["Labels"]["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
     assert config["Entrypoint"] == ["python", "-m", "container.entrypoint"]  # exec form

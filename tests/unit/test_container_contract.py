@@ -64,9 +64,7 @@ def test_missing_hyperparameters_file_means_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("content", "message"), [("{not json", "not valid JSON"), ("[1, 2]", "JSON object")])
-def test_malformed_config_file_is_a_user_error_naming_the_file(
-    tmp_path: Path, content: str, message: str
-) -> None:
+def test_malformed_config_file_is_a_user_error_naming_the_file(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "hyperparameters.json"
     path.write_text(content)
     with pytest.raises(UserError, match=message) as raised:
@@ -77,9 +75,7 @@ def test_malformed_config_file_is_a_user_error_naming_the_file(
 def test_resource_config_master_is_first_sorted_host(tmp_path: Path) -> None:
     path = tmp_path / "resourceconfig.json"
     path.write_text(
-        json.dumps(
-            {"current_host": "algo-2", "hosts": ["algo-2", "algo-1"], "network_interface_name": "ethwe"}
-        )
+        json.dumps({"current_host": "algo-2", "hosts": ["algo-2", "algo-1"], "network_interface_name": "ethwe"})
     )
     resources = read_resource_config(path)
     assert resources.master_host == "algo-1"
@@ -90,9 +86,7 @@ def test_resource_config_master_is_first_sorted_host(tmp_path: Path) -> None:
 
 def test_input_data_config_reads_each_channel(tmp_path: Path) -> None:
     path = tmp_path / "inputdataconfig.json"
-    path.write_text(
-        json.dumps({"train": {"ContentType": "text/csv", "TrainingInputMode": "File"}, "validation": {}})
-    )
+    path.write_text(json.dumps({"train": {"ContentType": "text/csv", "TrainingInputMode": "File"}, "validation": {}}))
     channels = read_input_data_config(path)
     assert channels["train"].content_type == "text/csv"
     assert channels["validation"].content_type is None
@@ -127,7 +121,7 @@ def test_failure_reason_is_cut_to_1024_bytes_without_splitting_characters(tmp_pa
 
 
 def test_metric_regexes_match_their_own_metric_only() -> None:
-    line = format_metric_line(3, {"train:loss": 0.25, "validation:loss": 1.5e-5, "validation:accuracy": 0.9})
+    line = format_metric_line("epoch=3", {"train:loss": 0.25, "validation:loss": 1.5e-5, "validation:accuracy": 0.9})
     assert line == "epoch=3 train:loss=0.25 validation:loss=1.5e-05 validation:accuracy=0.9;"
     found = {}
     for definition in metric_definitions(["train:loss", "validation:loss", "validation:accuracy", "loss"]):
@@ -137,7 +131,7 @@ def test_metric_regexes_match_their_own_metric_only() -> None:
 
 
 def test_non_finite_metrics_are_logged_but_never_matched() -> None:
-    line = format_metric_line(1, {"validation:auc": float("nan")})
+    line = format_metric_line("epoch=1", {"validation:auc": float("nan")})
     assert line == "epoch=1 validation:auc=nan;"
     assert re.search(metric_definitions(["validation:auc"])[0]["Regex"], line) is None
 
@@ -166,8 +160,6 @@ def test_metric_definitions_command_prints_valid_json(capsys: pytest.CaptureFixt
     assert entrypoint_main(["metric-definitions"]) == 0
     definitions = json.loads(capsys.readouterr().out)
     names = [d["Name"] for d in definitions]
-    assert {"train:loss", "validation:loss", "validation:accuracy", "validation:auc", "validation:r2"} <= set(
-        names
-    )
+    assert {"train:loss", "validation:loss", "validation:accuracy", "validation:auc", "validation:r2"} <= set(names)
     assert len(names) == len(set(names)) <= 40
     assert all(len(d["Regex"]) <= 500 for d in definitions)

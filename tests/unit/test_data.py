@@ -50,9 +50,7 @@ def test_non_numeric_value_names_file_row_and_column(tmp_path: Path) -> None:
 
 def test_header_row_is_recognised_as_the_likely_cause(tmp_path: Path) -> None:
     write_csv(tmp_path / "data.csv", [["label", "f1", "f2"], [0, 1, 2]])
-    with pytest.raises(
-        UserError, match=r"row 1, label column \(column 1\): 'label' is not a number — is the first"
-    ):
+    with pytest.raises(UserError, match=r"row 1, label column \(column 1\): 'label' is not a number — is the first"):
         load_csv_channel("train", tmp_path)
 
 

@@ -39,6 +39,7 @@ def test_every_problem_is_reported_at_once_naming_key_value_and_expectation() ->
                 "hidden_units": "64,x",
                 "task": "clustering",
                 "lr": "0.1",
+                "dropuot": "0.2",
             }
         )
     message = str(raised.value)
@@ -47,7 +48,8 @@ def test_every_problem_is_reported_at_once_naming_key_value_and_expectation() ->
     assert "learning_rate='-1' is invalid: expected a positive number" in message
     assert "hidden_units='64,x' is invalid" in message
     assert "task='clustering' is invalid: expected one of auto, binary_classification" in message
-    assert "unknown hyperparameter 'lr' (known: batch_size, epochs, hidden_units" in message
+    assert "unknown hyperparameter 'lr' (the README lists every hyperparameter)" in message
+    assert "unknown hyperparameter 'dropuot' (did you mean dropout?)" in message
 
 
 def test_describe_lists_every_hyperparameter_with_default() -> None:

@@ -31,9 +31,7 @@ def test_multiclass_metrics_match_scikit_learn_macro_averages() -> None:
     predicted = probabilities.argmax(axis=1)
     assert ours["accuracy"] == pytest.approx(reference.accuracy_score(y, predicted))
     assert ours["f1"] == pytest.approx(reference.f1_score(y, predicted, average="macro"))
-    assert ours["auc"] == pytest.approx(
-        reference.roc_auc_score(y, probabilities, multi_class="ovr", average="macro")
-    )
+    assert ours["auc"] == pytest.approx(reference.roc_auc_score(y, probabilities, multi_class="ovr", average="macro"))
 
 
 def test_auc_is_nan_with_a_single_class() -> None:

@@ -42,9 +42,7 @@ def test_ping_is_healthy_with_an_empty_body(client: FlaskClient) -> None:
 
 
 def test_csv_in_csv_out_gives_one_label_per_row(client: FlaskClient, model: ModelArtifact) -> None:
-    response = client.post(
-        "/invocations", data=CSV_BODY, headers={"Content-Type": "text/csv", "Accept": "text/csv"}
-    )
+    response = client.post("/invocations", data=CSV_BODY, headers={"Content-Type": "text/csv", "Accept": "text/csv"})
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
     expected = model.predict(ROWS).labels
@@ -52,9 +50,7 @@ def test_csv_in_csv_out_gives_one_label_per_row(client: FlaskClient, model: Mode
 
 
 def test_json_in_json_out_gives_labels_and_scores(client: FlaskClient, model: ModelArtifact) -> None:
-    response = client.post(
-        "/invocations", json={"instances": ROWS.tolist()}, headers={"Accept": "application/json"}
-    )
+    response = client.post("/invocations", json={"instances": ROWS.tolist()}, headers={"Accept": "application/json"})
     assert response.status_code == 200
     predictions = response.get_json()["predictions"]
     expected = model.predict(ROWS)
@@ -125,9 +121,7 @@ def test_client_mistakes_get_a_json_error_naming_the_problem(
 
 
 def test_unsatisfiable_accept_is_406(client: FlaskClient) -> None:
-    response = client.post(
-        "/invocations", data=CSV_BODY, headers={"Content-Type": "text/csv", "Accept": "image/png"}
-    )
+    response = client.post("/invocations", data=CSV_BODY, headers={"Content-Type": "text/csv", "Accept": "image/png"})
     assert response.status_code == 406
     assert response.get_json() == {
         "error": "not_acceptable",
@@ -138,9 +132,7 @@ def test_unsatisfiable_accept_is_406(client: FlaskClient) -> None:
 def test_oversized_body_is_413_json(client: FlaskClient) -> None:
     response = client.post("/invocations", data="1,2,3,4\n" * 1000, headers={"Content-Type": "text/csv"})
     assert response.status_code == 413
-    assert (
-        response.get_json()["message"] == "request body is larger than the 4096 bytes this endpoint accepts"
-    )
+    assert response.get_json()["message"] == "request body is larger than the 4096 bytes this endpoint accepts"
 
 
 def test_unknown_route_and_method_answer_json(client: FlaskClient) -> None:

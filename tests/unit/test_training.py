@@ -15,9 +15,7 @@ from tests.conftest import make_classification, make_opt_ml, make_regression
 from train.main import main, run
 
 
-def test_binary_job_writes_a_model_serving_can_load(
-    binary_job: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_binary_job_writes_a_model_serving_can_load(binary_job: Path, capsys: pytest.CaptureFixture[str]) -> None:
     final = run(Paths(root=binary_job))
     assert final["validation:accuracy"] >= 0.9
     assert final["validation:auc"] >= 0.95
@@ -38,8 +36,11 @@ def test_binary_job_writes_a_model_serving_can_load(
     assert predictions.scores is not None and np.allclose(predictions.scores.sum(axis=1), 1.0)
 
     evaluation = json.loads((binary_job / "output" / "data" / "evaluation.json").read_text())
-    assert evaluation["rows"] == {"train": 240, "validation": 80}
-    assert evaluation["metrics"]["validation:accuracy"] == pytest.approx(final["validation:accuracy"])
+    assert {name: channel["rows"] for name, channel in evaluation["channels"].items()} == {
+        "train": 240,
+        "validation": 80,
+    }
+    assert evaluation["channels"]["validation"]["metrics"]["accuracy"] == pytest.approx(final["validation:accuracy"])
 
 
 def test_multiclass_labels_are_inferred_and_mapped_back(tmp_path: Path) -> None:
@@ -47,9 +48,7 @@ def test_multiclass_labels_are_inferred_and_mapped_back(tmp_path: Path) -> None:
     train[:, 0] = train[:, 0] * 10 + 5  # original labels 5, 15, 25
     validation = make_classification(90, 3, 3, seed=4)
     validation[:, 0] = validation[:, 0] * 10 + 5
-    root = make_opt_ml(
-        tmp_path, train, validation, {"epochs": "30", "hidden_units": "16", "learning_rate": "0.01"}
-    )
+    root = make_opt_ml(tmp_path, train, validation, {"epochs": "30", "hidden_units": "16", "learning_rate": "0.01"})
     final = run(Paths(root=root))
     assert final["validation:accuracy"] >= 0.8
     model = load_model(root / "model")
@@ -60,9 +59,7 @@ def test_multiclass_labels_are_inferred_and_mapped_back(tmp_path: Path) -> None:
 
 def test_regression_predictions_are_in_original_units(tmp_path: Path) -> None:
     train, validation = make_regression(400, 3, seed=5), make_regression(100, 3, seed=6)
-    root = make_opt_ml(
-        tmp_path, train, validation, {"epochs": "60", "hidden_units": "32", "learning_rate": "0.01"}
-    )
+    root = make_opt_ml(tmp_path, train, validation, {"epochs": "60", "hidden_units": "32", "learning_rate": "0.01"})
     final = run(Paths(root=root))
     assert final["validation:r2"] >= 0.95
     model = load_model(root / "model")
@@ -77,9 +74,7 @@ def test_same_seed_gives_bit_identical_weights(tmp_path: Path) -> None:
     hyperparameters = {"epochs": "3", "hidden_units": "8", "seed": "11"}
     weights = []
     for name in ("a", "b", "c"):
-        root = make_opt_ml(
-            tmp_path / name, data, None, dict(hyperparameters, seed="12" if name == "c" else "11")
-        )
+        root = make_opt_ml(tmp_path / name, data, None, dict(hyperparameters, seed="12" if name == "c" else "11"))
         run(Paths(root=root))
         weights.append(load_file(str(root / "model" / "model.safetensors")))
     for key in weights[0]:
@@ -107,9 +102,7 @@ def test_validation_label_unknown_to_training_is_named(tmp_path: Path) -> None:
 
 
 def test_feature_count_must_match_between_channels(tmp_path: Path) -> None:
-    root = make_opt_ml(
-        tmp_path, make_classification(60, 3, 2), make_classification(20, 2, 2), {"epochs": "1"}
-    )
+    root = make_opt_ml(tmp_path, make_classification(60, 3, 2), make_classification(20, 2, 2), {"epochs": "1"})
     assert main_with_root(root) == 1
     assert (
         (root / "output" / "failure")
@@ -119,23 +112,19 @@ def test_feature_count_must_match_between_channels(tmp_path: Path) -> None:
 
 
 def test_bad_hyperparameters_fail_before_reading_data(tmp_path: Path) -> None:
-    root = make_opt_ml(tmp_path, None, None, {"epochs": "0", "optimizer": "adam"})
+    root = make_opt_ml(tmp_path, None, None, {"epochs": "0", "optimiser": "adam"})
     assert main_with_root(root) == 1
     reason = (root / "output" / "failure").read_text()
     assert reason.startswith("Invalid hyperparameters: ")
     assert "epochs='0' is invalid: expected a positive integer" in reason
-    assert "unknown hyperparameter 'optimizer'" in reason
+    assert "unknown hyperparameter 'optimiser' (did you mean optimizer?)" in reason
     assert not any((root / "model").iterdir())
 
 
 def test_missing_train_channel_lists_the_channels_present(tmp_path: Path) -> None:
     root = make_opt_ml(tmp_path, None, make_classification(20, 2, 2), {"epochs": "1"})
     assert main_with_root(root) == 1
-    assert (
-        (root / "output" / "failure")
-        .read_text()
-        .startswith("required channel 'train' is missing: no directory")
-    )
+    assert (root / "output" / "failure").read_text().startswith("required channel 'train' is missing: no directory")
     assert "(channels present: validation)" in (root / "output" / "failure").read_text()
 
 
