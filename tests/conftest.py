@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import numpy as np
 import pytest
 
 ENV_PREFIXES = ("SM_", "SAGEMAKER_", "OPTML_ROOT")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -97,3 +100,24 @@ def trained_binary_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     run(Paths(root=root))
     return root / "model"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        pytest.fail(f"these tests need a running Docker engine ({error}); .ci/run starts one, or run make test-quick")
+    return client
+
+
+@pytest.fixture(scope="session")
+def image(docker_client: docker.DockerClient) -> str:
+    """The image under test: $OPTML_IMAGE, built with `make image` if it is not there yet."""
+    name = os.environ.get("OPTML_IMAGE", "optml:latest")
+    try:
+        docker_client.images.get(name)
+    except docker.errors.ImageNotFound:
+        subprocess.run(["make", "image", f"IMAGE={name}"], cwd=REPO, check=True)
+    return name

@@ -40,6 +40,8 @@ TELEMETRY_OPT_OUT_YAML = "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Mo
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # "algo-1_1  | ..." (compose v1), "abc123-algo-1-x7k2q  | ..." (v2 container names), "algo-1-1  | ..."
 _COMPOSE_PREFIX = re.compile(r"^[\w.-]+\s+\|\s?")
+# SDK v2 logs its config lookups to stdout; they are not the job's output.
+_SDK_LOG_PREFIXES = ("sagemaker.config ",)
 _METRIC = re.compile(r"([A-Za-z][\w:/.-]*)=([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
 
 
@@ -88,7 +90,7 @@ class _TeeToStderr(io.TextIOBase):
         *complete, self._partial = self._partial.split("\n")
         for line in complete:
             cleaned = clean_log_line(line)
-            if cleaned:
+            if cleaned and not cleaned.startswith(_SDK_LOG_PREFIXES):
                 self.lines.append(cleaned)
         return len(text)
 
@@ -257,6 +259,14 @@ def split_predictions(body: str, expected: int) -> list[str]:
     if len(lines) != expected:
         raise LocalModeError(f"the endpoint answered {len(lines)} line(s) for {expected} row(s): {body[:500]!r}")
     return lines
+
+
+def training_failure(exc: Exception, output_tar: Path) -> LocalModeError:
+    """A readable error for a failed local training job: the container's failure file and exit code."""
+    code = re.search(r"exited with code:? (\d+)", str(exc))
+    exit_text = f"container exit code {code.group(1)}" if code else str(exc)
+    reason = failure_reason(output_tar)
+    return LocalModeError(f"training failed ({exit_text}): {reason}" if reason else f"training failed: {exc}")
 
 
 def failure_reason(output_tar: Path) -> str | None:
@@ -489,10 +499,12 @@ def run_driver(
     timings: dict[str, float] = {}
     exit_code = 1
     janitor: DockerJanitor | None = None
+    tee: _TeeToStderr | None = None
     try:
         with time_limit(args.timeout), capture_stdout() as tee:
             result["sdk"] = sdk_version()
             preflight(args.image)
+            require_free_port(args.serving_port)  # fail before training, not after
             janitor = DockerJanitor(run_name)
             train_dir = existing_dir(args.train, "train")
             validation_dir = existing_dir(args.validation, "validation") if args.validation else None
@@ -556,6 +568,8 @@ def run_driver(
         timings["cleanup_s"] = round(time.monotonic() - started, 1)
         shutil.rmtree(scratch, ignore_errors=True)
     result["timings"] = timings
+    if exit_code != 0 and tee is not None and tee.lines:
+        result["log_tail"] = list(tee.lines)[-20:]
     if exit_code == 0:
         log(f"done: model {result.get('model_data')}, {len(result['predictions'])} prediction(s)")
     emit_result(result)

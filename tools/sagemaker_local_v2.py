@@ -17,6 +17,7 @@ Progress goes to stderr; the last line of stdout is one JSON object (``sdk``, ``
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tarfile
 from collections.abc import Mapping, Sequence
@@ -40,11 +41,14 @@ def sdk_version() -> str:
     return version("sagemaker")
 
 
-def _local_session(serving_port: int = common.DEFAULT_SERVING_PORT) -> Any:
+def _local_session(serving_port: int = common.DEFAULT_SERVING_PORT, container_root: Path | None = None) -> Any:
     from sagemaker.local import LocalSession
 
+    local: dict[str, Any] = {"local_code": True, "serving_port": serving_port}
+    if container_root is not None:
+        local["container_root"] = str(container_root)
     session = LocalSession()
-    session.config = {"local": {"local_code": True, "serving_port": serving_port}}
+    session.config = {"local": local}
     return session
 
 
@@ -70,6 +74,10 @@ def train(
     janitor = janitor or common.DockerJanitor(run_name)
     job_dir = (output_dir / run_name).resolve()
     job_dir.mkdir(parents=True, exist_ok=False)
+    # v2 never deletes a training job's working tree (a mkdtemp under /tmp by default, holding a
+    # copy of the model and output); keep it inside the job directory and delete it afterwards.
+    work_dir = job_dir / ".sagemaker-local"
+    work_dir.mkdir()
 
     estimator = Estimator(
         image_uri=image,
@@ -78,7 +86,7 @@ def train(
         instance_type="local",
         output_path=common.file_uri(job_dir),
         hyperparameters=dict(hyperparameters or {}),
-        sagemaker_session=_local_session(),
+        sagemaker_session=_local_session(container_root=work_dir),
         base_job_name=RUN_PREFIX,
     )
     inputs = {"train": common.file_uri(train_dir)}
@@ -90,9 +98,9 @@ def train(
         with janitor.project("train"):
             estimator.fit(inputs, wait=True, logs=True, job_name=run_name)
     except RuntimeError as exc:
-        reason = common.failure_reason(job_dir / "output.tar.gz")
-        raise common.LocalModeError(f"training failed: {reason or exc}" + (f" ({exc})" if reason else "")) from exc
+        raise common.training_failure(exc, job_dir / "output.tar.gz") from exc
     finally:
+        shutil.rmtree(work_dir, ignore_errors=True)  # files the container wrote may be root's
         if own_janitor:
             janitor.cleanup()
 
@@ -162,6 +170,9 @@ def deploy_and_predict(
                 initial_instance_count=1,
                 instance_type="local",
                 endpoint_name=run_name,
+                # Local CreateEndpoint already blocks until /ping answers; wait=True would add
+                # a fixed 30 s sleep (Session.wait_for_endpoint polls every 30 s, sleeping first).
+                wait=False,
                 serializer=CSVSerializer(),
                 deserializer=_status_checking_deserializer(),
             )
@@ -175,10 +186,11 @@ def deploy_and_predict(
         common.log(f"deleting endpoint {run_name}")
         try:
             if predictor is not None:
-                predictor.delete_endpoint()
-                predictor.delete_model()
+                predictor.delete_endpoint()  # the endpoint and its config
             else:  # deploy() failed half-way (e.g. /ping never healthy): stop what it started
                 session.sagemaker_client.delete_endpoint(EndpointName=run_name)
+            # predictor.delete_model() looks the model up through the endpoint config, gone by now.
+            session.sagemaker_client.delete_model(ModelName=run_name)
         finally:
             if own_janitor:
                 janitor.cleanup()

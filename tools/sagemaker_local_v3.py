@@ -89,8 +89,7 @@ def train(
         with janitor.project("train"):
             trainer.train(input_data_config=channels, wait=True, logs=True)
     except RuntimeError as exc:
-        reason = common.failure_reason(root / "compressed_artifacts" / "output.tar.gz")
-        raise common.LocalModeError(f"training failed: {reason or exc}" + (f" ({exc})" if reason else "")) from exc
+        raise common.training_failure(exc, root / "compressed_artifacts" / "output.tar.gz") from exc
     finally:
         if own_janitor:
             janitor.cleanup()

@@ -50,7 +50,7 @@ def test_no_command_with_hyperparameters_trains_and_writes_the_model(container_t
     assert status == 0, logs
     assert sorted(p.name for p in (root / "model").iterdir()) == ["model.safetensors", "optml-model.json"]
     assert load_model(root / "model").metadata.hyperparameters["epochs"] == 12
-    assert json.loads((root / "output" / "data" / "evaluation.json").read_text())["rows"]["train"] == 240
+    assert json.loads((root / "output" / "data" / "evaluation.json").read_text())["channels"]["train"]["rows"] == 240
     assert not (root / "output" / "failure").exists()
 
 

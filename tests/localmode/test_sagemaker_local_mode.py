@@ -1,0 +1,62 @@
+"""SageMaker SDK local mode, v3 and v2, driving the real image exactly as a user's script does.
+
+Each SDK lives in its own venv (both are the `sagemaker` package), so each driver runs as a subprocess
+with that venv's Python and reports one JSON line; the assertions compare the endpoint's predictions
+with the model from the produced model.tar.gz, loaded in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from container.artifact import load_model
+
+pytestmark = [pytest.mark.localmode, pytest.mark.docker, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "data" / "breast_cancer"
+DRIVERS = {
+    "v3": (REPO / ".venv" / "bin" / "python", REPO / "tools" / "sagemaker_local_v3.py", "3."),
+    "v2": (REPO / ".venv-sdk2" / "bin" / "python", REPO / "tools" / "sagemaker_local_v2.py", "2."),
+}
+
+
+@pytest.mark.parametrize("sdk", sorted(DRIVERS))
+def test_train_deploy_predict(sdk: str, image: str, tmp_path: Path) -> None:
+    python, driver, version_prefix = DRIVERS[sdk]
+    if not python.exists():
+        pytest.fail(f"{python} is missing: run `make venv` (make test does)")
+    rows = np.loadtxt(DATA / "validation" / "validation.csv", delimiter=",")[:5]
+    predict_csv = tmp_path / "predict.csv"
+    predict_csv.write_text("\n".join(",".join(repr(float(v)) for v in row[1:]) for row in rows) + "\n")
+
+    result = subprocess.run(
+        [
+            str(python), str(driver), "--image", image,
+            "--train", str(DATA / "train"), "--validation", str(DATA / "validation"),
+            "--output", str(tmp_path / "out"), "--predict-csv", str(predict_csv),
+            "--hyperparameters", "epochs=10", "learning_rate=0.01", "hidden_units=16",
+        ],
+        capture_output=True, text=True, timeout=900, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["sdk"].startswith(version_prefix)
+
+    model_data = Path(report["model_data"])
+    assert model_data.name == "model.tar.gz" and model_data.is_file()
+    with tarfile.open(model_data) as archive:
+        assert sorted(archive.getnames()) == ["model.safetensors", "optml-model.json"]
+        archive.extractall(tmp_path / "model", filter="data")
+    model = load_model(tmp_path / "model")
+    assert model.metadata.hyperparameters["epochs"] == 10
+    assert model.metadata.metrics["validation:accuracy"] >= 0.9
+
+    expected = [str(label) for label in model.predict(rows[:, 1:]).labels]
+    assert [str(p).split(",")[0] for p in report["predictions"]] == expected
