@@ -48,7 +48,18 @@ def container_trained_model(tmp_path_factory: pytest.TempPathFactory, docker_cli
 def test_no_command_with_hyperparameters_trains_and_writes_the_model(container_trained_model) -> None:
     root, status, logs = container_trained_model
     assert status == 0, logs
-    assert sorted(p.name for p in (root / "model").iterdir()) == ["model.safetensors", "optml-model.json"]
+    assert sorted(p.name for p in (root / "model").iterdir()) == [
+        "MODEL_CARD.md",
+        "model.safetensors",
+        "model_card.json",
+        "optml-model.json",
+    ]
+    assert {p.name for p in (root / "output" / "data").iterdir()} == {
+        "evaluation.json",
+        "learning_curves.png",
+        "roc_curve.png",
+        "confusion_matrix.png",
+    }
     assert load_model(root / "model").metadata.hyperparameters["epochs"] == 12
     assert json.loads((root / "output" / "data" / "evaluation.json").read_text())["channels"]["train"]["rows"] == 240
     assert not (root / "output" / "failure").exists()
