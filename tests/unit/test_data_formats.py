@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from tests.conftest import write_csv
 from train.data import DataOptions, load_channel
 
 
-def write_parquet(path: Path, columns: dict[str, list[object]]) -> Path:
+def write_parquet(path: Path, columns: Mapping[str, Sequence[object]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), path)
     return path
