@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from container.errors import UserError
-from container.features import FeatureEncoder, FeatureError, as_text, category_text
+from container.features import FeatureEncoder, FeatureError, as_text
 from train.dataset import DataOptions, Dataset
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ def checked_labels(source: Source, name: str) -> pa.ChunkedArray:
 def label_array(parts: Sequence[pa.ChunkedArray]) -> np.ndarray:
     """Numbers as float64; if any file's labels are text, every label as text (3.0 and "3" alike)."""
     if any(_is_text(part.type) for part in parts):
-        return np.asarray([category_text(v) for part in parts for v in part.to_pylist()], dtype=object)
+        return np.concatenate([as_text(part).to_numpy(zero_copy_only=False) for part in parts]).astype(object)
     return np.concatenate([pc.cast(part, pa.float64()).to_numpy() for part in parts])
 
 
