@@ -56,7 +56,11 @@ def _csv_sources(files: list[Path], options: DataOptions) -> list[Source]:
     first_sample = formats.csv_sample(files[0])
     header = options.header
     if header is None:
-        header = options.names_columns or formats.looks_like_header(first_sample)
+        # A column named in the options implies a header, unless the first row holds numbers: then the
+        # name cannot be found and the message says the file has no header row.
+        header = formats.looks_like_header(first_sample) or bool(
+            options.names_columns and first_sample and formats.all_text(first_sample[0])
+        )
     # Categorical columns are read as text, so "02139" keeps its leading zero.
     width = len(first_sample[0]) if first_sample else 0
     names = first_sample[0] if header and first_sample else [f"column {i + 1}" for i in range(width)]

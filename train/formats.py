@@ -127,7 +127,7 @@ def _unreadable(path: Path, what: str, error: Exception) -> UserError:
 def csv_sample(path: Path, max_rows: int = 200) -> list[list[str]]:
     """The first rows of a CSV file, for header detection and counting columns. Python's csv module
     reads only these few rows; the file itself is read by pyarrow."""
-    text = head_bytes(path).decode("utf-8", errors="replace")
+    text = head_bytes(path).decode("utf-8-sig", errors="replace")
     lines = text.splitlines()
     if len(text) >= SNIFF_BYTES and len(lines) > 1:
         lines = lines[:-1]  # the last line may be cut off mid-value
@@ -146,24 +146,34 @@ def _is_number(text: str) -> bool:
 def looks_like_header(sample: Sequence[Sequence[str]]) -> bool:
     """True when the first row names the columns rather than holding data.
 
-    A header's cells are all non-empty text. That alone also describes a row of categorical data, so one
-    more sign is needed: some column that is numeric in the rows below, or (all-text data) no first-row
-    value recurring in its own column — category values recur, column names do not.
+    A header's cells are all non-empty text (but for a first cell left empty by pandas' `to_csv` above its
+    index). That alone also describes a row of categorical data, so one more sign is needed: some column
+    that is numeric in the rows below, or (all-text data) no first-row value recurring in its own column —
+    category values recur, column names do not.
     """
     if not sample:
         return False
     first, rest = sample[0], sample[1:]
-    if any(not cell.strip() or _is_number(cell) for cell in first):
+    pandas_index = not first[0].strip()
+    names = first[1:] if pandas_index else first
+    if not names or not all_text(names):
         return False
     if not rest:
-        return True
+        return not pandas_index
     for index in range(len(first)):
         below = [row[index] for row in rest if index < len(row) and row[index].strip()]
         if below and all(_is_number(cell) for cell in below):
             return True
     return all(
-        all(index >= len(row) or row[index] != cell for row in rest) for index, cell in enumerate(first)
+        all(index >= len(row) or row[index] != cell for row in rest)
+        for index, cell in enumerate(first)
+        if cell.strip()
     )
+
+
+def all_text(cells: Sequence[str]) -> bool:
+    """Every cell holds something that is not a number, as in a header row."""
+    return all(cell.strip() and not _is_number(cell) for cell in cells)
 
 
 def read_csv(path: Path, header: bool, text_columns: Sequence[str] = ()) -> pa.Table:
@@ -183,6 +193,9 @@ def read_csv(path: Path, header: bool, text_columns: Sequence[str] = ()) -> pa.T
         )
     except (pa.ArrowInvalid, OSError) as error:
         raise _unreadable(path, "CSV", error) from None
+    if header and table.column_names[0] == "":
+        # pandas' to_csv writes its index as an unnamed first column: row numbers, not a feature.
+        table = table.remove_column(0)
     duplicates = sorted({name for name in table.column_names if table.column_names.count(name) > 1})
     if duplicates:
         raise UserError(f"{path}: the header names column(s) {duplicates} more than once")
@@ -196,10 +209,19 @@ def read_parquet(path: Path) -> pa.Table:
     try:
         if is_gzip(path):  # Parquet needs random access: decompress into memory first
             with gzip.open(path, "rb") as handle:
-                return pq.read_table(pa.BufferReader(handle.read()))
-        return pq.read_table(path, memory_map=True)
+                return decode_dictionaries(pq.read_table(pa.BufferReader(handle.read())))
+        return decode_dictionaries(pq.read_table(path, memory_map=True))
     except (pa.ArrowException, OSError, EOFError, zlib.error) as error:
         raise _unreadable(path, "Parquet", error) from None
+
+
+def decode_dictionaries(table: pa.Table) -> pa.Table:
+    """pandas' `category` columns arrive dictionary-encoded; the rest of the loader wants plain values."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            column = table.column(index)
+            table = table.set_column(index, field.name, column.cast(field.type.value_type))
+    return table
 
 
 def read_jsonlines(path: Path) -> pa.Table:

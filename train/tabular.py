@@ -61,6 +61,7 @@ def _is_text(data_type: pa.DataType) -> bool:
 def _is_number(data_type: pa.DataType) -> bool:
     return bool(
         pa.types.is_integer(data_type)
+        or pa.types.is_decimal(data_type)
         or pa.types.is_floating(data_type)
         or pa.types.is_boolean(data_type)
         or pa.types.is_null(data_type)
@@ -222,11 +223,18 @@ def checked_labels(source: Source, name: str) -> pa.ChunkedArray:
     if pa.types.is_floating(data.type) and pc.any(pc.is_nan(data)).as_py():
         row = int(pc.index(pc.is_nan(data), True).as_py())
         raise UserError(f"{source.where(row)}: {source.label(name)} is NaN; every row needs a label")
+    if _is_text(data.type) and pc.any(pc.match_substring_regex(data, NUMBER_PATTERN)).as_py():
+        # Text labels that are mostly numbers hide a typo ("1x") that would silently become a class.
+        row = int(pc.index(_non_numbers(data), True).as_py())
+        raise UserError(
+            f"{source.where(row)}: {source.label(name)} {data[row].as_py()!r} is not a number, but other"
+            " labels are; labels are either all numbers or all text"
+        )
     return data
 
 
 def label_array(parts: Sequence[pa.ChunkedArray]) -> np.ndarray:
-    """Numbers as float64; if any file's labels are text, every label as text (3.0 and "3" alike)."""
+    """Numbers as float64, text as str objects."""
     if any(_is_text(part.type) for part in parts):
         return np.concatenate([as_text(part).to_numpy(zero_copy_only=False) for part in parts]).astype(object)
     return np.concatenate([pc.cast(part, pa.float64()).to_numpy() for part in parts])
@@ -260,6 +268,13 @@ def assemble(
         label_parts.append(checked_labels(source, layout.label))
         if layout.time:
             time_parts.append(source.table.column(layout.time))
+    text_labels = [s for s, part in zip(sources, label_parts, strict=True) if _is_text(part.type)]
+    if text_labels and len(text_labels) < len(sources):
+        numeric = next(s for s in sources if s not in text_labels)
+        raise UserError(
+            f"{text_labels[0].path} has text labels but {numeric.path} has numbers; labels are either all"
+            " numbers or all text"
+        )
     table = pa.concat_tables(feature_parts, promote_options="permissive")
     try:
         if encoder is None:

@@ -211,3 +211,24 @@ def test_unreadable_jsonlines(tmp_path: Path) -> None:
         UserError, match=r"a\.jsonl is not a readable JSON lines \(one JSON object per line\) file"
     ):
         load(tmp_path)
+
+
+def test_text_label_among_numbers_is_a_typo(tmp_path: Path) -> None:
+    write_csv(tmp_path / "a.csv", [[1, 0.5], [0, 1.5], ["1x", 2.5]])
+    with pytest.raises(
+        UserError, match=r"a\.csv row 3: the label \(column 1\) '1x' is not a number, but other"
+    ):
+        load(tmp_path)
+
+
+def test_text_labels_in_one_file_numbers_in_another(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "a.parquet", {"label": ["cat", "dog"], "x": [1.0, 2.0]})
+    write_parquet(tmp_path / "b.parquet", {"label": [0, 1], "x": [1.0, 2.0]})
+    with pytest.raises(UserError, match=r"a\.parquet has text labels but .*b\.parquet has numbers"):
+        load(tmp_path)
+
+
+def test_label_name_given_for_a_file_whose_first_row_is_data(tmp_path: Path) -> None:
+    write_csv(tmp_path / "a.csv", [[1, 0.5], [0, 1.5]])
+    with pytest.raises(UserError, match=r"label_column 'y' is a column name, but .*a\.csv has no header row"):
+        load(tmp_path, label_column="y")

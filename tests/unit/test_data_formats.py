@@ -242,3 +242,18 @@ def test_unsupported_content_types(tmp_path: Path, content_type: str, message: s
     write_csv(tmp_path / "a.csv", [[1, 2], [0, 3]])
     with pytest.raises(UserError, match=message):
         load_channel("train", tmp_path, DataOptions(content_type=content_type))
+
+
+def test_pandas_to_csv_with_its_index_column(tmp_path: Path) -> None:
+    # pandas writes its index as a first column with an empty header cell: row numbers, not a feature.
+    (tmp_path / "a.csv").write_text(",label,f1\n0,1,0.5\n1,0,1.5\n")
+    dataset = load_channel("train", tmp_path, DataOptions())
+    assert dataset.feature_names == ("f1",)
+    np.testing.assert_array_equal(dataset.labels, [1, 0])
+
+
+def test_parquet_dictionary_encoded_category_column(tmp_path: Path) -> None:
+    colour = pa.array(["red", "blue", "red"]).dictionary_encode()
+    pq.write_table(pa.table({"label": [0, 1, 0], "colour": colour}), tmp_path / "a.parquet")
+    dataset = load_channel("train", tmp_path, DataOptions())
+    assert dataset.feature_names == ("colour=blue", "colour=red")
