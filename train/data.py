@@ -10,6 +10,7 @@ formats (.npz, JSON lines `{"features": [...]}`) through train.arrays.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -93,6 +94,35 @@ def _json_parts(sources: list[Source], options: DataOptions) -> list[ArrayPart]:
     return parts
 
 
+NPY_NAME = re.compile(r"(?P<prefix>.*?[_.-])?(?P<role>[xy])", re.IGNORECASE)
+
+
+def _npy_parts(files: list[Path], options: DataOptions) -> list[ArrayPart]:
+    """.npy files pair up by name: x.npy with y.npy, or <prefix>_x.npy with <prefix>_y.npy."""
+    if options.time_column:
+        raise UserError("time_column needs .npz files (arrays x, y and the time array) or tabular data")
+    pairs: dict[tuple[Path, str], dict[str, Path]] = {}
+    for path in files:
+        stem = path.name.split(".npy")[0]
+        match = NPY_NAME.fullmatch(stem)
+        if match is None:
+            raise UserError(
+                f"{path}: .npy files come in pairs named x.npy and y.npy"
+                " (or <prefix>_x.npy and <prefix>_y.npy)"
+            )
+        pairs.setdefault((path.parent, match["prefix"] or ""), {})[match["role"].lower()] = path
+    parts = []
+    for (_, prefix), pair in sorted(pairs.items()):
+        if len(pair) < 2:
+            path = next(iter(pair.values()))
+            other = "y" if "x" in pair else "x"
+            raise UserError(f"{path} has no matching {prefix}{other}.npy; .npy files come in x/y pairs")
+        parts.append(
+            ArrayPart(pair["x"], formats.read_npy(pair["x"]), formats.read_npy(pair["y"]), y_name="y.npy")
+        )
+    return parts
+
+
 def _is_feature_records(table: pa.Table) -> bool:
     if FEATURES_FIELD not in table.column_names:
         return False
@@ -110,6 +140,8 @@ def _load(
             arrays = formats.read_npz(path, ["x", "y", *time_name])
             parts.append(ArrayPart(path, arrays["x"], arrays["y"], arrays.get(options.time_column or "")))
         return assemble_arrays(channel, parts, options, encoder)
+    if fmt == formats.NPY:
+        return assemble_arrays(channel, _npy_parts(files, options), options, encoder)
     if fmt == formats.CSV:
         sources = _csv_sources(files, options)
     else:

@@ -26,6 +26,7 @@ CSV = "csv"
 PARQUET = "parquet"
 JSONLINES = "jsonlines"
 NPZ = "npz"
+NPY = "npy"
 
 # ContentType (lower-cased, parameters dropped) → format. SageMaker itself does not check ContentType;
 # these are the spellings its built-in algorithms and the SDK's docs use.
@@ -44,6 +45,7 @@ CONTENT_TYPES = {
     "application/json": JSONLINES,
     "application/x-npz": NPZ,
     "application/npz": NPZ,
+    "application/x-npy": NPY,
 }
 EXTENSIONS = {
     ".csv": CSV,
@@ -53,8 +55,9 @@ EXTENSIONS = {
     ".ndjson": JSONLINES,
     ".json": JSONLINES,
     ".npz": NPZ,
+    ".npy": NPY,
 }
-FORMAT_NAMES = {CSV: "CSV", PARQUET: "Parquet", JSONLINES: "JSON lines", NPZ: ".npz"}
+FORMAT_NAMES = {CSV: "CSV", PARQUET: "Parquet", JSONLINES: "JSON lines", NPZ: ".npz", NPY: ".npy"}
 GZIP_MAGIC = b"\x1f\x8b"
 SNIFF_BYTES = 64 * 1024
 
@@ -104,6 +107,8 @@ def sniff_format(path: Path) -> str:
         return PARQUET
     if head.startswith(b"PK\x03\x04"):
         return NPZ
+    if head.startswith(b"\x93NUMPY"):
+        return NPY
     if head.lstrip().startswith(b"{"):
         return JSONLINES
     return CSV
@@ -255,3 +260,15 @@ def read_npz(path: Path, required: Sequence[str], optional: Sequence[str] = ()) 
             return {name: archive[name] for name in [*required, *optional] if name in present}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
         raise _unreadable(path, ".npz", error) from None
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """One .npy array, memory-mapped: pages are read as training touches them. Copy-on-write ("c") keeps
+    the array writable (torch warns on read-only arrays) without ever changing the file."""
+    try:
+        if is_gzip(path):
+            with gzip.open(path, "rb") as handle:
+                return np.load(io.BytesIO(handle.read()), allow_pickle=False)
+        return np.load(path, mmap_mode="c", allow_pickle=False)
+    except (OSError, EOFError, ValueError, zlib.error) as error:
+        raise _unreadable(path, ".npy", error) from None

@@ -257,3 +257,25 @@ def test_parquet_dictionary_encoded_category_column(tmp_path: Path) -> None:
     pq.write_table(pa.table({"label": [0, 1, 0], "colour": colour}), tmp_path / "a.parquet")
     dataset = load_channel("train", tmp_path, DataOptions())
     assert dataset.feature_names == ("colour=blue", "colour=red")
+
+
+def test_npy_pairs_are_memory_mapped_and_paired_by_name(tmp_path: Path) -> None:
+    np.save(tmp_path / "part1_x.npy", np.arange(12, dtype=np.float32).reshape(2, 2, 3))
+    np.save(tmp_path / "part1_y.npy", np.array([0, 1]))
+    np.save(tmp_path / "part2_x.npy", np.ones((1, 2, 3), dtype=np.float32))
+    np.save(tmp_path / "part2_y.npy", np.array([2]))
+    dataset = load_channel("train", tmp_path, DataOptions())
+    assert dataset.features.shape == (3, 2, 3)
+    np.testing.assert_array_equal(dataset.labels, [0, 1, 2])
+    assert dataset.features[1, 1, 2] == 11
+    (tmp_path / "part2_y.npy").unlink()
+    with pytest.raises(UserError, match=r"part2_x\.npy has no matching part2_y\.npy"):
+        load_channel("train", tmp_path, DataOptions())
+
+
+def test_single_npy_pair_stays_a_writable_memory_map(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((4, 3), dtype=np.float32))
+    np.save(tmp_path / "y.npy", np.array([0.5, 1, 2, 3]))
+    dataset = load_channel("train", tmp_path, DataOptions())
+    assert isinstance(dataset.features, np.memmap)
+    assert dataset.features.flags.writeable  # copy-on-write: torch.from_numpy must not warn
