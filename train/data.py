@@ -83,6 +83,11 @@ def _json_parts(sources: list[Source], options: DataOptions) -> list[ArrayPart]:
     label = options.label_column if isinstance(options.label_column, str) else DEFAULT_LABEL
     parts = []
     for source in sources:
+        if not _is_feature_records(source.table):
+            raise UserError(
+                f"{source.path} holds flat records but {sources[0].path} holds"
+                f' {{"features": [...], "{label}": ...}} records; a channel holds one kind'
+            )
         if label not in source.table.column_names:
             raise UserError(
                 f'{source.path} has no field {label!r}; records need {{"features": [...], "{label}": ...}}'
@@ -169,6 +174,11 @@ def load_channel(
     files = channel_files(directory)
     if not files:
         raise UserError(f"channel {channel!r} is empty: no files in {directory}")
+    empty = [path for path in files if path.stat().st_size == 0]
+    if empty and len(empty) < len(files):
+        # Spark and Hive write empty part files for empty partitions: nothing to read, nothing wrong.
+        log.warning("channel %s: skipping %d empty file(s), e.g. %s", channel, len(empty), empty[0])
+        files = [path for path in files if path not in empty]
     started = time.perf_counter()
     fmt = channel_format(channel, files, options.content_type)
     dataset = _load(channel, files, fmt, options, encoder)

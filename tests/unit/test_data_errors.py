@@ -232,3 +232,10 @@ def test_label_name_given_for_a_file_whose_first_row_is_data(tmp_path: Path) -> 
     write_csv(tmp_path / "a.csv", [[1, 0.5], [0, 1.5]])
     with pytest.raises(UserError, match=r"label_column 'y' is a column name, but .*a\.csv has no header row"):
         load(tmp_path, label_column="y")
+
+
+def test_flat_and_feature_records_mixed(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "a.jsonl", [{"features": [1, 2], "label": 0}, {"features": [3, 4], "label": 1}])
+    write_jsonl(tmp_path / "b.jsonl", [{"x": 1, "label": 0}])
+    with pytest.raises(UserError, match=r"b\.jsonl holds flat records but .*a\.jsonl holds \{\"features\""):
+        load(tmp_path)

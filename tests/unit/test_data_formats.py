@@ -279,3 +279,10 @@ def test_single_npy_pair_stays_a_writable_memory_map(tmp_path: Path) -> None:
     dataset = load_channel("train", tmp_path, DataOptions())
     assert isinstance(dataset.features, np.memmap)
     assert dataset.features.flags.writeable  # copy-on-write: torch.from_numpy must not warn
+
+
+def test_empty_part_files_are_skipped_when_others_hold_data(tmp_path: Path) -> None:
+    write_csv(tmp_path / "part-0.csv", [[1, 2], [0, 3]])
+    (tmp_path / "part-1.csv").write_text("")
+    dataset = load_channel("train", tmp_path, DataOptions())
+    assert [path.name for path in dataset.files] == ["part-0.csv"]
