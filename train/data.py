@@ -65,6 +65,8 @@ def _csv_sources(files: list[Path], options: DataOptions) -> list[Source]:
     # Categorical columns are read as text, so "02139" keeps its leading zero.
     width = len(first_sample[0]) if first_sample else 0
     names = first_sample[0] if header and first_sample else [f"column {i + 1}" for i in range(width)]
+    if header and names and not names[0].strip():
+        names = names[1:]  # pandas' unnamed index column, which read_csv drops
     text_columns = [
         ref if isinstance(ref, str) else names[ref]
         for ref in options.categorical_columns

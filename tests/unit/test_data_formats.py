@@ -286,3 +286,9 @@ def test_empty_part_files_are_skipped_when_others_hold_data(tmp_path: Path) -> N
     (tmp_path / "part-1.csv").write_text("")
     dataset = load_channel("train", tmp_path, DataOptions())
     assert [path.name for path in dataset.files] == ["part-0.csv"]
+
+
+def test_categorical_by_position_counts_after_the_pandas_index(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text(",label,zip\n0,1,02139\n1,0,10001\n")
+    dataset = load_channel("train", tmp_path, DataOptions(categorical_columns=(1,)))
+    assert dataset.feature_names == ("zip=02139", "zip=10001")
