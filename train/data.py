@@ -1,129 +1,196 @@
-"""Channels → arrays. SageMaker's CSV convention: no header row, the label in the first column.
+"""Channels → arrays, for every format SageMaker delivers to a training channel.
 
-Every file in the channel directory (recursively, hidden files skipped, `.gz` decompressed) is read with
-pyarrow's multithreaded CSV reader. Problems are reported with the file, row and column a user can
-open and fix.
+Every file in the channel directory is read (recursively, sorted; names starting with "." or "_" are
+skipped, as pyarrow and Hadoop do — Spark's `_SUCCESS` markers), gzip-compressed or not. The format is
+the channel's ContentType, else each file's extension, else its first bytes; one channel holds one format.
+Tabular formats (CSV with or without a header, Parquet, flat JSON lines) go through train.tabular, array
+formats (.npz, JSON lines `{"features": [...]}`) through train.arrays.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-from pyarrow import csv
 
 from container.errors import UserError
+from container.features import FeatureEncoder
+from train import formats
+from train.arrays import FEATURES_FIELD, ArrayPart, assemble_arrays, list_column_to_array
+from train.dataset import MIN_ROWS, DataOptions, Dataset
+from train.tabular import DEFAULT_LABEL, Source, assemble, checked_labels, label_array
+
+__all__ = ["DataOptions", "Dataset", "channel_files", "load_channel", "load_csv_channel"]
 
 log = logging.getLogger(__name__)
-
-CSV_HINT = "SageMaker CSV has no header row and the label in the first column"
-
-
-@dataclass(frozen=True)
-class Dataset:
-    features: np.ndarray  # float32, (rows, features)
-    labels: np.ndarray  # float64, (rows,)
-    files: tuple[Path, ...]
-
-    @property
-    def rows(self) -> int:
-        return int(self.features.shape[0])
-
-    @property
-    def feature_count(self) -> int:
-        return int(self.features.shape[1])
 
 
 def channel_files(directory: Path) -> list[Path]:
     return sorted(
         path
         for path in directory.rglob("*")
-        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(directory).parts)
+        if path.is_file() and not any(part.startswith((".", "_")) for part in path.relative_to(directory).parts)
     )
 
 
-def _read_csv_table(path: Path) -> pa.Table:
-    try:
-        return csv.read_csv(
-            path,
-            read_options=csv.ReadOptions(autogenerate_column_names=True),
-            convert_options=csv.ConvertOptions(strings_can_be_null=True),
+def channel_format(channel: str, files: list[Path], content_type: str | None) -> str:
+    if content_type:
+        return formats.format_for_content_type(content_type)
+    by_format: dict[str, list[Path]] = {}
+    for path in files:
+        by_format.setdefault(formats.sniff_format(path), []).append(path)
+    if len(by_format) > 1:
+        found = "; ".join(
+            f"{formats.FORMAT_NAMES[fmt]}: {paths[0].name}" + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+            for fmt, paths in sorted(by_format.items())
         )
-    except pa.ArrowInvalid as error:
-        message = str(error)
-        if "Empty CSV file" in message:
-            raise UserError(f"{path} is empty; {CSV_HINT}") from None
-        raise UserError(f"{path} is not a readable CSV file: {message.splitlines()[0]}") from None
+        raise UserError(f"channel {channel!r} mixes formats ({found}); put one format in a channel")
+    return next(iter(by_format))
 
 
-def _first_non_numeric(column: pa.ChunkedArray) -> tuple[int, str]:
-    for row, value in enumerate(column.to_pylist()):
-        if value is None:
-            continue
-        try:
-            float(value)
-        except (TypeError, ValueError):
-            return row, str(value)
-    return -1, ""
+def _csv_sources(files: list[Path], options: DataOptions) -> list[Source]:
+    first_sample = formats.csv_sample(files[0])
+    header = options.header
+    if header is None:
+        # A column named in the options implies a header, unless the first row holds numbers: then the
+        # name cannot be found and the message says the file has no header row.
+        header = formats.looks_like_header(first_sample) or bool(
+            options.names_columns and first_sample and formats.all_text(first_sample[0])
+        )
+    # Categorical columns are read as text, so "02139" keeps its leading zero.
+    width = len(first_sample[0]) if first_sample else 0
+    names = first_sample[0] if header and first_sample else [f"column {i + 1}" for i in range(width)]
+    if header and names and not names[0].strip():
+        names = names[1:]  # pandas' unnamed index column, which read_csv drops
+    text_columns = [
+        ref if isinstance(ref, str) else names[ref]
+        for ref in options.categorical_columns
+        if isinstance(ref, str) or 0 <= ref < len(names)
+    ]
+    sources = []
+    for path in files:
+        table = formats.read_csv(path, header, text_columns)
+        sources.append(Source(path, table, named=header, header=header))
+    if header:
+        log.info("CSV files have a header row: %s", ", ".join(sources[0].table.column_names))
+    return sources
 
 
-def _table_to_arrays(path: Path, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    if table.num_columns < 2:
-        raise UserError(f"{path} has {table.num_columns} column; expected the label followed by features ({CSV_HINT})")
-    columns = []
-    for index, column in enumerate(table.columns):
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type)):
-            row, value = _first_non_numeric(column)
-            what = "label column (column 1)" if index == 0 else f"column {index + 1}"
-            header_hint = " — is the first row a header?" if row == 0 else ""
-            raise UserError(f"{path} row {row + 1}, {what}: {value!r} is not a number{header_hint} ({CSV_HINT})")
-        if column.null_count:
-            row = int(pc.index(pc.is_null(column), True).as_py())
-            what = "the label (column 1)" if index == 0 else f"column {index + 1}"
-            raise UserError(f"{path} row {row + 1}: {what} is missing; every value must be a number")
-        columns.append(column.to_numpy().astype(np.float64, copy=False))
-    matrix = np.column_stack(columns)
-    labels = matrix[:, 0]
-    if np.isnan(labels).any():
-        row = int(np.flatnonzero(np.isnan(labels))[0])
-        raise UserError(f"{path} row {row + 1}: the label (column 1) is NaN; every row needs a label")
-    features = matrix[:, 1:]
-    if not np.isfinite(features).all():
-        row, col = (int(i) for i in np.argwhere(~np.isfinite(features))[0])
-        raise UserError(f"{path} row {row + 1}, column {col + 2}: {features[row, col]} is not a finite number")
-    return features.astype(np.float32), labels
+def _json_parts(sources: list[Source], options: DataOptions) -> list[ArrayPart]:
+    label = options.label_column if isinstance(options.label_column, str) else DEFAULT_LABEL
+    parts = []
+    for source in sources:
+        if not _is_feature_records(source.table):
+            raise UserError(
+                f"{source.path} holds flat records but {sources[0].path} holds"
+                f' {{"features": [...], "{label}": ...}} records; a channel holds one kind'
+            )
+        if label not in source.table.column_names:
+            raise UserError(
+                f'{source.path} has no field {label!r}; records need {{"features": [...], "{label}": ...}}'
+                f" (fields: {', '.join(source.table.column_names)})"
+            )
+        x = list_column_to_array(source.path, source.table.column(FEATURES_FIELD))
+        y = label_array([checked_labels(source, label)])
+        parts.append(ArrayPart(source.path, x, y, x_name=repr(FEATURES_FIELD), y_name=repr(label)))
+    return parts
 
 
-def load_csv_channel(channel: str, directory: Path) -> Dataset:
+NPY_NAME = re.compile(r"(?P<prefix>.*?[_.-])?(?P<role>[xy])", re.IGNORECASE)
+
+
+def _npy_parts(files: list[Path], options: DataOptions) -> list[ArrayPart]:
+    """.npy files pair up by name: x.npy with y.npy, or <prefix>_x.npy with <prefix>_y.npy."""
+    if options.time_column:
+        raise UserError("time_column needs .npz files (arrays x, y and the time array) or tabular data")
+    pairs: dict[tuple[Path, str], dict[str, Path]] = {}
+    for path in files:
+        stem = path.name.split(".npy")[0]
+        match = NPY_NAME.fullmatch(stem)
+        if match is None:
+            raise UserError(
+                f"{path}: .npy files come in pairs named x.npy and y.npy (or <prefix>_x.npy and <prefix>_y.npy)"
+            )
+        pairs.setdefault((path.parent, match["prefix"] or ""), {})[match["role"].lower()] = path
+    parts = []
+    for (_, prefix), pair in sorted(pairs.items()):
+        if len(pair) < 2:
+            path = next(iter(pair.values()))
+            other = "y" if "x" in pair else "x"
+            raise UserError(f"{path} has no matching {prefix}{other}.npy; .npy files come in x/y pairs")
+        parts.append(ArrayPart(pair["x"], formats.read_npy(pair["x"]), formats.read_npy(pair["y"]), y_name="y.npy"))
+    return parts
+
+
+def _is_feature_records(table: pa.Table) -> bool:
+    if FEATURES_FIELD not in table.column_names:
+        return False
+    data_type = table.schema.field(FEATURES_FIELD).type
+    return bool(pa.types.is_list(data_type) or pa.types.is_large_list(data_type))
+
+
+def _load(channel: str, files: list[Path], fmt: str, options: DataOptions, encoder: FeatureEncoder | None) -> Dataset:
+    if fmt == formats.NPZ:
+        time_name = [options.time_column] if options.time_column else []
+        parts = []
+        for path in files:
+            arrays = formats.read_npz(path, ["x", "y", *time_name])
+            parts.append(ArrayPart(path, arrays["x"], arrays["y"], arrays.get(options.time_column or "")))
+        return assemble_arrays(channel, parts, options, encoder)
+    if fmt == formats.NPY:
+        return assemble_arrays(channel, _npy_parts(files, options), options, encoder)
+    if fmt == formats.CSV:
+        sources = _csv_sources(files, options)
+    else:
+        read = formats.read_parquet if fmt == formats.PARQUET else formats.read_jsonlines
+        sources = [Source(path, read(path), named=True) for path in files]
+        if fmt == formats.JSONLINES and _is_feature_records(sources[0].table):
+            return assemble_arrays(channel, _json_parts(sources, options), options, encoder)
+    return assemble(channel, sources, options, encoder)
+
+
+def load_channel(channel: str, directory: Path, options: DataOptions, encoder: FeatureEncoder | None = None) -> Dataset:
+    """Load every file of a channel.
+
+    `encoder` is None for the train channel (a new one is fitted on it) and the train channel's encoder
+    for validation and test, which are encoded the same way. Categories never seen in training encode as
+    all zeros (a warning says how many), as they will when serving.
+    """
     if not directory.is_dir():
-        raise UserError(f"channel {channel!r} not found: expected CSV files in {directory}")
+        raise UserError(
+            f"channel {channel!r} not found: expected data files (CSV, Parquet, JSON lines or .npz) in {directory}"
+        )
     files = channel_files(directory)
     if not files:
         raise UserError(f"channel {channel!r} is empty: no files in {directory}")
+    empty = [path for path in files if path.stat().st_size == 0]
+    if empty and len(empty) < len(files):
+        # Spark and Hive write empty part files for empty partitions: nothing to read, nothing wrong.
+        log.warning("channel %s: skipping %d empty file(s), e.g. %s", channel, len(empty), empty[0])
+        files = [path for path in files if path not in empty]
     started = time.perf_counter()
-    features_parts: list[np.ndarray] = []
-    label_parts: list[np.ndarray] = []
-    for path in files:
-        features, labels = _table_to_arrays(path, _read_csv_table(path))
-        if features_parts and features.shape[1] != features_parts[0].shape[1]:
-            raise UserError(
-                f"{path} has {features.shape[1]} features but {files[0]} has {features_parts[0].shape[1]};"
-                f" every file in channel {channel!r} needs the same columns"
-            )
-        features_parts.append(features)
-        label_parts.append(labels)
-    dataset = Dataset(np.concatenate(features_parts), np.concatenate(label_parts), tuple(files))
+    fmt = channel_format(channel, files, options.content_type)
+    dataset = _load(channel, files, fmt, options, encoder)
+    if dataset.rows < MIN_ROWS:
+        raise UserError(
+            f"channel {channel!r} has {dataset.rows} row(s) in {len(files)} file(s); training and evaluation"
+            f" need at least {MIN_ROWS} rows"
+        )
     log.info(
-        "channel %s: %d rows, %d features from %d file(s) in %.2fs",
+        "channel %s: %d rows, features %s from %d %s file(s) in %.2fs",
         channel,
         dataset.rows,
-        dataset.feature_count,
+        "×".join(str(n) for n in dataset.feature_shape),
         len(files),
+        formats.FORMAT_NAMES[fmt],
         time.perf_counter() - started,
     )
     return dataset
+
+
+def load_csv_channel(channel: str, directory: Path) -> Dataset:
+    """The walking skeleton's entry point: SageMaker CSV (or any format, sniffed) with default options."""
+    return load_channel(channel, directory, DataOptions())

@@ -52,7 +52,12 @@ def test_train_deploy_predict(sdk: str, image: str, tmp_path: Path) -> None:
     model_data = Path(report["model_data"])
     assert model_data.name == "model.tar.gz" and model_data.is_file()
     with tarfile.open(model_data) as archive:
-        assert sorted(archive.getnames()) == ["MODEL_CARD.md", "model.safetensors", "model_card.json", "optml-model.json"]
+        assert sorted(archive.getnames()) == [
+            "MODEL_CARD.md",
+            "model.safetensors",
+            "model_card.json",
+            "optml-model.json",
+        ]
         archive.extractall(tmp_path / "model", filter="data")
     model = load_model(tmp_path / "model")
     assert model.metadata.hyperparameters["epochs"] == 10

@@ -27,7 +27,7 @@ def test_reads_every_file_in_the_channel_including_gzip_and_subfolders(tmp_path:
 
 
 def test_missing_channel_directory(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"channel 'validation' not found: expected CSV files in .*nope"):
+    with pytest.raises(UserError, match=r"channel 'validation' not found: expected data files \(CSV, .*\) in .*nope"):
         load_csv_channel("validation", tmp_path / "nope")
 
 
@@ -48,10 +48,13 @@ def test_non_numeric_value_names_file_row_and_column(tmp_path: Path) -> None:
         load_csv_channel("train", tmp_path)
 
 
-def test_header_row_is_recognised_as_the_likely_cause(tmp_path: Path) -> None:
-    write_csv(tmp_path / "data.csv", [["label", "f1", "f2"], [0, 1, 2]])
-    with pytest.raises(UserError, match=r"row 1, label column \(column 1\): 'label' is not a number — is the first"):
-        load_csv_channel("train", tmp_path)
+def test_a_header_row_is_detected_and_names_the_features(tmp_path: Path) -> None:
+    # Before the data formats work a header row was refused; it is now read as column names.
+    write_csv(tmp_path / "data.csv", [["label", "f1", "f2"], [0, 1, 2], [1, 3, 4]])
+    dataset = load_csv_channel("train", tmp_path)
+    assert dataset.feature_names == ("f1", "f2")
+    np.testing.assert_array_equal(dataset.labels, [0, 1])
+    np.testing.assert_array_equal(dataset.features, [[1, 2], [3, 4]])
 
 
 @pytest.mark.parametrize("label", ["nan", ""])
