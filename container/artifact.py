@@ -126,10 +126,17 @@ class ModelArtifact:
     def task(self) -> str:
         return self.metadata.task
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One row as the network takes it: (features,), (channels, height, width) or (time, features)."""
+        return self._input_shape
+
     def predict(self, features: np.ndarray) -> Predictions:
-        """`features`: float array (rows, feature_count), already validated by the caller."""
+        """`features`: float rows, flattened (rows, feature_count) or shaped (rows, *input_shape), already
+        validated by the caller."""
         with torch.inference_mode():
-            inputs = (torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)) - self._mean) / self._std
+            rows = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).reshape(len(features), -1)
+            inputs = ((rows - self._mean) / self._std).reshape(len(features), *self._input_shape)
             outputs = self.network(inputs)
             if self.task == REGRESSION:
                 values = outputs[:, 0] * self.metadata.target_std + self.metadata.target_mean

@@ -156,7 +156,7 @@ class RecurrentNet(nn.Module):
 
     def __init__(self, spec: NetworkSpec) -> None:
         super().__init__()
-        self.recurrent = self.CELLS[spec.kind](
+        recurrent = self.CELLS[spec.kind](
             input_size=spec.input_shape[1],
             hidden_size=spec.hidden_size,
             num_layers=spec.num_layers,
@@ -166,8 +166,14 @@ class RecurrentNet(nn.Module):
         )
         self.directions = 2 if spec.bidirectional else 1
         dense, width = _dense_blocks(spec.hidden_size * self.directions, spec)
-        self.blocks = nn.ModuleList([self.recurrent, *dense])
+        self.blocks = nn.ModuleList([recurrent, *dense])
         self.head = nn.Linear(width, spec.out_features)
+
+    @property
+    def recurrent(self) -> nn.RNNBase:
+        layer = self.blocks[0]
+        assert isinstance(layer, nn.RNNBase)
+        return layer
 
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:
         _, hidden = self.recurrent(sequences)

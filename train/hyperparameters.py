@@ -150,6 +150,27 @@ class Hyperparameters:
         "feature columns to use (default: all but label and time column)",
         "data",
     )
+    categorical_columns: tuple[str, ...] | None = _hp(
+        None,
+        _column_list,
+        'comma-separated column names or indices such as "zip,plan"',
+        "columns to one-hot encode even when their values look numeric (text columns always are)",
+        "data",
+    )
+    csv_header: str = _hp(
+        "auto",
+        _choice(("auto", "true", "false")),
+        "auto, true or false",
+        "does a CSV file's first row name the columns? auto detects it",
+        "data",
+    )
+    array_layout: str = _hp(
+        "auto",
+        _choice(("auto", "image", "sequence")),
+        "auto, image or sequence",
+        "3-D arrays (npz/npy/JSON Lines): N×H×W images (model=cnn) or N×T×F sequences; auto follows the model",
+        "data",
+    )
     time_column: str | None = _hp(
         None,
         _optional_text,

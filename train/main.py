@@ -19,14 +19,20 @@ import numpy as np
 import torch
 
 from container.artifact import REGRESSION, ModelMetadata, save_model
-from container.config import JobConfig, read_hyperparameters, read_input_data_config, read_resource_config
+from container.config import (
+    ChannelConfig,
+    JobConfig,
+    read_hyperparameters,
+    read_input_data_config,
+    read_resource_config,
+)
 from container.errors import UserError
 from container.failure import write_failure
 from container.logs import configure_logging, format_metric_line
 from container.networks import INPUT_RANK, NetworkSpec, block_count, build_network, freeze_blocks
 from container.paths import Paths
 from train import crossval
-from train.data import Dataset, load_csv_channel
+from train.data import DataOptions, Dataset, load_channel
 from train.hyperparameters import Hyperparameters, parse_hyperparameters
 from train.losses import LossFunction, balanced_class_weights, per_row_loss, resolve_loss_name
 from train.preprocessing import LabelEncoding, Standardizer, infer_task
@@ -59,8 +65,28 @@ def read_job_config(paths: Paths) -> JobConfig:
     )
 
 
-def load_channels(paths: Paths, job: JobConfig) -> dict[str, Dataset]:
-    """train (required), validation and test (optional), with the same per-row shape."""
+def _column(reference: str) -> str | int:
+    """A column named in a hyperparameter: a 0-based position when it is a number, else a name."""
+    return int(reference) if reference.isdigit() else reference
+
+
+def data_options(hp: Hyperparameters, channel: ChannelConfig | None) -> DataOptions:
+    layout = None if hp.array_layout == "auto" else hp.array_layout
+    if layout is None and hp.model == "cnn":
+        layout = "image"
+    return DataOptions(
+        label_column=_column(hp.label_column) if hp.label_column else None,
+        feature_columns=tuple(_column(c) for c in hp.feature_columns) if hp.feature_columns else None,
+        time_column=hp.time_column,
+        content_type=channel.content_type if channel else None,
+        categorical_columns=tuple(_column(c) for c in hp.categorical_columns or ()),
+        header=None if hp.csv_header == "auto" else hp.csv_header == "true",
+        array_layout=layout,
+    )
+
+
+def load_channels(paths: Paths, job: JobConfig, hp: Hyperparameters) -> dict[str, Dataset]:
+    """train (required), validation and test (optional), encoded alike and with the same per-row shape."""
     train_dir = paths.channel_dir(TRAIN)
     if not train_dir.is_dir():
         declared = sorted(job.channels) or sorted(p.name for p in paths.data_dir.glob("*") if p.is_dir())
@@ -68,11 +94,12 @@ def load_channels(paths: Paths, job: JobConfig) -> dict[str, Dataset]:
             f"required channel 'train' is missing: no directory {train_dir}"
             f" (channels present: {', '.join(declared) or 'none'}); pass the training data as channel 'train'"
         )
-    datasets = {TRAIN: load_csv_channel(TRAIN, train_dir)}
+    datasets = {TRAIN: load_channel(TRAIN, train_dir, data_options(hp, job.channels.get(TRAIN)))}
     for name in (VALIDATION, TEST):
         directory = paths.channel_dir(name)
         if directory.is_dir():
-            datasets[name] = load_csv_channel(name, directory)
+            options = data_options(hp, job.channels.get(name))
+            datasets[name] = load_channel(name, directory, options, encoder=datasets[TRAIN].encoder)
             shape, train_shape = datasets[name].features.shape[1:], datasets[TRAIN].features.shape[1:]
             if shape != train_shape:
                 what = (
@@ -84,8 +111,6 @@ def load_channels(paths: Paths, job: JobConfig) -> dict[str, Dataset]:
                     f"channel {name!r} has {what[0]} but channel 'train' has {what[1]};"
                     " both need the same columns in the same order"
                 )
-    if datasets[TRAIN].rows < 2:
-        raise UserError("channel 'train' has 1 row; training needs at least 2 (and far more to learn anything)")
     return datasets
 
 
@@ -182,7 +207,7 @@ def cross_validate(
 ) -> dict[str, object]:
     strategy = crossval.resolve_strategy(hp.cv_strategy, labels.task)
     targets = labels.encode(dataset.labels, TRAIN)
-    order = getattr(dataset, "time_values", None)
+    order = dataset.time_values
     folds = crossval.fold_indices(
         dataset.rows,
         hp.k_folds,
@@ -253,7 +278,7 @@ def run(paths: Paths) -> dict[str, float]:
         log.info("ignoring SDK keys: %s", ", ".join(job.hyperparameters.ignored_keys))
     log.info("hyperparameters: %s", hp.to_json())
 
-    datasets = load_channels(paths, job)
+    datasets = load_channels(paths, job, hp)
     timings["load_data"] = time.perf_counter() - started
     train_data = datasets[TRAIN]
     task = hp.task or infer_task(train_data.labels)
@@ -296,7 +321,8 @@ def run(paths: Paths) -> dict[str, float]:
         feature_mean=scaler.mean.reshape(-1).tolist(),
         feature_std=scaler.std.reshape(-1).tolist(),
         classes=list(labels.classes),
-        feature_names=list(getattr(train_data, "feature_names", None) or []),
+        feature_names=list(train_data.feature_names or []),
+        encoder=train_data.encoder.to_json() if train_data.encoder else None,
         target_mean=labels.target_mean,
         target_std=labels.target_std,
         hyperparameters=hp.to_json(),

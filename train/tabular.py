@@ -118,26 +118,29 @@ def resolve_layout(first: Source, options: DataOptions, encoder: FeatureEncoder 
     return Layout(label, features, time)
 
 
-def check_columns(source: Source, first: Source, layout: Layout, every_column: bool) -> None:
-    """Every file must hold the columns the first one gave; with no explicit feature list, exactly them."""
+def check_columns(source: Source, first: Source, layout: Layout, *, from_training: bool, every_column: bool) -> None:
+    """Every file must hold the columns the first one gave (or, for validation and test, the columns the
+    train channel gave); with no explicit feature list, exactly them."""
     present = source.table.column_names
-    if not source.named and len(present) != len(first.table.column_names):
+    reference = "channel 'train'" if from_training else str(first.path)
+    expected = len(layout.features) + 1 + (1 if layout.time else 0) if from_training else len(first.table.column_names)
+    if not source.named and len(present) != expected:
         raise UserError(
-            f"{source.path} has {len(present) - 1} features but {first.path} has"
-            f" {len(first.table.column_names) - 1}; every file in a channel needs the same columns"
+            f"{source.path} has {len(present) - 1} features but {reference} has {expected - 1};"
+            " every file needs the same columns in the same order"
         )
     needed = [layout.label, *layout.features, *([layout.time] if layout.time else [])]
     missing = [name for name in needed if name not in present]
     if missing:
         raise UserError(
-            f"{source.path} lacks column(s) {', '.join(missing)} that {first.path} has"
+            f"{source.path} lacks column(s) {', '.join(missing)} that {reference} has"
             f" (columns here: {', '.join(present)})"
         )
     if every_column:
         extra = [name for name in present if name not in needed]
         if extra:
             raise UserError(
-                f"{source.path} has column(s) {', '.join(extra)} that {first.path} lacks; every file in a"
+                f"{source.path} has column(s) {', '.join(extra)} that {reference} lacks; every file in a"
                 " channel needs the same columns (or list the ones to use in feature_columns)"
             )
 
@@ -243,7 +246,13 @@ def assemble(channel: str, sources: Sequence[Source], options: DataOptions, enco
     first = sources[0]
     layout = resolve_layout(first, options, encoder)
     for source in sources:
-        check_columns(source, first, layout, every_column=encoder is None and options.feature_columns is None)
+        check_columns(
+            source,
+            first,
+            layout,
+            from_training=encoder is not None,
+            every_column=encoder is None and options.feature_columns is None,
+        )
     check_not_all_missing(channel, sources, layout)
     if encoder is not None:
         categorical = list(encoder.categorical)

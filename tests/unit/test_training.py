@@ -104,10 +104,9 @@ def test_validation_label_unknown_to_training_is_named(tmp_path: Path) -> None:
 def test_feature_count_must_match_between_channels(tmp_path: Path) -> None:
     root = make_opt_ml(tmp_path, make_classification(60, 3, 2), make_classification(20, 2, 2), {"epochs": "1"})
     assert main_with_root(root) == 1
-    assert (
-        (root / "output" / "failure")
-        .read_text()
-        .startswith("channel 'validation' has 2 features but channel 'train' has 3")
+    assert (root / "output" / "failure").read_text() == (
+        f"{root}/input/data/validation/part-0.csv has 2 features but channel 'train' has 3;"
+        " every file needs the same columns in the same order"
     )
 
 
