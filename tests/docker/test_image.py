@@ -102,7 +102,7 @@ def test_corrupt_csv_names_the_file_row_and_column(tmp_path: Path, run_container
     assert status == 1
     assert (root / "output" / "failure").read_text() == (
         "/opt/ml/input/data/train/part-0.csv row 41, column 3: 'oops' is not a number"
-        " (SageMaker CSV has no header row and the label in the first column)"
+        " (other values in this column are numbers; list it in categorical_columns if it holds categories)"
     )
 
 
