@@ -130,6 +130,14 @@ def read_resource_config(path: Path) -> ResourceConfig:
     )
 
 
+def read_checkpoint_dir(path: Path) -> Path | None:
+    """checkpointconfig.json's LocalPath (present when the job sets CheckpointConfig), else None."""
+    if not path.exists():
+        return None
+    local = _read_json_object(path).get("LocalPath")
+    return Path(local) if local else None
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """Everything under input/config/ for one training run."""
@@ -137,3 +145,4 @@ class JobConfig:
     hyperparameters: HyperparameterFile
     channels: dict[str, ChannelConfig] = field(default_factory=dict)
     resources: ResourceConfig = field(default_factory=ResourceConfig)
+    checkpoint_dir: Path | None = None  # LocalPath from checkpointconfig.json

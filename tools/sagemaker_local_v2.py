@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # tools/ has no __init__.py: mypy sees the sibling module by its file name
-    import _localmode_common as common
+    from tools import _localmode_common as common
 else:
     try:
         from tools import _localmode_common as common

@@ -282,6 +282,20 @@ class Hyperparameters:
         "seed for weights, shuffling, augmentation and folds; same seed + data → same weights on CPU",
         "optimization",
     )
+    # --- checkpointing (spot instances, stops) ---
+    checkpoint_every_steps: int = _hp(
+        0, _int_at_least(0), "an integer ≥ 0", "also checkpoint every N mini-batches; 0 = off", "checkpointing"
+    )
+    checkpoint_every_seconds: float = _hp(
+        300.0,
+        _float_range(0.0, float("inf"), high_open=True),
+        "a number of seconds ≥ 0",
+        "also checkpoint when this long has passed since the last one; 0 = off",
+        "checkpointing",
+    )
+    keep_checkpoints: int = _hp(
+        2, _int_at_least(1), POSITIVE_INT, "checkpoints kept per host (older ones are deleted)", "checkpointing"
+    )
     # --- regularization ---
     l1: float = _hp(
         0.0,

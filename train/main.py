@@ -22,18 +22,22 @@ from container.artifact import REGRESSION, ModelMetadata, save_model
 from container.config import (
     ChannelConfig,
     JobConfig,
+    read_checkpoint_dir,
     read_hyperparameters,
     read_input_data_config,
     read_resource_config,
 )
 from container.errors import UserError
 from container.failure import write_failure
+from container.features import FeatureEncoder
 from container.logs import configure_logging, format_metric_line
 from container.networks import INPUT_RANK, NetworkSpec, block_count, build_network, freeze_blocks
 from container.paths import Paths
 from train import crossval
+from train.checkpoints import Checkpointer, CheckpointPolicy
 from train.data import DataOptions, Dataset, load_channel
 from train.hyperparameters import Hyperparameters, parse_hyperparameters
+from train.interrupt import StopRequest, TrainingStopped
 from train.losses import LossFunction, balanced_class_weights, per_row_loss, resolve_loss_name
 from train.preprocessing import LabelEncoding, Standardizer, infer_task
 from train.report import (
@@ -44,11 +48,12 @@ from train.report import (
     write_model_card,
     write_plots,
 )
-from train.trainer import History, Objective, Split, fit, predict_outputs
+from train.trainer import Objective, Split, fit, predict_outputs
+from train.warmstart import PreviousModel, check_compatible, load_previous_model
 
 log = logging.getLogger("optml.train")
 
-TRAIN, VALIDATION, TEST = "train", "validation", "test"
+TRAIN, VALIDATION, TEST, MODEL = "train", "validation", "test", "model"
 DATA_KIND = {
     2: "tabular rows (N×features)",
     3: "sequences (N×time×features)",
@@ -62,6 +67,7 @@ def read_job_config(paths: Paths) -> JobConfig:
         hyperparameters=read_hyperparameters(paths.hyperparameters_file),
         channels=read_input_data_config(paths.input_data_config_file),
         resources=read_resource_config(paths.resource_config_file),
+        checkpoint_dir=read_checkpoint_dir(paths.checkpoint_config_file),
     )
 
 
@@ -85,7 +91,9 @@ def data_options(hp: Hyperparameters, channel: ChannelConfig | None) -> DataOpti
     )
 
 
-def load_channels(paths: Paths, job: JobConfig, hp: Hyperparameters) -> dict[str, Dataset]:
+def load_channels(
+    paths: Paths, job: JobConfig, hp: Hyperparameters, encoder: FeatureEncoder | None = None
+) -> dict[str, Dataset]:
     """train (required), validation and test (optional), encoded alike and with the same per-row shape."""
     train_dir = paths.channel_dir(TRAIN)
     if not train_dir.is_dir():
@@ -94,7 +102,7 @@ def load_channels(paths: Paths, job: JobConfig, hp: Hyperparameters) -> dict[str
             f"required channel 'train' is missing: no directory {train_dir}"
             f" (channels present: {', '.join(declared) or 'none'}); pass the training data as channel 'train'"
         )
-    datasets = {TRAIN: load_channel(TRAIN, train_dir, data_options(hp, job.channels.get(TRAIN)))}
+    datasets = {TRAIN: load_channel(TRAIN, train_dir, data_options(hp, job.channels.get(TRAIN)), encoder=encoder)}
     for name in (VALIDATION, TEST):
         directory = paths.channel_dir(name)
         if directory.is_dir():
@@ -179,27 +187,21 @@ def prepare(datasets: dict[str, Dataset], labels: LabelEncoding, scaler: Standar
     }
 
 
-def train_network(
-    hp: Hyperparameters,
-    spec: NetworkSpec,
-    train: Split,
-    validation: Split | None,
-    objective: Objective,
-    report: Callable[[int, dict[str, float]], None] | None,
-) -> tuple[torch.nn.Module, History]:
+def new_network(
+    hp: Hyperparameters, spec: NetworkSpec, previous: PreviousModel | None = None
+) -> tuple[torch.nn.Module, list[torch.nn.Module]]:
+    """A seeded network (the previous model's weights when warm-starting) with its first blocks frozen."""
     seed_everything(hp.seed)
     network = build_network(spec)
-    frozen = []
-    if hp.freeze_layers:
-        if hp.freeze_layers > block_count(network):
-            raise UserError(
-                f"freeze_layers={hp.freeze_layers} but model={hp.model} has {block_count(network)} blocks;"
-                f" freeze at most {block_count(network)}"
-            )
-        freeze_blocks(network, hp.freeze_layers)
-        frozen = list(network.blocks)[: hp.freeze_layers]  # type: ignore[arg-type]
-    history = fit(network, train, validation, hp=hp, objective=objective, frozen_blocks=frozen, on_epoch_end=report)
-    return network, history
+    if previous is not None:
+        network.load_state_dict(previous.artifact.network.state_dict())
+    if hp.freeze_layers > block_count(network):
+        raise UserError(
+            f"freeze_layers={hp.freeze_layers} but model={spec.kind} has {block_count(network)} blocks;"
+            f" freeze at most {block_count(network)}"
+        )
+    freeze_blocks(network, hp.freeze_layers)
+    return network, [network.get_submodule(f"blocks.{i}") for i in range(hp.freeze_layers)]
 
 
 def cross_validate(
@@ -222,7 +224,8 @@ def cross_validate(
         features = scaler.transform(dataset.features)
         fold_train = Split.from_arrays(features[train_rows], targets[train_rows])
         fold_validation = Split.from_arrays(features[validation_rows], targets[validation_rows])
-        _, history = train_network(hp, spec, fold_train, fold_validation, objective, report=None)
+        network, frozen = new_network(hp, spec)
+        history = fit(network, fold_train, fold_validation, hp=hp, objective=objective, frozen_blocks=frozen)
         scores = {k.split(":", 1)[1]: v for k, v in history.final.items() if k.startswith("validation:")}
         per_fold.append(scores)
         log.info(
@@ -268,8 +271,70 @@ def final_results(
     return results
 
 
-def run(paths: Paths) -> dict[str, float]:
-    """Train and save; returns the final model's metrics. Raises UserError for anything the user can fix."""
+@dataclass
+class Setup:
+    """The data and everything fitted on it that the network, the loss and the saved model share."""
+
+    task: str
+    labels: LabelEncoding
+    scaler: Standardizer
+    spec: NetworkSpec
+    prepared: dict[str, Prepared]
+    objective: Objective
+
+
+def set_up(hp: Hyperparameters, datasets: dict[str, Dataset], previous: PreviousModel | None) -> Setup:
+    """Task, label encoding, scaling and network: fitted on the train channel, or the previous model's."""
+    train_data = datasets[TRAIN]
+    if previous is not None:
+        meta = previous.artifact.metadata
+        task = meta.task
+        labels = LabelEncoding(task, tuple(meta.classes), meta.target_mean, meta.target_std)
+        scaler = Standardizer(*previous.scaling())
+    else:
+        task = hp.task or infer_task(train_data.labels)
+        labels = LabelEncoding.fit(task, train_data.labels, hp.num_classes)
+        scaler = Standardizer.fit(train_data.features)
+    prepared = prepare(datasets, labels, scaler)
+    spec = previous.spec if previous is not None else network_spec(hp, train_data.features, labels.output_size)
+    objective = build_objective(hp, labels, prepared[TRAIN].split.targets.numpy())
+    if hp.early_stopping_patience and VALIDATION not in prepared:
+        raise UserError("early_stopping_patience needs a 'validation' channel to watch; add one or set it to 0")
+    return Setup(task, labels, scaler, spec, prepared, objective)
+
+
+def checkpointer_for(paths: Paths, job: JobConfig, hp: Hyperparameters, setup: Setup) -> Checkpointer:
+    directory = job.checkpoint_dir or paths.checkpoints_dir
+    return Checkpointer(
+        directory,
+        job.resources.current_host,
+        CheckpointPolicy(hp.checkpoint_every_steps, hp.checkpoint_every_seconds, hp.keep_checkpoints),
+        # What must match for a checkpoint to continue this run: the network and what its outputs mean.
+        config={"network": setup.spec.to_json(), "task": setup.task, "classes": list(setup.labels.classes)},
+    )
+
+
+def model_metadata(hp: Hyperparameters, setup: Setup, train_data: Dataset, metrics: dict[str, float]) -> ModelMetadata:
+    return ModelMetadata(
+        task=setup.task,
+        network=setup.spec,
+        feature_count=int(np.prod(setup.spec.input_shape)),
+        feature_mean=setup.scaler.mean.reshape(-1).tolist(),
+        feature_std=setup.scaler.std.reshape(-1).tolist(),
+        classes=list(setup.labels.classes),
+        feature_names=list(train_data.feature_names or []),
+        encoder=train_data.encoder.to_json() if train_data.encoder else None,
+        target_mean=setup.labels.target_mean,
+        target_std=setup.labels.target_std,
+        hyperparameters=hp.to_json(),
+        metrics=metrics,
+        versions={"torch": torch.__version__, "python": sys.version.split()[0]},
+    )
+
+
+def run(paths: Paths, stop_requested: Callable[[], bool] | None = None) -> dict[str, float]:
+    """Train and save; returns the final model's metrics. Raises UserError for anything the user can fix,
+    TrainingStopped after a stop request (with a checkpoint and a usable model saved)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     job = read_job_config(paths)
@@ -277,59 +342,51 @@ def run(paths: Paths) -> dict[str, float]:
     if job.hyperparameters.ignored_keys:
         log.info("ignoring SDK keys: %s", ", ".join(job.hyperparameters.ignored_keys))
     log.info("hyperparameters: %s", hp.to_json())
+    is_master = job.resources.is_master
 
-    datasets = load_channels(paths, job, hp)
+    previous = load_previous_model(paths.channel_dir(MODEL)) if paths.channel_dir(MODEL).is_dir() else None
+    datasets = load_channels(paths, job, hp, encoder=previous.encoder if previous else None)
     timings["load_data"] = time.perf_counter() - started
     train_data = datasets[TRAIN]
-    task = hp.task or infer_task(train_data.labels)
-    labels = LabelEncoding.fit(task, train_data.labels, hp.num_classes)
-    scaler = Standardizer.fit(train_data.features)
-    prepared = prepare(datasets, labels, scaler)
-    spec = network_spec(hp, train_data.features, labels.output_size)
-    objective = build_objective(hp, labels, prepared[TRAIN].split.targets.numpy())
-    if hp.early_stopping_patience and VALIDATION not in prepared:
-        raise UserError("early_stopping_patience needs a 'validation' channel to watch; add one or set it to 0")
+    setup = set_up(hp, datasets, previous)
+    if previous is not None:
+        explicit = {key: getattr(hp, key) for key in job.hyperparameters.values}
+        check_compatible(previous, explicit, hp.task, tuple(train_data.features.shape[1:]))
 
     cv_result = None
     if hp.k_folds >= 2:
         stage = time.perf_counter()
-        cv_result = cross_validate(hp, spec, train_data, labels, objective)
+        cv_result = cross_validate(hp, setup.spec, train_data, setup.labels, setup.objective)
         timings["cross_validation"] = time.perf_counter() - stage
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
-        print(
-            format_metric_line(
-                f"epoch={epoch}", ordered_for_tuner(metrics, job.hyperparameters.tuning_objective_metric)
-            ),
-            flush=True,
+        line = format_metric_line(
+            f"epoch={epoch}", ordered_for_tuner(metrics, job.hyperparameters.tuning_objective_metric)
         )
+        print(line, flush=True)
 
     stage = time.perf_counter()
-    log.info("training %s on %d rows (%s), %d epochs", spec.kind, train_data.rows, task, hp.epochs)
-    validation = prepared[VALIDATION].split if VALIDATION in prepared else None
-    network, history = train_network(hp, spec, prepared[TRAIN].split, validation, objective, report)
+    log.info("training %s on %d rows (%s), %d epochs", setup.spec.kind, train_data.rows, setup.task, hp.epochs)
+    network, frozen = new_network(hp, setup.spec, previous)
+    validation = setup.prepared[VALIDATION].split if VALIDATION in setup.prepared else None
+    try:
+        history = fit(
+            network, setup.prepared[TRAIN].split, validation, hp=hp, objective=setup.objective, frozen_blocks=frozen,
+            on_epoch_end=report, checkpointer=checkpointer_for(paths, job, hp, setup), stop_requested=stop_requested,
+        )  # fmt: skip
+    except TrainingStopped as stopped:
+        if is_master:  # a stopped job still uploads /opt/ml/model: leave the weights reached so far there
+            save_model(paths.model_dir, network, model_metadata(hp, setup, train_data, stopped.metrics))
+            log.info("saved the model as of the stop to %s", paths.model_dir)
+        raise
     timings["training"] = time.perf_counter() - stage
 
-    results = final_results(network, prepared, labels, objective)
+    results = final_results(network, setup.prepared, setup.labels, setup.objective)
     if TEST in results:
         test_metrics = {f"test:{k}": float(v) for k, v in results[TEST].metrics.items() if isinstance(v, float)}
         print(format_metric_line("final", test_metrics), flush=True)
-    metadata = ModelMetadata(
-        task=task,
-        network=spec,
-        feature_count=int(np.prod(spec.input_shape)),
-        feature_mean=scaler.mean.reshape(-1).tolist(),
-        feature_std=scaler.std.reshape(-1).tolist(),
-        classes=list(labels.classes),
-        feature_names=list(train_data.feature_names or []),
-        encoder=train_data.encoder.to_json() if train_data.encoder else None,
-        target_mean=labels.target_mean,
-        target_std=labels.target_std,
-        hyperparameters=hp.to_json(),
-        metrics=history.final,
-        versions={"torch": torch.__version__, "python": sys.version.split()[0]},
-    )
-    if job.resources.is_master:
+    metadata = model_metadata(hp, setup, train_data, history.final)
+    if is_master:
         save_model(paths.model_dir, network, metadata)
         timings["total"] = time.perf_counter() - started
         training_report = TrainingReport(
@@ -345,8 +402,13 @@ def run(paths: Paths) -> dict[str, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     paths = Paths.from_env(os.environ)
+    stop = StopRequest()
+    stop.install()
     try:
-        run(paths)
+        run(paths, stop)
+    except TrainingStopped as stopped:
+        log.info("stopped by %s (%s); the next run resumes from the checkpoint", stop.signal_name, stopped)
+        return 0
     except UserError as error:
         log.error("training failed: %s", error)
         write_failure(paths.failure_file, str(error))

@@ -122,7 +122,7 @@ def check_columns(source: Source, first: Source, layout: Layout, *, from_trainin
     """Every file must hold the columns the first one gave (or, for validation and test, the columns the
     train channel gave); with no explicit feature list, exactly them."""
     present = source.table.column_names
-    reference = "channel 'train'" if from_training else str(first.path)
+    reference = "the model's training data" if from_training else str(first.path)
     expected = len(layout.features) + 1 + (1 if layout.time else 0) if from_training else len(first.table.column_names)
     if not source.named and len(present) != expected:
         raise UserError(

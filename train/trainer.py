@@ -10,6 +10,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,10 +18,12 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from container.artifact import BINARY, REGRESSION
+from train.checkpoints import Checkpointer, restore_rng_states, rng_states
 from train.hyperparameters import Hyperparameters
+from train.interrupt import TrainingStopped
 from train.losses import LossFunction
 from train.metrics import TASK_METRICS, classification_metrics, is_lower_better, regression_metrics
-from train.optim import build_optimizer, build_scheduler, l1_penalty
+from train.optim import Scheduler, build_optimizer, build_scheduler, l1_penalty
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,70 @@ class EarlyStopping:
         self.waited += 1
         return self.patience > 0 and self.waited >= self.patience
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "best_state": self.best_state, "waited": self.waited}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.best_state, self.waited = state["best_state"], state["waited"]
+
+
+@dataclass
+class LoopState:
+    """Where the loop is. With the network, optimizer, scheduler and early-stopping states this is all a
+    checkpoint needs to continue exactly: same batches, same augmentation draws, same metrics."""
+
+    generator: torch.Generator
+    history: History = field(default_factory=History)
+    epoch: int = 1  # the epoch in progress, 1-based
+    batches_done: int = 0  # batches of that epoch already trained
+    order: torch.Tensor | None = None  # that epoch's row order, once drawn
+    outputs_seen: list[torch.Tensor] = field(default_factory=list)  # for the epoch's train metrics
+    targets_seen: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class Loop:
+    """The objects one training run updates, bundled so they can be checkpointed and restored together."""
+
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler | None
+    stopping: EarlyStopping | None
+    state: LoopState
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "early_stopping": self.stopping.state_dict() if self.stopping else None,
+            "history": {"epochs": state.history.epochs, "stopped_early": state.history.stopped_early},
+            "order": state.order,
+            "generator": state.generator.get_state(),
+            "outputs_seen": torch.cat(state.outputs_seen) if state.outputs_seen else None,
+            "targets_seen": torch.cat(state.targets_seen) if state.targets_seen else None,
+            "rng": rng_states(),
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.network.load_state_dict(saved["network"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler and saved["scheduler"] is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        if self.stopping and saved["early_stopping"] is not None:
+            self.stopping.load_state_dict(saved["early_stopping"])
+        state = self.state
+        state.history = History(
+            epochs=list(saved["history"]["epochs"]), stopped_early=saved["history"]["stopped_early"]
+        )
+        state.epoch, state.batches_done, state.order = saved["epoch"], saved["batches_done"], saved["order"]
+        state.generator.set_state(saved["generator"])
+        state.outputs_seen = [saved["outputs_seen"]] if saved["outputs_seen"] is not None else []
+        state.targets_seen = [saved["targets_seen"]] if saved["targets_seen"] is not None else []
+        restore_rng_states(saved["rng"])
+
 
 def fit(
     network: nn.Module,
@@ -143,49 +210,62 @@ def fit(
     objective: Objective,
     frozen_blocks: list[nn.Module] | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    checkpointer: Checkpointer | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> History:
-    """Train `network` in place on `train`, scoring `validation` after each epoch."""
+    """Train `network` in place on `train`, scoring `validation` after each epoch.
+
+    With a `checkpointer`, training resumes from its newest checkpoint and saves new ones as its policy
+    says and at each epoch end. When `stop_requested()` turns true, the loop checkpoints after the current
+    step and raises TrainingStopped.
+    """
     optimizer = build_optimizer(network, hp)
-    scheduler = build_scheduler(optimizer, hp)
-    generator = torch.Generator().manual_seed(hp.seed)
     watch = hp.early_stopping_patience > 0 or hp.lr_scheduler == "plateau"
-    stopping = EarlyStopping(hp.early_stopping_metric, hp.early_stopping_patience) if validation and watch else None
+    loop = Loop(
+        network=network,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, hp),
+        stopping=EarlyStopping(hp.early_stopping_metric, hp.early_stopping_patience) if validation and watch else None,
+        state=LoopState(generator=torch.Generator().manual_seed(hp.seed)),
+    )
+    saved = checkpointer.load_latest() if checkpointer else None
+    if saved is not None:
+        loop.restore(saved)
+    state, stopping, scheduler = loop.state, loop.stopping, loop.scheduler
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules())
-    history = History()
-    for epoch in range(1, hp.epochs + 1):
+
+    def checkpoint() -> None:
+        if checkpointer is not None:
+            checkpointer.save(loop.checkpoint_state(), state.epoch, state.batches_done)
+
+    while state.epoch <= hp.epochs and not state.history.stopped_early:
         network.train()
         for block in frozen_blocks or []:
             block.eval()  # frozen batch-norm statistics stay frozen too
-        order = torch.randperm(len(train), generator=generator)
-        outputs_seen, targets_seen = [], []
-        for start in range(0, len(train), hp.batch_size):
-            batch = order[start : start + hp.batch_size]
-            if has_batch_norm and len(batch) == 1:
-                continue  # batch norm cannot normalize a single row; it trains in another epoch's order
-            features, targets = train.features[batch], train.targets[batch]
-            if hp.augment:
-                features = augment_images(features, generator)
-            outputs = network(features)
-            loss = objective.loss(outputs, targets)
-            if hp.l1 > 0:
-                loss = loss + hp.l1 * l1_penalty(network)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if hp.grad_clip > 0:
-                nn.utils.clip_grad_norm_(network.parameters(), hp.grad_clip)
-            optimizer.step()
-            outputs_seen.append(outputs.detach())
-            targets_seen.append(targets)
+        if state.order is None:
+            state.order = torch.randperm(len(train), generator=state.generator)
+        starts = range(state.batches_done * hp.batch_size, len(train), hp.batch_size)
+        for start in starts:
+            batch = state.order[start : start + hp.batch_size]
+            if not (has_batch_norm and len(batch) == 1):  # batch norm cannot normalize one row; it trains another epoch
+                outputs, targets = _train_step(network, optimizer, train, batch, hp, objective, state.generator)
+                state.outputs_seen.append(outputs)
+                state.targets_seen.append(targets)
+            state.batches_done += 1
+            if stop_requested is not None and stop_requested():
+                checkpoint()
+                raise TrainingStopped(state.epoch, state.batches_done, state.history.last)
+            if checkpointer is not None and checkpointer.due():
+                checkpoint()
         # Train metrics over the epoch's own forward passes (weights moving, dropout on), as Keras reports them.
-        metrics = {
-            f"train:{k}": v for k, v in objective.score(torch.cat(outputs_seen), torch.cat(targets_seen)).items()
-        }
+        scores = objective.score(torch.cat(state.outputs_seen), torch.cat(state.targets_seen))
+        metrics = {f"train:{k}": v for k, v in scores.items()}
         if validation is not None:
             metrics |= {f"validation:{k}": v for k, v in evaluate(network, validation, objective).items()}
-        history.epochs.append(metrics)
+        state.history.epochs.append(metrics)
         if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
-        should_stop = stopping.update(epoch, metrics, network) if stopping else False
+            on_epoch_end(state.epoch, metrics)
+        should_stop = stopping.update(state.epoch, metrics, network) if stopping else False
         if isinstance(scheduler, ReduceLROnPlateau):
             scheduler.step(metrics.get(hp.early_stopping_metric, metrics["train:loss"]))
         elif scheduler is not None:
@@ -193,15 +273,45 @@ def fit(
         if should_stop and stopping is not None and hp.early_stopping_patience > 0:
             log.info(
                 "early stopping after epoch %d: %s has not improved for %d epochs (best %.6g at epoch %d)",
-                epoch, stopping.metric, stopping.patience, stopping.best, stopping.best_epoch,
+                state.epoch, stopping.metric, stopping.patience, stopping.best, stopping.best_epoch,
             )  # fmt: skip
-            history.stopped_early = True
-            break
+            state.history.stopped_early = True
+        state.epoch, state.batches_done, state.order = state.epoch + 1, 0, None
+        state.outputs_seen, state.targets_seen = [], []
+        checkpoint()
+        if stop_requested is not None and stop_requested():
+            raise TrainingStopped(state.epoch, 0, state.history.last)
+    history = state.history
     if stopping and hp.early_stopping_patience > 0 and stopping.best_state is not None:
         network.load_state_dict(stopping.best_state)
         history.best_epoch = stopping.best_epoch
         log.info("restored the weights of epoch %d (best %s)", stopping.best_epoch, stopping.metric)
     return history
+
+
+def _train_step(
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: Split,
+    batch: torch.Tensor,
+    hp: Hyperparameters,
+    objective: Objective,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One mini-batch: forward, loss (+ L1), backward, clip, step. Returns the detached outputs and targets."""
+    features, targets = train.features[batch], train.targets[batch]
+    if hp.augment:
+        features = augment_images(features, generator)
+    outputs = network(features)
+    loss = objective.loss(outputs, targets)
+    if hp.l1 > 0:
+        loss = loss + hp.l1 * l1_penalty(network)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if hp.grad_clip > 0:
+        nn.utils.clip_grad_norm_(network.parameters(), hp.grad_clip)
+    optimizer.step()
+    return outputs.detach(), targets
 
 
 def metric_names(task: str) -> tuple[str, ...]:

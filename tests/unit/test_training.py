@@ -105,7 +105,7 @@ def test_feature_count_must_match_between_channels(tmp_path: Path) -> None:
     root = make_opt_ml(tmp_path, make_classification(60, 3, 2), make_classification(20, 2, 2), {"epochs": "1"})
     assert main_with_root(root) == 1
     assert (root / "output" / "failure").read_text() == (
-        f"{root}/input/data/validation/part-0.csv has 2 features but channel 'train' has 3;"
+        f"{root}/input/data/validation/part-0.csv has 2 features but the model's training data has 3;"
         " every file needs the same columns in the same order"
     )
 

@@ -1,0 +1,1 @@
+"""Project tooling: base-image builder, SageMaker local-mode drivers, README generators."""
