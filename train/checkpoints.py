@@ -125,6 +125,20 @@ class Checkpointer:
             return dict(payload)
         return None
 
+    def load_at(self, epoch: int, batches_done: int) -> dict[str, Any]:
+        """The checkpoint at exactly this point (when processes must agree on an older one)."""
+        path = self.directory / f"checkpoint-{self.host}-e{epoch:05d}-b{batches_done:07d}.pt"
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise UserError(
+                f"the processes of this job hold checkpoints of different steps and {path} (the newest step all"
+                f" of them reached) cannot be read: {str(error).splitlines()[0][:200]}; remove the checkpoints"
+                " to start over"
+            ) from None
+        log.info("resuming from %s, the newest step every process has", path.name)
+        return dict(payload)
+
     def _check_compatible(self, path: Path, saved: dict[str, Any]) -> None:
         changed = [key for key in sorted(set(saved) | set(self.config)) if saved.get(key) != self.config.get(key)]
         if changed:

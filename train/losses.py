@@ -77,9 +77,15 @@ class LossFunction:
         self.row_loss = row_loss
         self.class_weights = class_weights
 
-    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def parts(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of weighted row losses, sum of weights): data-parallel training adds both up across
+        processes before dividing, so the loss is the global batch's weighted mean."""
         losses = self.row_loss(outputs, targets)
         if self.class_weights is None:
-            return losses.mean()
-        weights = self.class_weights[targets.long()]
-        return (losses * weights).sum() / weights.sum()
+            return losses.sum(), torch.tensor(float(len(losses)), device=losses.device)
+        weights = self.class_weights.to(losses.device)[targets.long()]
+        return (losses * weights).sum(), weights.sum()
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        total, weight = self.parts(outputs, targets)
+        return total / weight

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import sys
 import time
 import traceback
@@ -33,9 +34,10 @@ from container.features import FeatureEncoder
 from container.logs import configure_logging, format_metric_line
 from container.networks import INPUT_RANK, NetworkSpec, block_count, build_network, freeze_blocks
 from container.paths import Paths
-from train import crossval
+from train import crossval, distributed
 from train.checkpoints import Checkpointer, CheckpointPolicy
 from train.data import DataOptions, Dataset, load_channel
+from train.distributed import Topology, device_for, processes_per_host, topology_from
 from train.hyperparameters import Hyperparameters, parse_hyperparameters
 from train.interrupt import StopRequest, TrainingStopped
 from train.losses import LossFunction, balanced_class_weights, per_row_loss, resolve_loss_name
@@ -205,7 +207,12 @@ def new_network(
 
 
 def cross_validate(
-    hp: Hyperparameters, spec: NetworkSpec, dataset: Dataset, labels: LabelEncoding, objective: Objective
+    hp: Hyperparameters,
+    spec: NetworkSpec,
+    dataset: Dataset,
+    labels: LabelEncoding,
+    objective: Objective,
+    topology: Topology | None = None,
 ) -> dict[str, object]:
     strategy = crossval.resolve_strategy(hp.cv_strategy, labels.task)
     targets = labels.encode(dataset.labels, TRAIN)
@@ -225,7 +232,10 @@ def cross_validate(
         fold_train = Split.from_arrays(features[train_rows], targets[train_rows])
         fold_validation = Split.from_arrays(features[validation_rows], targets[validation_rows])
         network, frozen = new_network(hp, spec)
-        history = fit(network, fold_train, fold_validation, hp=hp, objective=objective, frozen_blocks=frozen)
+        network.to(device_for(topology) if topology else "cpu")
+        history = fit(
+            network, fold_train, fold_validation, hp=hp, objective=objective, frozen_blocks=frozen, topology=topology
+        )
         scores = {k.split(":", 1)[1]: v for k, v in history.final.items() if k.startswith("validation:")}
         per_fold.append(scores)
         log.info(
@@ -234,10 +244,11 @@ def cross_validate(
             ", ".join(f"{k}={v:.4g}" for k, v in scores.items()),
         )  # fmt: skip
     summary = crossval.summarize(per_fold)
-    print(
-        format_metric_line(f"cv folds={len(folds)}", {f"cv:{k}": v["mean"] for k, v in summary.items()}),
-        flush=True,
-    )
+    if topology is None or topology.is_master:
+        print(
+            format_metric_line(f"cv folds={len(folds)}", {f"cv:{k}": v["mean"] for k, v in summary.items()}),
+            flush=True,
+        )
     return {"k_folds": hp.k_folds, "strategy": strategy, "folds": per_fold, "summary": summary}
 
 
@@ -303,11 +314,13 @@ def set_up(hp: Hyperparameters, datasets: dict[str, Dataset], previous: Previous
     return Setup(task, labels, scaler, spec, prepared, objective)
 
 
-def checkpointer_for(paths: Paths, job: JobConfig, hp: Hyperparameters, setup: Setup) -> Checkpointer:
+def checkpointer_for(
+    paths: Paths, job: JobConfig, hp: Hyperparameters, setup: Setup, topology: Topology
+) -> Checkpointer:
     directory = job.checkpoint_dir or paths.checkpoints_dir
     return Checkpointer(
         directory,
-        job.resources.current_host,
+        topology.name,
         CheckpointPolicy(hp.checkpoint_every_steps, hp.checkpoint_every_seconds, hp.keep_checkpoints),
         # What must match for a checkpoint to continue this run: the network and what its outputs mean.
         config={"network": setup.spec.to_json(), "task": setup.task, "classes": list(setup.labels.classes)},
@@ -332,17 +345,32 @@ def model_metadata(hp: Hyperparameters, setup: Setup, train_data: Dataset, metri
     )
 
 
-def run(paths: Paths, stop_requested: Callable[[], bool] | None = None) -> dict[str, float]:
+def run(paths: Paths, stop_requested: Callable[[], bool] | None = None, local_rank: int = 0) -> dict[str, float]:
     """Train and save; returns the final model's metrics. Raises UserError for anything the user can fix,
     TrainingStopped after a stop request (with a checkpoint and a usable model saved)."""
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
     job = read_job_config(paths)
     hp = parse_hyperparameters(job.hyperparameters.values)
     if job.hyperparameters.ignored_keys:
         log.info("ignoring SDK keys: %s", ", ".join(job.hyperparameters.ignored_keys))
     log.info("hyperparameters: %s", hp.to_json())
-    is_master = job.resources.is_master
+    topology = topology_from(job.resources, os.environ).with_local_rank(local_rank)
+    distributed.init_process_group(topology)
+    try:
+        return train_and_save(paths, job, hp, topology, stop_requested)
+    finally:
+        distributed.shutdown()
+
+
+def train_and_save(
+    paths: Paths,
+    job: JobConfig,
+    hp: Hyperparameters,
+    topology: Topology,
+    stop_requested: Callable[[], bool] | None,
+) -> dict[str, float]:
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    is_master = topology.is_master
 
     previous = load_previous_model(paths.channel_dir(MODEL)) if paths.channel_dir(MODEL).is_dir() else None
     datasets = load_channels(paths, job, hp, encoder=previous.encoder if previous else None)
@@ -356,10 +384,10 @@ def run(paths: Paths, stop_requested: Callable[[], bool] | None = None) -> dict[
     cv_result = None
     if hp.k_folds >= 2:
         stage = time.perf_counter()
-        cv_result = cross_validate(hp, setup.spec, train_data, setup.labels, setup.objective)
+        cv_result = cross_validate(hp, setup.spec, train_data, setup.labels, setup.objective, topology)
         timings["cross_validation"] = time.perf_counter() - stage
 
-    def report(epoch: int, metrics: dict[str, float]) -> None:
+    def report(epoch: int, metrics: dict[str, float]) -> None:  # the master alone logs: the tuner reads one stream
         line = format_metric_line(
             f"epoch={epoch}", ordered_for_tuner(metrics, job.hyperparameters.tuning_objective_metric)
         )
@@ -368,21 +396,24 @@ def run(paths: Paths, stop_requested: Callable[[], bool] | None = None) -> dict[
     stage = time.perf_counter()
     log.info("training %s on %d rows (%s), %d epochs", setup.spec.kind, train_data.rows, setup.task, hp.epochs)
     network, frozen = new_network(hp, setup.spec, previous)
+    network.to(device_for(topology))
     validation = setup.prepared[VALIDATION].split if VALIDATION in setup.prepared else None
     try:
         history = fit(
             network, setup.prepared[TRAIN].split, validation, hp=hp, objective=setup.objective, frozen_blocks=frozen,
-            on_epoch_end=report, checkpointer=checkpointer_for(paths, job, hp, setup), stop_requested=stop_requested,
+            on_epoch_end=report if is_master else None, checkpointer=checkpointer_for(paths, job, hp, setup, topology),
+            stop_requested=stop_requested, topology=topology,
         )  # fmt: skip
     except TrainingStopped as stopped:
         if is_master:  # a stopped job still uploads /opt/ml/model: leave the weights reached so far there
             save_model(paths.model_dir, network, model_metadata(hp, setup, train_data, stopped.metrics))
             log.info("saved the model as of the stop to %s", paths.model_dir)
+        distributed.barrier()
         raise
     timings["training"] = time.perf_counter() - stage
 
     results = final_results(network, setup.prepared, setup.labels, setup.objective)
-    if TEST in results:
+    if TEST in results and is_master:
         test_metrics = {f"test:{k}": float(v) for k, v in results[TEST].metrics.items() if isinstance(v, float)}
         print(format_metric_line("final", test_metrics), flush=True)
     metadata = model_metadata(hp, setup, train_data, history.final)
@@ -396,16 +427,26 @@ def run(paths: Paths, stop_requested: Callable[[], bool] | None = None) -> dict[
         write_plots(paths.output_data_dir, training_report)
         write_model_card(paths.model_dir, training_report)
         log.info("model saved to %s; report in %s", paths.model_dir, paths.output_data_dir)
+    # Local mode stops every container when the first exits: workers wait until the master has saved.
+    distributed.barrier()
     return history.final
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     paths = Paths.from_env(os.environ)
+    processes = processes_per_host(os.environ)
+    if processes > 1:
+        return run_processes(paths, processes)
+    return run_process(paths, local_rank=0)
+
+
+def run_process(paths: Paths, local_rank: int) -> int:
+    """One training process, with its exit code and failure file."""
     stop = StopRequest()
     stop.install()
     try:
-        run(paths, stop)
+        run(paths, stop, local_rank)
     except TrainingStopped as stopped:
         log.info("stopped by %s (%s); the next run resumes from the checkpoint", stop.signal_name, stopped)
         return 0
@@ -417,4 +458,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("training failed with an internal error:\n%s", traceback.format_exc())
         write_failure(paths.failure_file, f"Internal error: {type(error).__name__}: {error}")
         return 2
+    return 0
+
+
+def _process_entry(local_rank: int, paths: Paths) -> None:
+    configure_logging()
+    sys.exit(run_process(paths, local_rank))
+
+
+def run_processes(paths: Paths, processes: int) -> int:
+    """One process per GPU on this host; SIGTERM to this process (PID 1) is passed on to each of them."""
+    log.info("starting %d training processes on this host", processes)
+    context = torch.multiprocessing.start_processes(
+        _process_entry, args=(paths,), nprocs=processes, join=False, start_method="spawn"
+    )
+
+    def forward(signum: int, frame: object) -> None:
+        for process in context.processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        while not context.join():
+            pass
+    except torch.multiprocessing.ProcessExitedException as error:
+        log.error("training process %d exited with code %s; stopping the others", error.error_index, error.exit_code)
+        return error.exit_code if isinstance(error.exit_code, int) and error.exit_code > 0 else 2
     return 0

@@ -18,7 +18,9 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from container.artifact import BINARY, REGRESSION
+from train import distributed
 from train.checkpoints import Checkpointer, restore_rng_states, rng_states
+from train.distributed import Topology
 from train.hyperparameters import Hyperparameters
 from train.interrupt import TrainingStopped
 from train.losses import LossFunction
@@ -77,10 +79,13 @@ class Objective:
 
 @torch.inference_mode()
 def predict_outputs(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Raw outputs for every row, computed in chunks on the network's device, returned on the CPU."""
     network.eval()
     if len(features) == 0:
         return torch.empty(0)
-    return torch.cat([network(features[start : start + EVAL_BATCH]) for start in range(0, len(features), EVAL_BATCH)])
+    device = next(network.parameters()).device
+    chunks = range(0, len(features), EVAL_BATCH)
+    return torch.cat([network(features[start : start + EVAL_BATCH].to(device)).cpu() for start in chunks])
 
 
 def evaluate(network: nn.Module, split: Split, objective: Objective) -> dict[str, float]:
@@ -212,6 +217,7 @@ def fit(
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     checkpointer: Checkpointer | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    topology: Topology | None = None,
 ) -> History:
     """Train `network` in place on `train`, scoring `validation` after each epoch.
 
@@ -229,10 +235,13 @@ def fit(
         state=LoopState(generator=torch.Generator().manual_seed(hp.seed)),
     )
     saved = checkpointer.load_latest() if checkpointer else None
+    if checkpointer is not None and topology is not None and topology.distributed:
+        saved = agree_on_resume_point(checkpointer, saved)
     if saved is not None:
         loop.restore(saved)
     state, stopping, scheduler = loop.state, loop.stopping, loop.scheduler
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules())
+    rank, world = (topology.rank, topology.world_size) if topology else (0, 1)
 
     def checkpoint() -> None:
         if checkpointer is not None:
@@ -247,18 +256,25 @@ def fit(
         starts = range(state.batches_done * hp.batch_size, len(train), hp.batch_size)
         for start in starts:
             batch = state.order[start : start + hp.batch_size]
-            if not (has_batch_norm and len(batch) == 1):  # batch norm cannot normalize one row; it trains another epoch
-                outputs, targets = _train_step(network, optimizer, train, batch, hp, objective, state.generator)
+            # Batch norm cannot normalize one row: such a short last batch trains in another epoch's order.
+            if not (has_batch_norm and len(batch) // world < 2):
+                outputs, targets = _train_step(
+                    network, optimizer, train, batch[rank::world], hp, objective, state, world
+                )
                 state.outputs_seen.append(outputs)
                 state.targets_seen.append(targets)
             state.batches_done += 1
-            if stop_requested is not None and stop_requested():
+            stop, due = distributed.any_rank_each(
+                stop_requested is not None and stop_requested(), checkpointer is not None and checkpointer.due()
+            )
+            if stop:
                 checkpoint()
                 raise TrainingStopped(state.epoch, state.batches_done, state.history.last)
-            if checkpointer is not None and checkpointer.due():
+            if due:
                 checkpoint()
         # Train metrics over the epoch's own forward passes (weights moving, dropout on), as Keras reports them.
-        scores = objective.score(torch.cat(state.outputs_seen), torch.cat(state.targets_seen))
+        epoch_outputs = distributed.all_gather_tensor(torch.cat(state.outputs_seen))
+        scores = objective.score(epoch_outputs, distributed.all_gather_tensor(torch.cat(state.targets_seen)))
         metrics = {f"train:{k}": v for k, v in scores.items()}
         if validation is not None:
             metrics |= {f"validation:{k}": v for k, v in evaluate(network, validation, objective).items()}
@@ -279,7 +295,7 @@ def fit(
         state.epoch, state.batches_done, state.order = state.epoch + 1, 0, None
         state.outputs_seen, state.targets_seen = [], []
         checkpoint()
-        if stop_requested is not None and stop_requested():
+        if distributed.any_rank(stop_requested is not None and stop_requested()):
             raise TrainingStopped(state.epoch, 0, state.history.last)
     history = state.history
     if stopping and hp.early_stopping_patience > 0 and stopping.best_state is not None:
@@ -293,25 +309,48 @@ def _train_step(
     network: nn.Module,
     optimizer: torch.optim.Optimizer,
     train: Split,
-    batch: torch.Tensor,
+    rows: torch.Tensor,
     hp: Hyperparameters,
     objective: Objective,
-    generator: torch.Generator,
+    state: LoopState,
+    world: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One mini-batch: forward, loss (+ L1), backward, clip, step. Returns the detached outputs and targets."""
-    features, targets = train.features[batch], train.targets[batch]
+    """One mini-batch (this process's share `rows` of it): forward, loss (+ L1), backward, gradients summed
+    across processes, clip, step. Returns the detached outputs and the targets, on the CPU."""
+    device = next(network.parameters()).device
+    features, targets = train.features[rows], train.targets[rows]
     if hp.augment:
-        features = augment_images(features, generator)
+        features = augment_images(features, state.generator)
+    features, targets = features.to(device), targets.to(device)
     outputs = network(features)
-    loss = objective.loss(outputs, targets)
+    loss_sum, weight = objective.loss.parts(outputs, targets)
+    loss = loss_sum / distributed.all_reduce_sum(weight.detach().clone())
     if hp.l1 > 0:
-        loss = loss + hp.l1 * l1_penalty(network)
+        loss = loss + hp.l1 * l1_penalty(network) / world  # summed over processes: counted once
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if world > 1:
+        for parameter in network.parameters():
+            if parameter.requires_grad:
+                if parameter.grad is None:
+                    parameter.grad = torch.zeros_like(parameter)
+                distributed.all_reduce_sum(parameter.grad)
     if hp.grad_clip > 0:
         nn.utils.clip_grad_norm_(network.parameters(), hp.grad_clip)
     optimizer.step()
-    return outputs.detach(), targets
+    return outputs.detach().cpu(), targets.cpu()
+
+
+def agree_on_resume_point(checkpointer: Checkpointer, saved: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Every process must resume from the same step: the oldest newest-checkpoint among them."""
+    mine = (saved["epoch"], saved["batches_done"]) if saved else (0, 0)
+    agreed = distributed.min_position(mine)
+    if agreed == mine:
+        return saved
+    if agreed == (0, 0):
+        log.warning("another process has no checkpoint: starting over on every process")
+        return None
+    return checkpointer.load_at(*agreed)
 
 
 def metric_names(task: str) -> tuple[str, ...]:

@@ -1,0 +1,71 @@
+"""Data-parallel training on one machine: two processes (gloo on CPU) through the real entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from container.config import ResourceConfig
+from container.errors import UserError
+from tests.conftest import make_classification, make_opt_ml
+from train.distributed import Topology, topology_from, wait_for_host
+from train.main import main
+
+HYPERPARAMETERS = {"epochs": "3", "batch_size": "32", "hidden_units": "16", "learning_rate": "0.01", "seed": "5"}
+
+
+def train_with(root: Path, processes: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, np.ndarray]:
+    make_opt_ml(root, make_classification(250, 4, 2, seed=1), make_classification(50, 4, 2, seed=2), HYPERPARAMETERS)
+    monkeypatch.setenv("OPTML_ROOT", str(root))
+    monkeypatch.setenv("OPTML_PROCESSES_PER_HOST", str(processes))
+    monkeypatch.setenv("OPTML_MASTER_PORT", "29517")
+    assert main([]) == 0
+    return load_file(str(root / "model" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_two_processes_reach_the_weights_of_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    single = train_with(tmp_path / "one", 1, monkeypatch)
+    capfd.readouterr()
+    parallel = train_with(tmp_path / "two", 2, monkeypatch)
+    output = capfd.readouterr().out
+    for key in single:
+        np.testing.assert_allclose(parallel[key], single[key], atol=1e-4, err_msg=key)
+    assert output.count("epoch=3 ") == 1  # only the master logs metrics
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [
+        "checkpoint-algo-1-0-e00003-b0000000.pt",
+        "checkpoint-algo-1-0-e00004-b0000000.pt",
+        "checkpoint-algo-1-1-e00003-b0000000.pt",
+        "checkpoint-algo-1-1-e00004-b0000000.pt",
+    ]
+
+
+def test_topology_from_resource_config() -> None:
+    resources = ResourceConfig(current_host="algo-2", hosts=("algo-2", "algo-1"), network_interface_name="eth0")
+    topology = topology_from(resources, {"OPTML_PROCESSES_PER_HOST": "2"}).with_local_rank(1)
+    assert topology.master_host == "algo-1"
+    assert (topology.rank, topology.world_size, topology.is_master) == (3, 4, False)
+    assert topology.name == "algo-2-1"
+    assert topology.port == 7777
+    single = topology_from(ResourceConfig(), {})
+    assert (single.distributed, single.is_master, single.name) == (False, True, "algo-1")
+
+
+def test_current_host_must_be_listed() -> None:
+    with pytest.raises(UserError, match="current_host 'algo-3' is not among hosts"):
+        topology_from(ResourceConfig(current_host="algo-3", hosts=("algo-1", "algo-2")), {})
+
+
+def test_a_host_that_never_resolves_is_named() -> None:
+    with pytest.raises(UserError, match=r"host 'algo-9.invalid' from resourceconfig.json never became reachable"):
+        wait_for_host("algo-9.invalid", deadline_s=0.5)
+
+
+def test_topology_dataclass_defaults() -> None:
+    topology = Topology(hosts=("algo-1",), host_index=0)
+    assert (topology.world_size, topology.rank, topology.distributed) == (1, 0, False)
