@@ -48,11 +48,16 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    _, first, counts = np.unique(scores[order], return_index=True, return_counts=True)
-    ranks = np.empty(len(scores), dtype=np.float64)
-    ranks[order] = np.repeat(first + (counts - 1) / 2.0 + 1, counts)  # average rank over ties
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    # U counts, over every positive, the negatives scored below it plus half those tied with it: the same
+    # exact integer (or half) the rank-sum form gives, without ranking all rows. Sorting each class on its
+    # own and binary-searching is several times faster, and this runs on the train channel every epoch.
+    # NaN scores sort last and tie with each other, as in a ranking.
+    negatives = np.sort(scores[~positive])
+    positives = np.sort(scores[positive])
+    below = np.searchsorted(negatives, positives, side="left")
+    below_or_tied = np.searchsorted(negatives, positives, side="right")
+    u_statistic = (int(below.sum()) + int(below_or_tied.sum())) / 2
+    return float(u_statistic / (n_pos * n_neg))
 
 
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
