@@ -87,5 +87,7 @@ class LossFunction:
         return (losses * weights).sum(), weights.sum()
 
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.class_weights is None:
+            return self.row_loss(outputs, targets).mean()
         total, weight = self.parts(outputs, targets)
         return total / weight

@@ -22,10 +22,12 @@ def _is_weight(parameter: nn.Parameter) -> bool:
 
 def build_optimizer(network: nn.Module, hp: Hyperparameters) -> torch.optim.Optimizer:
     trainable = [p for p in network.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trainable if _is_weight(p)], "weight_decay": hp.l2},
-        {"params": [p for p in trainable if not _is_weight(p)], "weight_decay": 0.0},
-    ]
+    groups: list[dict[str, object]] = [{"params": trainable, "weight_decay": 0.0}]
+    if hp.l2 > 0:  # one group when there is no decay: a second group costs every step
+        groups = [
+            {"params": [p for p in trainable if _is_weight(p)], "weight_decay": hp.l2},
+            {"params": [p for p in trainable if not _is_weight(p)], "weight_decay": 0.0},
+        ]
     if hp.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=hp.learning_rate, momentum=hp.momentum)
     if hp.optimizer == "adamw":

@@ -323,8 +323,11 @@ def _train_step(
         features = augment_images(features, state.generator)
     features, targets = features.to(device), targets.to(device)
     outputs = network(features)
-    loss_sum, weight = objective.loss.parts(outputs, targets)
-    loss = loss_sum / distributed.all_reduce_sum(weight.detach().clone())
+    if world > 1:  # the global batch's weighted mean: sum and weight added up across processes
+        loss_sum, weight = objective.loss.parts(outputs, targets)
+        loss = loss_sum / distributed.all_reduce_sum(weight.detach().clone())
+    else:
+        loss = objective.loss(outputs, targets)
     if hp.l1 > 0:
         loss = loss + hp.l1 * l1_penalty(network) / world  # summed over processes: counted once
     optimizer.zero_grad(set_to_none=True)

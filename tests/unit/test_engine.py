@@ -173,6 +173,8 @@ def test_optimizer_applies_l2_to_weights_only(name: str, kind: type) -> None:
     assert not_decayed["weight_decay"] == 0.0 and all(p.ndim == 1 for p in not_decayed["params"])
     if name == "sgd":
         assert decayed["momentum"] == 0.5
+    without_l2 = build_optimizer(network, Hyperparameters(optimizer=name))
+    assert len(without_l2.param_groups) == 1 and without_l2.param_groups[0]["weight_decay"] == 0.0
 
 
 def test_learning_rate_schedules() -> None:
