@@ -92,8 +92,8 @@ def main() -> int:
         print(f"| {name} | {saves[name]} | {seconds:.2f} | {versus:+.1f} % | {share:.2f} % |")
 
     with tempfile.TemporaryDirectory() as directory:
-        checkpointer = Checkpointer(Path(directory), "algo-1", CheckpointPolicy(every_steps=50, every_seconds=0))
-        train_once(split, Hyperparameters(epochs=1, batch_size=256), checkpointer)
+        resumable = Checkpointer(Path(directory), "algo-1", CheckpointPolicy(every_steps=50, every_seconds=0))
+        train_once(split, Hyperparameters(epochs=1, batch_size=256), resumable)
         network = build_network(NetworkSpec("mlp", (30,), 1, hidden_units=(64, 32)))
         started = time.perf_counter()
         saved = Checkpointer(Path(directory), "algo-1").load_latest()

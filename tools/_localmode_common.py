@@ -26,7 +26,7 @@ import tempfile
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol, TextIO
@@ -484,7 +484,6 @@ def run_driver(
     argv: Sequence[str] | None,
     description: str,
     run_prefix: str,
-    sdk_version: Callable[[], str],
     train: TrainFn,
     deploy_and_predict: DeployFn,
 ) -> int:
@@ -574,3 +573,10 @@ def run_driver(
         log(f"done: model {result.get('model_data')}, {len(result['predictions'])} prediction(s)")
     emit_result(result)
     return exit_code
+
+
+def sdk_version() -> str:
+    """The installed SageMaker SDK's version (v2 and v3 are both the `sagemaker` distribution)."""
+    from importlib.metadata import version
+
+    return version("sagemaker")

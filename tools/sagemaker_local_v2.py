@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # tools/ has no __init__.py: mypy sees the sibling module by its file name
+if TYPE_CHECKING:  # mypy knows the package; at run time a script run has only tools/ on sys.path
     from tools import _localmode_common as common
 else:
     try:
@@ -33,12 +33,6 @@ else:
         import _localmode_common as common
 
 RUN_PREFIX = "optml-v2"
-
-
-def sdk_version() -> str:
-    from importlib.metadata import version
-
-    return version("sagemaker")
 
 
 def _local_session(serving_port: int = common.DEFAULT_SERVING_PORT, container_root: Path | None = None) -> Any:
@@ -201,7 +195,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         "SageMaker SDK v2 local mode: train with Estimator, deploy, predict (offline).",
         RUN_PREFIX,
-        sdk_version,
         train,
         deploy_and_predict,
     )

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # tools/ has no __init__.py: mypy sees the sibling module by its file name
+if TYPE_CHECKING:  # mypy knows the package; at run time a script run has only tools/ on sys.path
     from tools import _localmode_common as common
 else:
     try:
@@ -35,12 +35,6 @@ else:
         import _localmode_common as common
 
 RUN_PREFIX = "optml-v3"
-
-
-def sdk_version() -> str:
-    from importlib.metadata import version
-
-    return version("sagemaker")
 
 
 def model_tarball(container_root: Path) -> Path:
@@ -178,7 +172,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv,
         "SageMaker SDK v3 local mode: train with ModelTrainer, serve, predict (offline).",
         RUN_PREFIX,
-        sdk_version,
         train,
         deploy_and_predict,
     )
