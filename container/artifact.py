@@ -123,6 +123,10 @@ class ModelArtifact:
         return self.metadata.feature_count
 
     @property
+    def feature_names(self) -> list[str]:
+        return self.metadata.feature_names
+
+    @property
     def task(self) -> str:
         return self.metadata.task
 

@@ -1,4 +1,10 @@
-"""The HTTP app: /ping and /invocations over a model that is already loaded."""
+"""The HTTP app — the map of the server. Every route, and where its request goes:
+
+  GET  /ping                    200 once a model is loaded (multi-model: once the app is up)
+  POST /invocations             invoke(): custom attributes → Accept → decode body → predict → encode
+
+Client mistakes raise RequestError (errors.py) anywhere below; every error leaves as one JSON shape.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,13 @@ import logging
 from dataclasses import dataclass
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from container.artifact import ModelArtifact
-from serve.codecs import ENCODERS, RequestError, decode_request
+from serve.codecs import FeatureSchema, decode_request, encode_response
+from serve.errors import RequestError
+from serve.negotiation import CUSTOM_ATTRIBUTES_HEADER, choose_response_type, parse_custom_attributes
+from serve.outputs import check_options, shape_result
 
 log = logging.getLogger("optml.serve")
 
@@ -23,47 +32,56 @@ class ServeConfig:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 
 
+def json_response(document: object, status: int = 200) -> Response:
+    return Response(json.dumps(document), status=status, mimetype="application/json")
+
+
 def _json_error(status: int, error: str, message: str) -> Response:
-    body = json.dumps({"error": error, "message": message})
-    return Response(body, status=status, mimetype="application/json")
-
-
-def _choose_accept(config: ServeConfig, content_type: str) -> str:
-    """The response type: the best supported match for Accept; without a preference, the configured
-    default, else the request's own type, else JSON."""
-    accept = request.accept_mimetypes
-    if not accept or accept.best == "*/*":
-        for candidate in (config.default_accept, content_type):
-            if candidate in ENCODERS:
-                return candidate
-        return "application/json"
-    best = accept.best_match(list(ENCODERS))
-    if best is None:
-        raise RequestError(
-            406,
-            "not_acceptable",
-            f"Accept {request.headers.get('Accept')!r} cannot be served; this model answers {', '.join(ENCODERS)}",
-        )
-    return best
+    return json_response({"error": error, "message": message}, status)
 
 
 def create_app(model: ModelArtifact, config: ServeConfig | None = None) -> Flask:
     config = config or ServeConfig()
+    schema = FeatureSchema.of(model.feature_count, model.feature_names)
     app = Flask("optml")
-    app.config["MAX_CONTENT_LENGTH"] = config.max_payload_bytes
+    app.config["MAX_CONTENT_LENGTH"] = config.max_payload_bytes  # also caps chunked bodies
+
+    @app.before_request
+    def refuse_oversized_body() -> None:
+        # Decided from the header alone: the body is never read.
+        if request.content_length is not None and request.content_length > config.max_payload_bytes:
+            raise RequestEntityTooLarge()
 
     @app.get("/ping")
     def ping() -> Response:
         # The app only exists once the model is loaded, so being able to answer means healthy.
         return Response(status=200)
 
+    def invoke(served: ModelArtifact, served_schema: FeatureSchema) -> Response:
+        attributes = request.headers.get(CUSTOM_ATTRIBUTES_HEADER)
+        options = parse_custom_attributes(attributes)
+        check_options(options, served.task)
+        response_type = choose_response_type(
+            request.headers.get("Accept"), config.default_accept, request.mimetype
+        )
+        records = decode_request(
+            request.get_data(cache=False),
+            request.mimetype,
+            request.mimetype_params,
+            served_schema,
+            False,
+        )
+        predictions = served.predict(records.features)
+        result = shape_result(predictions, served.metadata.classes, options)
+        body = encode_response(result, response_type, options.output, False)
+        response = Response(body, status=200, mimetype=response_type)
+        if attributes:
+            response.headers[CUSTOM_ATTRIBUTES_HEADER] = attributes  # SageMaker returns it only if echoed
+        return response
+
     @app.post("/invocations")
     def invocations() -> Response:
-        content_type = request.mimetype
-        accept = _choose_accept(config, content_type)
-        features = decode_request(request.get_data(cache=False), content_type, model.feature_count)
-        predictions = model.predict(features)
-        return Response(ENCODERS[accept](predictions), status=200, mimetype=accept)
+        return invoke(model, schema)
 
     @app.errorhandler(RequestError)
     def request_error(error: RequestError) -> Response:
@@ -73,7 +91,9 @@ def create_app(model: ModelArtifact, config: ServeConfig | None = None) -> Flask
     def http_error(error: HTTPException) -> Response:
         status = error.code or 500
         if status == 413:
-            message = f"request body is larger than the {config.max_payload_bytes} bytes this endpoint accepts"
+            message = (
+                f"request body is larger than the {config.max_payload_bytes} bytes this endpoint accepts"
+            )
         else:
             message = error.description or error.name
         return _json_error(status, error.name.lower().replace(" ", "_"), message)
@@ -81,6 +101,8 @@ def create_app(model: ModelArtifact, config: ServeConfig | None = None) -> Flask
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _json_error(500, "internal_error", "the model server failed on this request; see the endpoint logs")
+        return _json_error(
+            500, "internal_error", "the model server failed on this request; see the endpoint logs"
+        )
 
     return app

@@ -94,7 +94,7 @@ def test_default_accept_comes_from_the_environment_setting(model: ModelArtifact)
         (CSV_BODY, "application/x-unknown", 415, "Content-Type 'application/x-unknown' is not supported"),
         ("", "text/csv", 400, "empty CSV body"),
         ("1,2,3\n", "text/csv", 400, "CSV line 1 has 3 values; each row needs 4 features"),
-        ("1,2,3,4\n1,2,x,4\n", "text/csv", 400, "CSV line 2: 'x' is not a number"),
+        ("1,2,3,4\n1,2,x,4\n", "text/csv", 400, "CSV line 2, column 3: 'x' is not a number"),
         ("1,2,3,nan\n", "text/csv", 400, "row 1, column 4: nan is not a finite number"),
         (b"\xff\xfe1,2", "text/csv", 400, "body is not valid UTF-8 (byte 0)"),
         ("{", "application/json", 400, "invalid JSON at line 1 column 2"),
@@ -104,7 +104,7 @@ def test_default_accept_comes_from_the_environment_setting(model: ModelArtifact)
             '{"instances": [[1, 2, "3", 4]]}',
             "application/json",
             400,
-            "instance 1 must be a list of 4 numbers",
+            'instance 1, feature 3: "3" is not a number',
         ),
         ('{"instances": []}', "application/json", 400, "no rows to predict"),
     ],
@@ -125,7 +125,8 @@ def test_unsatisfiable_accept_is_406(client: FlaskClient) -> None:
     assert response.status_code == 406
     assert response.get_json() == {
         "error": "not_acceptable",
-        "message": "Accept 'image/png' cannot be served; this model answers application/json, text/csv",
+        "message": "Accept 'image/png' cannot be served; this model answers"
+        " text/csv, application/json, application/jsonlines, application/x-npy",
     }
 
 

@@ -1,0 +1,49 @@
+"""The model's predictions shaped by the request's output options (threshold, top-k)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from container.artifact import BINARY, MULTICLASS, Label, Predictions
+from serve.errors import bad_request
+from serve.negotiation import OutputOptions
+
+
+@dataclass
+class Result:
+    labels: list[Label]  # per record: the class (after any threshold) or the regression value
+    scores: np.ndarray | None  # (records, classes) probabilities; None for regression
+    top: list[list[tuple[Label, float]]] | None = None  # per record: the k most likely (class, probability)
+
+
+def check_options(options: OutputOptions, task: str) -> None:
+    """Reject options the model cannot honour before any work is done."""
+    if task != BINARY and options.threshold is not None:
+        raise bad_request(
+            f"custom attribute threshold applies to binary classification; this model is {task}"
+        )
+    if task not in (BINARY, MULTICLASS) and (options.top_k is not None or options.output == "probabilities"):
+        raise bad_request(
+            f"custom attributes top_k and output=probabilities apply to classification; this model is {task}"
+        )
+
+
+def shape_result(predictions: Predictions, classes: list[Label], options: OutputOptions) -> Result:
+    scores = predictions.scores
+    labels = predictions.labels
+    if scores is None:
+        return Result(labels, None)
+    if options.threshold is not None:
+        negative, positive = classes[0], classes[1]
+        labels = [positive if p >= options.threshold else negative for p in scores[:, 1].tolist()]
+    top = None
+    if options.top_k is not None:
+        k = min(options.top_k, scores.shape[1])
+        indices = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top = [
+            [(classes[i], float(row_scores[i])) for i in row_indices.tolist()]
+            for row_indices, row_scores in zip(indices, scores, strict=True)
+        ]
+    return Result(labels, scores, top)
