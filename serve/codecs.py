@@ -40,6 +40,7 @@ TEXT_CHARSETS = {
 # Below this many bytes Python's own float() beats pyarrow's fixed set-up cost (measured: ~16 KiB).
 PYARROW_MIN_BYTES = 16 * 1024
 NPZ_ARRAY_NAMES = ("instances", "features", "x", "X")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 NPZ_MAX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024  # a small .npz must not inflate into all of memory
 
 
@@ -176,7 +177,9 @@ def _parse_csv_fast(data: str, feature_count: int) -> np.ndarray | None:
             )
     except (ValueError, pa.ArrowException):  # ragged rows, text, overflow: the careful parser names it
         return None
-    if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] != feature_count or not np.isfinite(rows).all():
+    if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] != feature_count:
+        return None
+    if not (np.abs(rows) <= FLOAT32_MAX).all():  # NaN, inf, overflow: the careful parser names it
         return None
     return rows
 
@@ -355,11 +358,13 @@ def _check_rows(rows: np.ndarray, feature_count: int, first_row: int = 1) -> np.
         raise bad_request("no rows to predict: the body holds no data")
     if rows.shape[1] != feature_count:
         raise bad_request(f"each row needs {feature_count} features, got {rows.shape[1]}")
-    if not np.isfinite(rows).all():
-        row, column = (int(i) for i in np.argwhere(~np.isfinite(rows))[0])
-        raise bad_request(
-            f"row {row + first_row}, column {column + 1}: {rows[row, column]} is not a finite number"
-        )
+    # The network computes in float32: larger magnitudes would silently become inf (and NaN scores).
+    in_range = np.abs(rows) <= FLOAT32_MAX  # False for NaN and inf too
+    if not in_range.all():
+        row, column = (int(i) for i in np.argwhere(~in_range)[0])
+        value = rows[row, column]
+        problem = "is not a finite number" if not np.isfinite(value) else "is beyond the float32 range"
+        raise bad_request(f"row {row + first_row}, column {column + 1}: {value} {problem}")
     return rows
 
 

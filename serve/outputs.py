@@ -33,6 +33,7 @@ def check_options(options: OutputOptions, task: str) -> None:
 def shape_result(predictions: Predictions, classes: list[Label], options: OutputOptions) -> Result:
     scores = predictions.scores
     labels = predictions.labels
+    _check_finite(np.asarray(labels, dtype=np.float64) if scores is None else scores)
     if scores is None:
         return Result(labels, None)
     if options.threshold is not None:
@@ -47,3 +48,14 @@ def shape_result(predictions: Predictions, classes: list[Label], options: Output
             for row_indices, row_scores in zip(indices, scores, strict=True)
         ]
     return Result(labels, scores, top)
+
+
+def _check_finite(outputs: np.ndarray) -> None:
+    """Inputs far outside the training data can overflow inside the network: say so, not NaN."""
+    finite = np.isfinite(outputs)
+    if not finite.all():
+        row = int(np.argwhere(~finite)[0][0])
+        raise bad_request(
+            f"row {row + 1}: the model's output is not a finite number for these features;"
+            " values far outside the training data overflow the network"
+        )

@@ -168,6 +168,8 @@ def test_json_objects_keyed_by_feature_name(named_client: FlaskClient, model: Mo
         (True, "[1,2,3,4]\n[1,2]\n", "application/jsonlines", "JSON Lines line 2 has 2 values"),
         (True, "[1,2,3,4]\n{oops\n", "application/jsonlines", "JSON Lines line 2: invalid JSON"),
         (True, "[1e999, 2, 3, 4]", "application/json", "row 1, column 1: inf is not a finite number"),
+        (True, "[3.5e38, 2, 3, 4]", "application/json", "row 1, column 1: 3.5e+38 is beyond the float32"),
+        (True, "1,2,3,4\n1,2,-4e38,4", "text/csv", "row 2, column 3: -4e+38 is beyond the float32 range"),
         (True, "[1" + "0" * 400 + ", 2, 3, 4]", "application/json", "is too large for a float"),
         (True, "[[[1, 2, 3, 4]]]", "application/json", "instance 1 has 1 values"),
         (True, "\n\n", "application/jsonlines", "empty JSON Lines body"),
