@@ -2,6 +2,7 @@
 
   GET  /ping                    200 once a model is loaded (multi-model: once the app is up)
   POST /invocations             invoke(): custom attributes → Accept → decode body → predict → encode
+  GET  /execution-parameters    batch transform settings (batch.py)
 
 Client mistakes raise RequestError (errors.py) anywhere below; every error leaves as one JSON shape.
 """
@@ -16,6 +17,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from container.artifact import ModelArtifact
+from serve.batch import ExecutionParameters
 from serve.codecs import FeatureSchema, decode_request, encode_response
 from serve.errors import RequestError
 from serve.negotiation import CUSTOM_ATTRIBUTES_HEADER, choose_response_type, parse_custom_attributes
@@ -30,6 +32,8 @@ DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time limit: 6 MiB
 class ServeConfig:
     default_accept: str | None = None  # SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    batch: bool = False  # SAGEMAKER_BATCH: answer line-per-record bodies line by line
+    execution_parameters: ExecutionParameters = ExecutionParameters(1, "MULTI_RECORD", 6)
 
 
 def json_response(document: object, status: int = 200) -> Response:
@@ -57,6 +61,10 @@ def create_app(model: ModelArtifact, config: ServeConfig | None = None) -> Flask
         # The app only exists once the model is loaded, so being able to answer means healthy.
         return Response(status=200)
 
+    @app.get("/execution-parameters")
+    def execution_parameters() -> Response:
+        return json_response(config.execution_parameters.to_json())
+
     def invoke(served: ModelArtifact, served_schema: FeatureSchema) -> Response:
         attributes = request.headers.get(CUSTOM_ATTRIBUTES_HEADER)
         options = parse_custom_attributes(attributes)
@@ -69,11 +77,11 @@ def create_app(model: ModelArtifact, config: ServeConfig | None = None) -> Flask
             request.mimetype,
             request.mimetype_params,
             served_schema,
-            False,
+            config.batch,
         )
         predictions = served.predict(records.features)
         result = shape_result(predictions, served.metadata.classes, options)
-        body = encode_response(result, response_type, options.output, False)
+        body = encode_response(result, response_type, options.output, config.batch and records.one_per_line)
         response = Response(body, status=200, mimetype=response_type)
         if attributes:
             response.headers[CUSTOM_ATTRIBUTES_HEADER] = attributes  # SageMaker returns it only if echoed

@@ -438,8 +438,12 @@ ENCODERS: dict[str, Callable[[Result, str | None], bytes]] = {
 }
 
 
-def encode_response(result: Result, response_type: str, output: str | None, one_per_line: bool) -> bytes:
-    # A JSON answer to a line-per-record body must keep one line per record (batch transform joins lines).
-    if response_type == "application/json" and one_per_line:
-        return encode_jsonlines(result, output)
-    return ENCODERS[response_type](result, output)
+def encode_response(result: Result, response_type: str, output: str | None, batch_lines: bool) -> bytes:
+    """`batch_lines`: a batch transform request of one record per line. The answer is then one line per
+    record *without* a final newline: with AssembleWith=Line SageMaker appends one after each response,
+    so the joined output file keeps exactly one line per input line."""
+    if not batch_lines:
+        return ENCODERS[response_type](result, output)
+    encode = encode_jsonlines if response_type == "application/json" else ENCODERS[response_type]
+    body = encode(result, output)
+    return body.removesuffix(b"\n") if response_type != "application/x-npy" else body

@@ -25,6 +25,32 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum:
     return value
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    text = env.get(name, "").strip().lower()
+    if text in ("", "false", "0", "no"):
+        return False
+    if text in ("true", "1", "yes"):
+        return True
+    raise SettingsError(f"{name}={env[name]!r} is not a boolean: expected true or false")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    text = env.get(name, "").strip().upper() or default
+    if text not in choices:
+        raise SettingsError(f"{name}={env[name]!r} is not one of {', '.join(choices)}")
+    return text
+
+
+def _port_range(env: Mapping[str, str], name: str) -> tuple[int, int] | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    low, sep, high = text.partition("-")
+    if not (sep and low.strip().isdigit() and high.strip().isdigit()) or int(low) > int(high):
+        raise SettingsError(f"{name}={text!r} is not a port range like 9000-9999")
+    return int(low), int(high)
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     port: int = 8080
@@ -32,6 +58,12 @@ class ServerSettings:
     timeout: int = 60
     max_payload_mb: int = 6
     default_accept: str | None = None
+    batch: bool = False  # SAGEMAKER_BATCH: a batch transform job, not a real-time endpoint
+    batch_strategy: str = "MULTI_RECORD"
+    max_concurrent_transforms: int | None = None  # None: one per worker
+    # SAGEMAKER_SAFE_PORT_RANGE: where auxiliary ports would have to live. The server opens none (only
+    # SAGEMAKER_BIND_TO_PORT), so this is validated and logged, nothing more.
+    safe_port_range: tuple[int, int] | None = None
 
     @property
     def threads_per_worker(self) -> int:
@@ -46,4 +78,14 @@ class ServerSettings:
             timeout=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, 1),
             max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, 1, 100),
             default_accept=env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or None,
+            batch=_bool(env, "SAGEMAKER_BATCH"),
+            batch_strategy=_choice(
+                env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", ("MULTI_RECORD", "SINGLE_RECORD")
+            ),
+            max_concurrent_transforms=(
+                _int(env, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", 0, 1, 100)
+                if env.get("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "").strip()
+                else None
+            ),
+            safe_port_range=_port_range(env, "SAGEMAKER_SAFE_PORT_RANGE"),
         )

@@ -11,6 +11,7 @@ from container.artifact import ModelLoadError, load_model
 from container.logs import configure_logging
 from container.paths import Paths
 from serve.app import ServeConfig, create_app
+from serve.batch import ExecutionParameters
 from serve.settings import ServerSettings
 
 log = logging.getLogger("optml.serve")
@@ -19,12 +20,24 @@ log = logging.getLogger("optml.serve")
 def create_app_from_environment() -> Flask:
     configure_logging()
     settings = ServerSettings.from_env(os.environ)
-    model_dir = Paths.from_env(os.environ).model_dir
+    paths = Paths.from_env(os.environ)
+    config = ServeConfig(
+        default_accept=settings.default_accept,
+        max_payload_bytes=settings.max_payload_mb << 20,
+        batch=settings.batch,
+        execution_parameters=ExecutionParameters.for_server(
+            settings.workers,
+            settings.max_payload_mb,
+            settings.batch_strategy,
+            settings.max_concurrent_transforms,
+        ),
+    )
+    if settings.safe_port_range is not None:
+        log.info("SAGEMAKER_SAFE_PORT_RANGE=%s-%s: no auxiliary port is opened", *settings.safe_port_range)
     try:
-        model = load_model(model_dir)
+        model = load_model(paths.model_dir)
     except ModelLoadError as error:
         log.error("cannot start: %s", error)
         raise SystemExit(3) from None
-    log.info("loaded %s model from %s (%d features)", model.task, model_dir, model.feature_count)
-    config = ServeConfig(default_accept=settings.default_accept, max_payload_bytes=settings.max_payload_mb << 20)
+    log.info("loaded %s model from %s (%d features)", model.task, paths.model_dir, model.feature_count)
     return create_app(model, config)

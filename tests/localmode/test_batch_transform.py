@@ -1,0 +1,65 @@
+"""Batch transform through SageMaker SDK v2 local mode's Transformer, against the real image.
+
+The SDK starts the image with `serve` and SAGEMAKER_BATCH=true, asks GET /execution-parameters for the
+payload size, splits each input file by line into mini-batches and appends a newline after each answer
+(AssembleWith=Line). The output must hold exactly one line per input line, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from container.artifact import load_model
+from tests.conftest import make_classification
+
+pytestmark = [pytest.mark.localmode, pytest.mark.docker, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON_SDK2 = REPO / ".venv-sdk2" / "bin" / "python"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_transformer_gives_one_output_line_per_input_line(
+    image: str, trained_binary_model: Path, tmp_path: Path
+) -> None:
+    if not PYTHON_SDK2.exists():
+        pytest.fail(f"{PYTHON_SDK2} is missing: run `make venv` (make test does)")
+    model_data = tmp_path / "model.tar.gz"
+    with tarfile.open(model_data, "w:gz") as archive:
+        for path in sorted(trained_binary_model.iterdir()):
+            archive.add(path, arcname=path.name)
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    # big.csv (~2.5 MB) spans several 1 MB mini-batches; small.csv has no final newline.
+    big = np.round(make_classification(60000, 4, 2, seed=5)[:, 1:], 5)
+    small = np.round(make_classification(7, 4, 2, seed=6)[:, 1:], 5)
+    (inputs / "big.csv").write_text("\n".join(",".join(map(repr, row)) for row in big.tolist()) + "\n")
+    (inputs / "small.csv").write_text("\n".join(",".join(map(repr, row)) for row in small.tolist()))
+
+    result = subprocess.run(
+        [
+            str(PYTHON_SDK2), str(REPO / "tools" / "sagemaker_transform_v2.py"), "--image", image,
+            "--model-data", str(model_data), "--input", str(inputs), "--output", str(tmp_path / "out"),
+            "--serving-port", str(free_port()), "--env", "SAGEMAKER_MAX_PAYLOAD_IN_MB=1",
+        ],
+        capture_output=True, text=True, timeout=900, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    outputs = json.loads(result.stdout.strip().splitlines()[-1])["outputs"]
+    model = load_model(trained_binary_model)
+    for name, rows in (("big.csv.out", big), ("small.csv.out", small)):
+        lines = outputs[name]
+        assert lines[-1] == ""  # the file ends with the newline SageMaker appends
+        assert lines[:-1] == [str(label) for label in model.predict(rows).labels], name
