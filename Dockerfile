@@ -17,6 +17,7 @@ RUN python3 -m venv /opt/venv \
 # ---- runtime ----
 FROM ${BASE_IMAGE}
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
+      com.amazonaws.sagemaker.capabilities.multi-models=true \
       org.opencontainers.image.title="optml" \
       org.opencontainers.image.description="SageMaker-compatible PyTorch training and serving container"
 ENV PATH=/opt/venv/bin:$PATH \

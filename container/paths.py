@@ -71,6 +71,11 @@ class Paths:
         return self.model_override or self.root / "model"
 
     @property
+    def models_dir(self) -> Path:
+        """Multi-model endpoints: where SageMaker places the models it asks the server to load."""
+        return self.root / "models"
+
+    @property
     def output_dir(self) -> Path:
         return self.root / "output"
 

@@ -3,6 +3,8 @@
   GET  /ping                    200 once a model is loaded (multi-model: once the app is up)
   POST /invocations             invoke(): custom attributes → Accept → decode body → predict → encode
   GET  /execution-parameters    batch transform settings (batch.py)
+  multi-model endpoints only (registry in multimodel.py):
+  POST /models  GET /models  GET|DELETE /models/<name>  POST /models/<name>/invoke → invoke()
 
 Client mistakes raise RequestError (errors.py) anywhere below; every error leaves as one JSON shape.
 """
@@ -19,13 +21,15 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from container.artifact import ModelArtifact
 from serve.batch import ExecutionParameters
 from serve.codecs import FeatureSchema, decode_request, encode_response
-from serve.errors import RequestError
+from serve.errors import RequestError, bad_request
+from serve.multimodel import ModelRegistry
 from serve.negotiation import CUSTOM_ATTRIBUTES_HEADER, choose_response_type, parse_custom_attributes
 from serve.outputs import check_options, shape_result
 
 log = logging.getLogger("optml.serve")
 
 DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time limit: 6 MiB
+TARGET_MODEL_HEADER = "X-Amzn-SageMaker-Target-Model"
 
 
 @dataclass(frozen=True)
@@ -44,9 +48,14 @@ def _json_error(status: int, error: str, message: str) -> Response:
     return json_response({"error": error, "message": message}, status)
 
 
-def create_app(model: ModelArtifact, config: ServeConfig | None = None) -> Flask:
+def create_app(
+    model: ModelArtifact | None, config: ServeConfig | None = None, registry: ModelRegistry | None = None
+) -> Flask:
+    """A single-model server over `model`, or with `registry` (and no model) a multi-model one."""
+    if (model is None) == (registry is None):
+        raise ValueError("create_app needs a model or a multi-model registry, not both")
     config = config or ServeConfig()
-    schema = FeatureSchema.of(model.feature_count, model.feature_names)
+    schema = FeatureSchema.of(model.feature_count, model.feature_names) if model else None
     app = Flask("optml")
     app.config["MAX_CONTENT_LENGTH"] = config.max_payload_bytes  # also caps chunked bodies
 
@@ -89,7 +98,52 @@ def create_app(model: ModelArtifact, config: ServeConfig | None = None) -> Flask
 
     @app.post("/invocations")
     def invocations() -> Response:
-        return invoke(model, schema)
+        if model is not None and schema is not None:
+            return invoke(model, schema)
+        assert registry is not None
+        target = request.headers.get(TARGET_MODEL_HEADER)
+        if not target:
+            raise bad_request(
+                f"this is a multi-model endpoint: POST /models/<name>/invoke or set {TARGET_MODEL_HEADER}"
+            )
+        entry = registry.get(target)
+        return invoke(entry.model, entry.schema)
+
+    if registry is not None:
+
+        @app.post("/models")
+        def load_model() -> Response:
+            document = request.get_json(silent=True)
+            if not isinstance(document, dict) or not all(
+                isinstance(document.get(key), str) for key in ("model_name", "url")
+            ):
+                raise bad_request('POST /models needs a JSON body {"model_name": "...", "url": "..."}')
+            entry = registry.load(document["model_name"], document["url"])
+            return json_response({"message": f"model {entry.name!r} loaded", **entry.describe()})
+
+        @app.get("/models")
+        def list_models() -> Response:
+            entries, next_token = registry.page(
+                request.args.get("limit"), request.args.get("next_page_token")
+            )
+            page: dict[str, object] = {"models": [entry.summary() for entry in entries]}
+            if next_token is not None:
+                page["nextPageToken"] = next_token
+            return json_response(page)
+
+        @app.get("/models/<name>")
+        def describe_model(name: str) -> Response:
+            return json_response(registry.get(name).describe())
+
+        @app.delete("/models/<name>")
+        def unload_model(name: str) -> Response:
+            registry.unload(name)
+            return json_response({"message": f"model {name!r} unloaded"})
+
+        @app.post("/models/<name>/invoke")
+        def invoke_model(name: str) -> Response:
+            entry = registry.get(name)
+            return invoke(entry.model, entry.schema)
 
     @app.errorhandler(RequestError)
     def request_error(error: RequestError) -> Response:

@@ -10,8 +10,15 @@ from serve.settings import ServerSettings
 _settings = ServerSettings.from_env(os.environ)
 
 bind = [f"0.0.0.0:{_settings.port}"]
-workers = _settings.workers
-worker_class = "sync"
+if _settings.multi_model:
+    # Models are loaded at run time by POST /models: one process holds the registry, so that every
+    # request sees every model; threads give the concurrency (torch releases the GIL while it computes).
+    workers = 1
+    worker_class = "gthread"
+    threads = _settings.workers
+else:
+    workers = _settings.workers
+    worker_class = "sync"
 timeout = _settings.timeout
 # SageMaker sends SIGKILL 30 s after SIGTERM: finish in-flight requests well before that.
 graceful_timeout = 25

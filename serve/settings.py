@@ -61,6 +61,8 @@ class ServerSettings:
     batch: bool = False  # SAGEMAKER_BATCH: a batch transform job, not a real-time endpoint
     batch_strategy: str = "MULTI_RECORD"
     max_concurrent_transforms: int | None = None  # None: one per worker
+    multi_model: bool = False  # SAGEMAKER_MULTI_MODEL: models are loaded through /models at run time
+    model_memory_mb: int = 2048  # multi-model: the budget for loaded models' weights (507 beyond it)
     # SAGEMAKER_SAFE_PORT_RANGE: where auxiliary ports would have to live. The server opens none (only
     # SAGEMAKER_BIND_TO_PORT), so this is validated and logged, nothing more.
     safe_port_range: tuple[int, int] | None = None
@@ -87,5 +89,7 @@ class ServerSettings:
                 if env.get("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "").strip()
                 else None
             ),
+            multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL"),
+            model_memory_mb=_int(env, "OPTML_MODEL_MEMORY_MB", 2048, 1),
             safe_port_range=_port_range(env, "SAGEMAKER_SAFE_PORT_RANGE"),
         )

@@ -12,6 +12,7 @@ from container.logs import configure_logging
 from container.paths import Paths
 from serve.app import ServeConfig, create_app
 from serve.batch import ExecutionParameters
+from serve.multimodel import ModelRegistry
 from serve.settings import ServerSettings
 
 log = logging.getLogger("optml.serve")
@@ -34,6 +35,10 @@ def create_app_from_environment() -> Flask:
     )
     if settings.safe_port_range is not None:
         log.info("SAGEMAKER_SAFE_PORT_RANGE=%s-%s: no auxiliary port is opened", *settings.safe_port_range)
+    if settings.multi_model:
+        log.info("multi-model endpoint: models load through POST /models from %s", paths.models_dir)
+        registry = ModelRegistry(paths.models_dir, settings.model_memory_mb << 20)
+        return create_app(None, config, registry=registry)
     try:
         model = load_model(paths.model_dir)
     except ModelLoadError as error:
