@@ -78,9 +78,7 @@ def create_app(
         attributes = request.headers.get(CUSTOM_ATTRIBUTES_HEADER)
         options = parse_custom_attributes(attributes)
         check_options(options, served.task)
-        response_type = choose_response_type(
-            request.headers.get("Accept"), config.default_accept, request.mimetype
-        )
+        response_type = choose_response_type(request.headers.get("Accept"), config.default_accept, request.mimetype)
         records = decode_request(
             request.get_data(cache=False),
             request.mimetype,
@@ -123,9 +121,7 @@ def create_app(
 
         @app.get("/models")
         def list_models() -> Response:
-            entries, next_token = registry.page(
-                request.args.get("limit"), request.args.get("next_page_token")
-            )
+            entries, next_token = registry.page(request.args.get("limit"), request.args.get("next_page_token"))
             page: dict[str, object] = {"models": [entry.summary() for entry in entries]}
             if next_token is not None:
                 page["nextPageToken"] = next_token
@@ -153,9 +149,7 @@ def create_app(
     def http_error(error: HTTPException) -> Response:
         status = error.code or 500
         if status == 413:
-            message = (
-                f"request body is larger than the {config.max_payload_bytes} bytes this endpoint accepts"
-            )
+            message = f"request body is larger than the {config.max_payload_bytes} bytes this endpoint accepts"
         else:
             message = error.description or error.name
         return _json_error(status, error.name.lower().replace(" ", "_"), message)
@@ -163,8 +157,6 @@ def create_app(
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _json_error(
-            500, "internal_error", "the model server failed on this request; see the endpoint logs"
-        )
+        return _json_error(500, "internal_error", "the model server failed on this request; see the endpoint logs")
 
     return app

@@ -26,9 +26,7 @@ def choose_response_type(accept: str | None, default_accept: str | None, request
                 return candidate
         return "application/json"
     # Among equally preferred types, the request's own type wins, then the configured default.
-    ordered = sorted(
-        RESPONSE_TYPES, key=lambda t: (t != request_type, t != default_accept, RESPONSE_TYPES.index(t))
-    )
+    ordered = sorted(RESPONSE_TYPES, key=lambda t: (t != request_type, t != default_accept, RESPONSE_TYPES.index(t)))
     best = preferences.best_match(ordered)
     if best is None:
         raise RequestError(
@@ -54,9 +52,7 @@ def parse_custom_attributes(header: str | None) -> OutputOptions:
     if not header:
         return OutputOptions()
     if len(header) > CUSTOM_ATTRIBUTES_LIMIT:
-        raise bad_request(
-            f"{CUSTOM_ATTRIBUTES_HEADER} is {len(header)} characters; at most {CUSTOM_ATTRIBUTES_LIMIT}"
-        )
+        raise bad_request(f"{CUSTOM_ATTRIBUTES_HEADER} is {len(header)} characters; at most {CUSTOM_ATTRIBUTES_LIMIT}")
     pairs: dict[str, str] = {}
     for token in header.replace(";", ",").split(","):
         key, sep, value = token.partition("=")

@@ -21,9 +21,7 @@ class Result:
 def check_options(options: OutputOptions, task: str) -> None:
     """Reject options the model cannot honour before any work is done."""
     if task != BINARY and options.threshold is not None:
-        raise bad_request(
-            f"custom attribute threshold applies to binary classification; this model is {task}"
-        )
+        raise bad_request(f"custom attribute threshold applies to binary classification; this model is {task}")
     if task not in (BINARY, MULTICLASS) and (options.top_k is not None or options.output == "probabilities"):
         raise bad_request(
             f"custom attributes top_k and output=probabilities apply to classification; this model is {task}"

@@ -81,9 +81,7 @@ class ServerSettings:
             max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, 1, 100),
             default_accept=env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or None,
             batch=_bool(env, "SAGEMAKER_BATCH"),
-            batch_strategy=_choice(
-                env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", ("MULTI_RECORD", "SINGLE_RECORD")
-            ),
+            batch_strategy=_choice(env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", ("MULTI_RECORD", "SINGLE_RECORD")),
             max_concurrent_transforms=(
                 _int(env, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", 0, 1, 100)
                 if env.get("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "").strip()

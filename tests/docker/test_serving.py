@@ -56,9 +56,7 @@ def poll(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
     pytest.fail(f"{what} did not happen within {deadline_s}s")
 
 
-def test_sigterm_lets_the_request_in_flight_finish(
-    trained_binary_model: Path, run_container: RunContainer
-) -> None:
+def test_sigterm_lets_the_request_in_flight_finish(trained_binary_model: Path, run_container: RunContainer) -> None:
     container = run_container(
         "serve",
         volumes={str(trained_binary_model): {"bind": "/opt/ml/model", "mode": "ro"}},
@@ -72,10 +70,7 @@ def test_sigterm_lets_the_request_in_flight_finish(
 
     body = CSV.encode()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
-        head = (
-            "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
+        head = f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: {len(body)}\r\n\r\n"
         client.sendall(head.encode() + body[:10])
         # The worker has accepted the connection (one more socket) and waits for the rest of the body.
         poll(lambda: socket_count(container, worker) == idle + 1, 20, "the worker accepting the request")
@@ -119,10 +114,7 @@ def test_multi_model_endpoint_in_the_image(
     for name, model_url in (("one", "/opt/ml/models/one/model"), ("two", "/opt/ml/models/two")):
         response = requests.post(f"{url}/models", json={"model_name": name, "url": model_url}, timeout=30)
         assert response.status_code == 200, response.text
-    assert (
-        requests.post(f"{url}/models", json={"model_name": "one", "url": "one/model"}, timeout=10).status_code
-        == 409
-    )
+    assert requests.post(f"{url}/models", json={"model_name": "one", "url": "one/model"}, timeout=10).status_code == 409
 
     expected = [str(label) for label in load_model(trained_binary_model).predict(ROWS).labels]
     for name in ("one", "two"):

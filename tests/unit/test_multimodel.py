@@ -47,9 +47,7 @@ def client(models_root: Path) -> FlaskClient:
     return registry_client(models_root)[1]
 
 
-def test_load_invoke_list_describe_unload(
-    client: FlaskClient, models_root: Path, trained_binary_model: Path
-) -> None:
+def test_load_invoke_list_describe_unload(client: FlaskClient, models_root: Path, trained_binary_model: Path) -> None:
     assert client.get("/ping").status_code == 200  # healthy with no model loaded
     for name, url in (("alpha", str(models_root / "alpha" / "model")), ("beta", "beta/model.tar.gz")):
         response = client.post("/models", json={"model_name": name, "url": url})
@@ -86,9 +84,7 @@ def test_load_invoke_list_describe_unload(
 def test_listing_is_paginated(models_root: Path) -> None:
     _, client = registry_client(models_root)
     for index in range(5):
-        assert (
-            client.post("/models", json={"model_name": f"m{index}", "url": "alpha/model"}).status_code == 200
-        )
+        assert client.post("/models", json={"model_name": f"m{index}", "url": "alpha/model"}).status_code == 200
     first = client.get("/models?limit=2").get_json()
     assert [m["modelName"] for m in first["models"]] == ["m0", "m1"]
     second = client.get(f"/models?limit=2&next_page_token={first['nextPageToken']}").get_json()
@@ -126,9 +122,7 @@ def test_loading_twice_is_409_and_over_budget_is_507(models_root: Path) -> None:
         ({"model_name": "broken", "url": "broken"}, "cannot load model 'broken': "),
     ],
 )
-def test_bad_load_requests_are_400(
-    client: FlaskClient, models_root: Path, body: dict[str, str], message: str
-) -> None:
+def test_bad_load_requests_are_400(client: FlaskClient, models_root: Path, body: dict[str, str], message: str) -> None:
     (models_root / "broken").mkdir()
     (models_root / "broken" / "optml-model.json").write_text("{not json")
     (models_root / "broken" / "model.safetensors").write_bytes(b"")
@@ -138,9 +132,7 @@ def test_bad_load_requests_are_400(
     assert client.get("/models").get_json() == {"models": []}
 
 
-def test_one_failing_model_does_not_affect_the_others(
-    models_root: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_one_failing_model_does_not_affect_the_others(models_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     registry, client = registry_client(models_root)
     for name in ("good", "bad"):
         client.post("/models", json={"model_name": name, "url": "alpha/model"})
@@ -200,9 +192,7 @@ def test_unsafe_archive_load_is_400_and_leaves_nothing_behind(models_root: Path)
     registry, client = registry_client(models_root)
     response = client.post("/models", json={"model_name": "evil", "url": "evil.tar.gz"})
     assert response.status_code == 400
-    assert (
-        "cannot extract evil.tar.gz: '../escape' would be written outside" in response.get_json()["message"]
-    )
+    assert "cannot extract evil.tar.gz: '../escape' would be written outside" in response.get_json()["message"]
     assert not list(models_root.parent.glob("optml-model-*"))  # the scratch extraction was removed
 
 

@@ -110,9 +110,7 @@ def test_a_multi_record_body_gets_one_line_per_record_in_order(
     trailing_newline: bool,
 ) -> None:
     body = "\n".join(line(row) for row in ROWS.tolist()) + ("\n" if trailing_newline else "")
-    response = batch_client.post(
-        "/invocations", data=body, headers={"Content-Type": content_type, "Accept": accept}
-    )
+    response = batch_client.post("/invocations", data=body, headers={"Content-Type": content_type, "Accept": accept})
     assert response.status_code == 200, response.get_json()
     # No final newline: with AssembleWith=Line SageMaker adds one after each mini-batch's answer.
     lines = response.get_data(as_text=True).split("\n")
@@ -133,6 +131,4 @@ def test_batch_of_the_largest_payload_is_parsed_fast_and_right(model: ModelArtif
     body = "\n".join(",".join(map(repr, row)) for row in rows.tolist())
     client = create_app(model, ServeConfig(batch=True)).test_client()
     response = client.post("/invocations", data=body, headers={"Content-Type": "text/csv"})
-    assert response.get_data(as_text=True).splitlines() == [
-        str(label) for label in model.predict(rows).labels
-    ]
+    assert response.get_data(as_text=True).splitlines() == [str(label) for label in model.predict(rows).labels]

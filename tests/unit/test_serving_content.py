@@ -85,9 +85,7 @@ def expected_labels(model: ModelArtifact, rows: np.ndarray = ROWS) -> list[str]:
 def test_every_request_type_gives_the_same_predictions(
     client: FlaskClient, model: ModelArtifact, content_type: str, body: str | bytes
 ) -> None:
-    response = client.post(
-        "/invocations", data=body, headers={"Content-Type": content_type, "Accept": "text/csv"}
-    )
+    response = client.post("/invocations", data=body, headers={"Content-Type": content_type, "Accept": "text/csv"})
     assert response.status_code == 200, response.get_json()
     assert response.get_data(as_text=True).splitlines() == expected_labels(model)
 
@@ -98,15 +96,11 @@ def test_single_records_in_json_and_npy(client: FlaskClient, model: ModelArtifac
         ("application/json", json.dumps(ROWS[0].tolist())),
         ("application/x-npy", npy_bytes(ROWS[0])),
     ]:
-        response = client.post(
-            "/invocations", data=body, headers={"Content-Type": content_type, "Accept": "text/csv"}
-        )
+        response = client.post("/invocations", data=body, headers={"Content-Type": content_type, "Accept": "text/csv"})
         assert response.get_data(as_text=True).splitlines() == expected_labels(model, ROWS[:1])
 
 
-def test_csv_header_is_matched_to_feature_names_in_any_order(
-    named_client: FlaskClient, model: ModelArtifact
-) -> None:
+def test_csv_header_is_matched_to_feature_names_in_any_order(named_client: FlaskClient, model: ModelArtifact) -> None:
     order = [2, 0, 3, 1]
     header = ",".join(NAMES[i] for i in order)
     response = named_client.post(
@@ -120,9 +114,7 @@ def test_csv_header_is_matched_to_feature_names_in_any_order(
 
 def test_json_objects_keyed_by_feature_name(named_client: FlaskClient, model: ModelArtifact) -> None:
     instances = [dict(zip(reversed(NAMES), reversed(row), strict=True)) for row in ROWS.tolist()]
-    response = named_client.post(
-        "/invocations", json={"instances": instances}, headers={"Accept": "text/csv"}
-    )
+    response = named_client.post("/invocations", json={"instances": instances}, headers={"Accept": "text/csv"})
     assert response.status_code == 200, response.get_json()
     assert response.get_data(as_text=True).splitlines() == expected_labels(model)
 
@@ -222,9 +214,7 @@ def test_every_response_type(client: FlaskClient, model: ModelArtifact) -> None:
     expected = model.predict(ROWS)
     assert expected.scores is not None
     headers = {"Content-Type": "text/csv"}
-    lines = client.post(
-        "/invocations", data=csv_text(ROWS), headers=headers | {"Accept": "application/jsonlines"}
-    )
+    lines = client.post("/invocations", data=csv_text(ROWS), headers=headers | {"Accept": "application/jsonlines"})
     records = [json.loads(line) for line in lines.get_data(as_text=True).splitlines()]
     assert [r["label"] for r in records] == expected.labels
     npy = client.post("/invocations", data=csv_text(ROWS), headers=headers | {"Accept": "application/x-npy"})
@@ -238,9 +228,7 @@ def test_every_response_type(client: FlaskClient, model: ModelArtifact) -> None:
     np.testing.assert_allclose(np.load(io.BytesIO(probabilities.data)), expected.scores)
 
 
-def test_custom_attributes_select_the_output_and_are_echoed(
-    client: FlaskClient, model: ModelArtifact
-) -> None:
+def test_custom_attributes_select_the_output_and_are_echoed(client: FlaskClient, model: ModelArtifact) -> None:
     expected = model.predict(ROWS)
     assert expected.scores is not None
     attributes = "trace-id-1234, output=probabilities; colour=blue"
@@ -254,9 +242,7 @@ def test_custom_attributes_select_the_output_and_are_echoed(
     got = [[float(v) for v in line.split(",")] for line in response.get_data(as_text=True).splitlines()]
     np.testing.assert_allclose(got, expected.scores, atol=1e-6)
     assert (
-        client.post("/invocations", data=csv_text(ROWS), headers={"Content-Type": "text/csv"}).headers.get(
-            ATTRIBUTES
-        )
+        client.post("/invocations", data=csv_text(ROWS), headers={"Content-Type": "text/csv"}).headers.get(ATTRIBUTES)
         is None
     )
 
@@ -282,9 +268,7 @@ def test_top_k_lists_the_most_likely_classes(client: FlaskClient, model: ModelAr
         assert len(record["top_k"]) == 2  # clamped to the number of classes
         assert record["top_k"][0]["label"] == record["label"]
         assert record["top_k"][0]["score"] == pytest.approx(float(scores.max()), abs=1e-6)
-    csv = client.post(
-        "/invocations", data=csv_text(ROWS), headers={"Content-Type": "text/csv", ATTRIBUTES: "top_k=2"}
-    )
+    csv = client.post("/invocations", data=csv_text(ROWS), headers={"Content-Type": "text/csv", ATTRIBUTES: "top_k=2"})
     assert [line.split(",")[0] for line in csv.get_data(as_text=True).splitlines()] == [
         str(label) for label in expected.labels
     ]
@@ -299,9 +283,7 @@ def test_top_k_lists_the_most_likely_classes(client: FlaskClient, model: ModelAr
         ("x" * 1025, "X-Amzn-SageMaker-Custom-Attributes is 1025 characters; at most 1024"),
     ],
 )
-def test_bad_custom_attributes_are_400_naming_them(
-    client: FlaskClient, attributes: str, message: str
-) -> None:
+def test_bad_custom_attributes_are_400_naming_them(client: FlaskClient, attributes: str, message: str) -> None:
     response = client.post(
         "/invocations", data=csv_text(ROWS), headers={"Content-Type": "text/csv", ATTRIBUTES: attributes}
     )

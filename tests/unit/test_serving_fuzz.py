@@ -35,9 +35,7 @@ numbers = st.one_of(
 )
 json_values = st.recursive(
     st.none() | st.booleans() | numbers | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children, max_size=5)
-    ),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children, max_size=5),
     max_leaves=30,
 )
 # Near-valid records for this 4-feature model: mostly right, sometimes one value or field off.
@@ -56,9 +54,7 @@ csv_bodies = st.lists(st.lists(csv_field, min_size=0, max_size=7).map(",".join),
 header_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 accept_headers = st.one_of(
     st.none(),
-    st.sampled_from(
-        ["text/csv", "application/json", "application/jsonlines", "application/x-npy", "*/*", "image/png"]
-    ),
+    st.sampled_from(["text/csv", "application/json", "application/jsonlines", "application/x-npy", "*/*", "image/png"]),
     header_text,
 )
 attribute_headers = st.one_of(
@@ -159,9 +155,7 @@ def test_fuzzed_bodies_never_get_a_server_error(client: FlaskClient, content_typ
     run()
     assert client.get("/ping").status_code == 200
     # The generators reach past the first checks: some requests succeed, most are told what is wrong.
-    assert 200 in STATUSES[content_type] and 400 in STATUSES[content_type], collections.Counter(
-        STATUSES[content_type]
-    )
+    assert 200 in STATUSES[content_type] and 400 in STATUSES[content_type], collections.Counter(STATUSES[content_type])
 
 
 @FUZZ
@@ -169,7 +163,5 @@ def test_fuzzed_bodies_never_get_a_server_error(client: FlaskClient, content_typ
     body=noise,
     content_type=st.one_of(header_text, st.sampled_from([f"{t}; charset=x" for t in BODIES])),
 )
-def test_fuzzed_content_types_never_get_a_server_error(
-    client: FlaskClient, body: bytes, content_type: str
-) -> None:
+def test_fuzzed_content_types_never_get_a_server_error(client: FlaskClient, body: bytes, content_type: str) -> None:
     check_answer(client, body, content_type, None, None)
