@@ -70,8 +70,7 @@ def decode_request(
         raise RequestError(
             415,
             "unsupported_media_type",
-            f"Content-Type {content_type or '(none)'!r} is not supported;"
-            f" send one of {', '.join(REQUEST_TYPES)}",
+            f"Content-Type {content_type or '(none)'!r} is not supported; send one of {', '.join(REQUEST_TYPES)}",
         )
     if not body and content_type in ("application/x-npy", "application/x-npz"):
         raise bad_request(f"empty body: expected an {content_type} array of feature rows")
@@ -109,21 +108,21 @@ def _decode_text(body: bytes, charset: str | None) -> str:
 def decode_csv(text: str, schema: FeatureSchema) -> np.ndarray:
     """Feature rows, comma-separated, no label column, one row per line (blank lines skipped). The first
     line may be a header naming the training features, in any order; rows are then reordered to match."""
-    first, newline, rest = text.lstrip("\r\n").partition("\n")
+    rows = _parse_csv_fast(text, schema.count)  # the common case: numbers only, no header
+    if rows is not None:
+        return rows
+    first, _, rest = text.lstrip("\r\n").partition("\n")
     if not first.strip():
         raise bad_request("empty CSV body: expected one row of features per line")
-    order: list[int] | None = None
-    first_line = 1
-    data = text
-    if _looks_like_header(first):
-        order = _header_order(first, schema)
-        data, first_line = rest, 2
-        if not data.strip():
-            raise bad_request("CSV body has a header row but no rows of features")
-    rows = _parse_csv_fast(data, schema.count)
+    if not _looks_like_header(first):
+        return _parse_csv_carefully(text, schema.count, 1)
+    order = _header_order(first, schema)
+    if not rest.strip():
+        raise bad_request("CSV body has a header row but no rows of features")
+    rows = _parse_csv_fast(rest, schema.count)
     if rows is None:
-        rows = _parse_csv_carefully(data, schema.count, first_line)
-    return rows if order is None else rows[:, order]
+        rows = _parse_csv_carefully(rest, schema.count, 2)
+    return rows[:, order]
 
 
 def _looks_like_header(line: str) -> bool:
@@ -192,9 +191,7 @@ def _parse_csv_carefully(data: str, feature_count: int, first_line: int) -> np.n
     for number, line in enumerate(lines, start=first_line):
         fields = line.split(",")
         if len(fields) != feature_count:
-            raise bad_request(
-                f"CSV line {number} has {len(fields)} values; each row needs {feature_count} features"
-            )
+            raise bad_request(f"CSV line {number} has {len(fields)} values; each row needs {feature_count} features")
         row = []
         for column, field in enumerate(fields, start=1):
             if not _is_float(field):

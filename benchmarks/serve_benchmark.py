@@ -1,0 +1,273 @@
+"""Serving benchmark: optml's server against a canonical-BYOC-style baseline, same model, same workers.
+
+Both servers run here under gunicorn with the same number of sync workers, bound to 127.0.0.1 only,
+and are loaded by wrk (`apt-get install -y wrk`) on loopback, interleaved, in the same run:
+
+    .venv/bin/python benchmarks/serve_benchmark.py                     # throughput, latency, RSS
+    .venv/bin/python benchmarks/serve_benchmark.py --image optml:latest  # + container cold start
+
+Scenarios: one CSV row per request, and 1000 CSV rows per request (30 features, the bundled
+breast-cancer table, a 64-32 MLP trained here for a few epochs). It prints a markdown table; record it
+in benchmarks/RESULTS.md with the machine and date. A script, not a test: timings depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data" / "breast_cancer"
+
+
+@dataclass
+class Load:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def train_model(directory: Path) -> Path:
+    """A model like a user's: the bundled table, the default 64-32 network, a few epochs."""
+    sys.path.insert(0, str(REPO))
+    from container.paths import Paths
+    from train.main import run
+
+    root = directory / "ml"
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text('{"epochs": "3"}')
+    (config / "inputdataconfig.json").write_text('{"train": {"TrainingInputMode": "File"}}')
+    (config / "resourceconfig.json").write_text(
+        '{"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"}'
+    )
+    shutil.copytree(DATA / "train", root / "input" / "data" / "train")
+    with contextlib.redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115 - the epoch lines
+        run(Paths(root=root))
+    return root / "model"
+
+
+def feature_rows(count: int) -> str:
+    table = np.loadtxt(sorted((DATA / "validation").iterdir())[0], delimiter=",")[:, 1:]
+    rows = table[np.arange(count) % len(table)]
+    return "\n".join(",".join(repr(float(v)) for v in row) for row in rows) + "\n"
+
+
+@contextlib.contextmanager
+def server(name: str, command: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=10).status_code == 200:
+                    break
+            if process.poll() is not None:
+                raise SystemExit(f"{name} exited with {process.returncode} before answering /ping")
+            time.sleep(0.05)
+        else:
+            raise SystemExit(f"{name} did not answer /ping within 60 s")
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def wrk(port: int, body: str, seconds: int, connections: int, scratch: Path) -> Load:
+    script = scratch / "post.lua"
+    script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "text/csv"\nwrk.body = [==[{body}]==]\n')
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+         f"http://127.0.0.1:{port}/invocations"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return Load(rate, _percentile(output, "50%"), _percentile(output, "99%"), int(errors.group(1)) if errors else 0)
+
+
+def _percentile(output: str, label: str) -> float:
+    value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """Rss and Pss (shared pages divided among the processes sharing them) from smaps_rollup."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, value = line.split(":", 1)
+        fields[key] = int(value.split()[0])
+    return {"rss": fields["Rss"], "pss": fields["Pss"]}
+
+
+def process_tree(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(int(child) for child in children)]
+
+
+def cold_start(image: str, model_dir: Path, runs: int) -> list[float]:
+    """docker run → first /ping 200, in seconds, for each of `runs` fresh containers."""
+    times = []
+    for _ in range(runs):
+        port = free_port()
+        started = time.monotonic()
+        container = subprocess.run(
+            ["docker", "run", "-d", "-p", f"127.0.0.1:{port}:8080",
+             "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        try:
+            while time.monotonic() - started < 60:
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                        break
+                time.sleep(0.01)
+            else:
+                logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
+                raise SystemExit(f"{image} was not healthy within 60 s:\n{logs[-2000:]}")
+            times.append(time.monotonic() - started)
+        finally:
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seconds", type=int, default=8, help="per wrk run")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per server; medians shown")
+    parser.add_argument("--connections", type=int, default=0, help="wrk connections (default 2 x workers)")
+    parser.add_argument(
+        "--optml-args",
+        default="",
+        help="extra gunicorn arguments for optml, to try a tuning (e.g. '-k gthread')",
+    )
+    parser.add_argument("--image", help="also measure the image's cold start (docker run → /ping 200)")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    connections = args.connections or 2 * args.workers
+
+    scratch = Path(tempfile.mkdtemp(prefix="optml-bench-"))
+    try:
+        model_dir = train_model(scratch)
+        python = sys.executable
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "SM_", "OPTML_"))}
+        env["PYTHONPATH"] = str(REPO)
+        ports = {"baseline": free_port(), "optml": free_port()}
+        commands = {
+            "baseline": [python, "-m", "gunicorn", "--workers", str(args.workers), "--worker-class", "sync",
+                         "--bind", f"127.0.0.1:{ports['baseline']}", "benchmarks.byoc_baseline:app"],
+            "optml": [python, "-m", "gunicorn", "--config", "python:serve.gunicorn_conf", *args.optml_args.split(),
+                      "--bind", f"127.0.0.1:{ports['optml']}", "serve.wsgi:create_app_from_environment()"],
+        }  # fmt: skip
+        envs = {
+            "baseline": env | {"BASELINE_MODEL_DIR": str(model_dir)},
+            "optml": env | {"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers)},
+        }
+        bodies = {"1 row": feature_rows(1), "1000 rows": feature_rows(1000)}
+        results: dict[tuple[str, str], list[Load]] = {}
+        memory: dict[str, list[dict[str, int]]] = {}
+        with server("baseline", commands["baseline"], envs["baseline"], ports["baseline"]) as baseline_process:
+            with server("optml", commands["optml"], envs["optml"], ports["optml"]) as optml_process:
+                for body in bodies.values():  # same answers from both, and a warm-up
+                    answers = [
+                        requests.post(f"http://127.0.0.1:{ports[name]}/invocations", data=body,
+                                      headers={"Content-Type": "text/csv"}, timeout=30).text.split()
+                        for name in ("baseline", "optml")
+                    ]  # fmt: skip
+                    assert answers[0] == answers[1], "the two servers disagree"
+                for _ in range(args.repeats):
+                    for scenario, body in bodies.items():
+                        for name in ("baseline", "optml"):
+                            load = wrk(ports[name], body, args.seconds, connections, scratch)
+                            results.setdefault((name, scenario), []).append(load)
+                for name, process in (("baseline", baseline_process), ("optml", optml_process)):
+                    memory[name] = [memory_kib(pid) for pid in process_tree(process.pid)]
+        cold = cold_start(args.image, model_dir, 3) if args.image else []
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    print(report(results, memory, cold, bodies, args.workers, connections, args.seconds, args.repeats))
+    return 0
+
+
+def report(
+    results: dict[tuple[str, str], list[Load]],
+    memory: dict[str, list[dict[str, int]]],
+    cold: list[float],
+    bodies: dict[str, str],
+    workers: int,
+    connections: int,
+    seconds: int,
+    repeats: int,
+) -> str:
+    def median(name: str, scenario: str, field: str) -> float:
+        return statistics.median(getattr(load, field) for load in results[(name, scenario)])
+
+    lines = [
+        f"{workers} workers each, wrk -c{connections}, {repeats} x {seconds} s interleaved runs per cell"
+        " (medians), loopback",
+        "",
+        "| scenario | metric | baseline (BYOC style) | optml | optml / baseline |",
+        "|---|---|---|---|---|",
+    ]
+    for scenario, body in bodies.items():
+        rows = body.count("\n")
+        for metric, field, scale in (
+            ("rows/s" if rows > 1 else "requests/s", "requests_per_s", rows),
+            ("p50 latency ms", "p50_ms", 1),
+            ("p99 latency ms", "p99_ms", 1),
+        ):
+            base, ours = median("baseline", scenario, field) * scale, median("optml", scenario, field) * scale
+            lines.append(f"| {scenario} | {metric} | {base:,.1f} | {ours:,.1f} | {ours / base:.2f}x |")
+        errors = sum(load.errors for name in ("baseline", "optml") for load in results[(name, scenario)])
+        if errors:
+            lines.append(f"| {scenario} | non-2xx answers | | | {errors} |")
+    lines += [
+        "",
+        "| memory after the load | processes | RSS MiB each | sum of RSS MiB | sum of PSS MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for name, processes in memory.items():
+        each = ", ".join(f"{m['rss'] / 1024:.0f}" for m in processes)
+        rss = sum(m["rss"] for m in processes) / 1024
+        pss = sum(m["pss"] for m in processes) / 1024
+        lines.append(f"| {name} | master + {len(processes) - 1} workers | {each} | {rss:.0f} | {pss:.0f} |")
+    if cold:
+        lines += ["", f"cold start (docker run → first /ping 200): {', '.join(f'{t:.2f} s' for t in cold)}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
