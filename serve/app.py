@@ -55,7 +55,7 @@ def create_app(
     if (model is None) == (registry is None):
         raise ValueError("create_app needs a model or a multi-model registry, not both")
     config = config or ServeConfig()
-    schema = FeatureSchema.of(model.feature_count, model.feature_names) if model else None
+    schema = FeatureSchema.for_model(model) if model else None
     app = Flask("optml")
     app.config["MAX_CONTENT_LENGTH"] = config.max_payload_bytes  # also caps chunked bodies
 

@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 from pyarrow import csv as pa_csv
 
+from container.artifact import ModelArtifact
+from container.features import FeatureEncoder, FeatureError
 from serve.errors import RequestError, bad_request
 from serve.outputs import Result
 
@@ -44,22 +46,61 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 NPZ_MAX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024  # a small .npz must not inflate into all of memory
 
 
+# Raw rows as decoded: numbers, or (for models with categorical columns) values of any JSON scalar type.
+RawRows = np.ndarray | list[list[Any]]
+
+
 @dataclass(frozen=True)
 class FeatureSchema:
-    """What a record must hold: `count` numbers, and the training column names when the model has them."""
+    """What a client sends per record, and how it becomes the network's input.
+
+    `count` values per record (raw columns, before any one-hot encoding), named `names` when training
+    saw names; `input_shape` when one record is an image or a sequence rather than a flat row; `encoder`
+    when training fitted one (categorical columns arrive as text and are one-hot encoded here)."""
 
     count: int
     names: tuple[str, ...] = ()
+    input_shape: tuple[int, ...] = ()
+    encoder: FeatureEncoder | None = None
 
     @classmethod
-    def of(cls, count: int, names: list[str]) -> FeatureSchema:
-        usable = len(names) == count and len(set(names)) == count  # else ignore them, defensively
-        return cls(count, tuple(names) if usable else ())
+    def for_model(cls, model: ModelArtifact) -> FeatureSchema:
+        metadata = model.metadata
+        encoder_json = getattr(metadata, "encoder", None)  # older models have none
+        if encoder_json:
+            encoder = FeatureEncoder.from_json(encoder_json)
+            # Without a header in training the encoder's columns are named "column 2", ...: not names
+            # a client would send, so such a model takes no header (feature_names is empty then).
+            column_names = tuple(encoder.input_names) if metadata.feature_names else ()
+            return cls(len(encoder.input_names), column_names, (), encoder)
+        names = tuple(model.feature_names)
+        usable = len(names) == model.feature_count and len(set(names)) == len(names)  # else ignore them
+        shape = tuple(getattr(metadata.network, "input_shape", ()) or ())
+        return cls(model.feature_count, names if usable else (), shape if len(shape) > 1 else ())
+
+    @property
+    def takes_text(self) -> bool:
+        return self.encoder is not None and bool(self.encoder.categorical)
+
+    def encode(self, rows: RawRows) -> np.ndarray:
+        """The network's input (rows, feature_count) from decoded rows."""
+        if self.encoder is None:
+            assert isinstance(rows, np.ndarray)
+            return rows
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # float32 overflow is checked just below
+                encoded = self.encoder.transform(rows)
+        except FeatureError as error:
+            raise bad_request(str(error)) from None
+        if not np.isfinite(encoded).all():
+            row = int(np.argwhere(~np.isfinite(encoded))[0][0])
+            raise bad_request(f"row {row + 1}: a value is beyond the float32 range the model computes in")
+        return encoded
 
 
 @dataclass(frozen=True)
 class Records:
-    features: np.ndarray  # (rows, feature count), finite float64
+    features: np.ndarray  # (rows, feature count): the network's input, finite
     one_per_line: bool  # the body held one record per line: answer one line per record
 
 
@@ -75,17 +116,17 @@ def decode_request(
     if not body and content_type in ("application/x-npy", "application/x-npz"):
         raise bad_request(f"empty body: expected an {content_type} array of feature rows")
     if content_type == "application/x-npy":
-        return Records(_check_rows(_numeric_array(_load_npy(body), "the .npy array"), schema.count), False)
+        return Records(schema.encode(_array_rows(_load_npy(body), "the .npy array", schema)), False)
     if content_type == "application/x-npz":
-        return Records(_check_rows(_numeric_array(_load_npz(body), "the .npz array"), schema.count), False)
+        return Records(schema.encode(_array_rows(_load_npz(body), "the .npz array", schema)), False)
     text = _decode_text(body, params.get("charset"))
     if content_type == "text/csv":
-        return Records(decode_csv(text, schema), True)
+        return Records(schema.encode(decode_csv(text, schema)), True)
     # SageMaker batch transform with SplitType=Line sends many JSON records, one per line, as
     # application/json: read those as JSON Lines so each line gets its own answer line.
     if content_type == "application/jsonlines" or (batch and "\n" in text.strip()):
-        return Records(decode_jsonlines(text, schema), True)
-    return Records(decode_json(text, schema), False)
+        return Records(schema.encode(decode_jsonlines(text, schema)), True)
+    return Records(schema.encode(decode_json(text, schema)), False)
 
 
 def _decode_text(body: bytes, charset: str | None) -> str:
@@ -105,7 +146,7 @@ def _decode_text(body: bytes, charset: str | None) -> str:
 # ---- CSV ---------------------------------------------------------------------------------------------
 
 
-def decode_csv(text: str, schema: FeatureSchema) -> np.ndarray:
+def decode_csv(text: str, schema: FeatureSchema) -> RawRows:
     """Feature rows, comma-separated, no label column, one row per line (blank lines skipped). The first
     line may be a header naming the training features, in any order; rows are then reordered to match."""
     rows = _parse_csv_fast(text, schema.count)  # the common case: numbers only, no header
@@ -114,19 +155,21 @@ def decode_csv(text: str, schema: FeatureSchema) -> np.ndarray:
     first, _, rest = text.lstrip("\r\n").partition("\n")
     if not first.strip():
         raise bad_request("empty CSV body: expected one row of features per line")
-    if not _looks_like_header(first):
-        return _parse_csv_carefully(text, schema.count, 1)
+    if not _looks_like_header(first, schema):
+        return _parse_csv_carefully(text, schema, 1)
     order = _header_order(first, schema)
     if not rest.strip():
         raise bad_request("CSV body has a header row but no rows of features")
     rows = _parse_csv_fast(rest, schema.count)
-    if rows is None:
-        rows = _parse_csv_carefully(rest, schema.count, 2)
-    return rows[:, order]
+    raw = rows if rows is not None else _parse_csv_carefully(rest, schema, 2)
+    return raw[:, order] if isinstance(raw, np.ndarray) else [[row[i] for i in order] for row in raw]
 
 
-def _looks_like_header(line: str) -> bool:
+def _looks_like_header(line: str, schema: FeatureSchema) -> bool:
+    """All fields are text — or, for a model with text columns, the fields are exactly its column names."""
     fields = [field.strip().strip('"').strip() for field in line.split(",")]
+    if schema.takes_text:
+        return sorted(fields) == sorted(schema.names)
     return all(field and not _is_float(field) for field in fields)
 
 
@@ -183,15 +226,20 @@ def _parse_csv_fast(data: str, feature_count: int) -> np.ndarray | None:
     return rows
 
 
-def _parse_csv_carefully(data: str, feature_count: int, first_line: int) -> np.ndarray:
+def _parse_csv_carefully(data: str, schema: FeatureSchema, first_line: int) -> RawRows:
     lines = [line for line in data.splitlines() if line.strip()]
     if not lines:
         raise bad_request("empty CSV body: expected one row of features per line")
+    count = schema.count
+    text_rows: list[list[Any]] = []
     values: list[list[float]] = []
     for number, line in enumerate(lines, start=first_line):
         fields = line.split(",")
-        if len(fields) != feature_count:
-            raise bad_request(f"CSV line {number} has {len(fields)} values; each row needs {feature_count} features")
+        if len(fields) != count:
+            raise bad_request(f"CSV line {number} has {len(fields)} values; each row needs {count} features")
+        if schema.takes_text:  # the encoder converts and checks each column by its kind
+            text_rows.append([field.strip() or None for field in fields])
+            continue
         row = []
         for column, field in enumerate(fields, start=1):
             if not _is_float(field):
@@ -199,7 +247,9 @@ def _parse_csv_carefully(data: str, feature_count: int, first_line: int) -> np.n
                 raise bad_request(f"CSV line {number}, column {column}: {shown!r} is not a number")
             row.append(float(field))
         values.append(row)
-    return _check_rows(np.asarray(values, dtype=np.float64), feature_count, first_line)
+    if schema.takes_text:
+        return text_rows
+    return _check_rows(np.asarray(values, dtype=np.float64), count, first_line)
 
 
 def _is_float(text: str) -> bool:
@@ -218,7 +268,7 @@ JSON_SHAPES = (
 )
 
 
-def decode_json(text: str, schema: FeatureSchema) -> np.ndarray:
+def decode_json(text: str, schema: FeatureSchema) -> RawRows:
     """`{"instances": [...]}` (rows, or objects keyed by feature name), `{"features": [...]}` (one
     record), or a bare list (of rows, or one flat row)."""
     document = _load_json(text, "JSON body")
@@ -240,10 +290,10 @@ def decode_json(text: str, schema: FeatureSchema) -> np.ndarray:
             rows = [_record(item, f"instance {n}", schema) for n, item in enumerate(document, 1)]
     else:
         raise bad_request(f"JSON body must be {JSON_SHAPES}")
-    return _check_rows(np.array(rows, dtype=np.float64), schema.count)
+    return _numeric_rows(rows, schema)
 
 
-def decode_jsonlines(text: str, schema: FeatureSchema) -> np.ndarray:
+def decode_jsonlines(text: str, schema: FeatureSchema) -> RawRows:
     """One record per line: a list of numbers, `{"features": [...]}`, or an object keyed by feature name."""
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -252,7 +302,11 @@ def decode_jsonlines(text: str, schema: FeatureSchema) -> np.ndarray:
             rows.append(_record(_load_json(line, what), what, schema))
     if not rows:
         raise bad_request("empty JSON Lines body: expected one JSON record per line")
-    return _check_rows(np.array(rows, dtype=np.float64), schema.count)
+    return _numeric_rows(rows, schema)
+
+
+def _numeric_rows(rows: list[list[Any]], schema: FeatureSchema) -> RawRows:
+    return rows if schema.takes_text else _check_rows(np.array(rows, dtype=np.float64), schema.count)
 
 
 def _load_json(text: str, what: str) -> Any:
@@ -265,12 +319,14 @@ def _load_json(text: str, what: str) -> Any:
         raise bad_request(f"{what}: JSON nested too deeply") from None
 
 
-def _record(record: Any, what: str, schema: FeatureSchema) -> list[float]:
-    """One record's features in training order."""
+def _record(record: Any, what: str, schema: FeatureSchema) -> list[Any]:
+    """One record's features in training order (numbers; any JSON scalar for a model with text columns)."""
     if isinstance(record, dict) and set(record) == {"features"}:
         record = record["features"]
     elif isinstance(record, dict) and "features" in record and not schema.names:
         record = record["features"]
+    if isinstance(record, list) and schema.input_shape and record and isinstance(record[0], list):
+        return _shaped_record(record, what, schema)
     if isinstance(record, list):
         if len(record) != schema.count:
             raise bad_request(f"{what} has {len(record)} values; each row needs {schema.count} features")
@@ -293,7 +349,22 @@ def _record(record: Any, what: str, schema: FeatureSchema) -> list[float]:
     raise bad_request(f"{what} must be a list of {schema.count} numbers (or an object keyed by feature name)")
 
 
-def _number(value: Any, what: str, schema: FeatureSchema) -> float:
+def _shaped_record(record: list[Any], what: str, schema: FeatureSchema) -> list[Any]:
+    """An image or sequence given as nested lists, shaped like one training record."""
+    try:
+        array = np.array(record, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        raise bad_request(f"{what} must be nested lists of numbers shaped {schema.input_shape}") from None
+    if array.size != schema.count:
+        raise bad_request(f"{what} has shape {array.shape}; one record is shaped {schema.input_shape}")
+    return array.ravel().tolist()
+
+
+def _number(value: Any, what: str, schema: FeatureSchema) -> Any:
+    if schema.takes_text:  # text columns: the encoder checks each value against its column's kind
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise bad_request(f"{what}: expected a number or a text value, got a {type(value).__name__}")
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         shown = json.dumps(value)[:40] if isinstance(value, str | None) else type(value).__name__
         raise bad_request(f"{what}: {shown} is not a number; each row needs {schema.count} numbers")
@@ -337,14 +408,21 @@ def _load_npz(body: bytes) -> np.ndarray:
         raise bad_request(message[:300]) from None
 
 
-def _numeric_array(array: np.ndarray, what: str) -> np.ndarray:
+def _array_rows(array: np.ndarray, what: str, schema: FeatureSchema) -> np.ndarray:
+    """(rows, count) from an array of records — flat rows, or images/sequences shaped like a training
+    record — or from a single record."""
     if array.dtype.kind not in "iuf":
         raise bad_request(f"{what} has dtype {array.dtype}; expected integers or floats")
-    if array.ndim == 1:
-        array = array.reshape(1, -1)
-    if array.ndim != 2:
-        raise bad_request(f"{what} has shape {array.shape}; expected (rows, features) or (features,)")
-    return array.astype(np.float64, copy=False)
+    record = schema.input_shape or (schema.count,)
+    shaped = bool(schema.input_shape)
+    if (array.ndim == 2 or (shaped and array.ndim > 2)) and int(np.prod(array.shape[1:])) == schema.count:
+        rows = array.reshape(array.shape[0], schema.count)
+    elif (array.ndim == 1 or shaped) and array.size == schema.count:
+        rows = array.reshape(1, schema.count)  # one record
+    else:
+        expected = ", ".join(map(str, record))
+        raise bad_request(f"{what} has shape {array.shape}; expected (rows, {expected}) or one record ({expected})")
+    return _check_rows(rows.astype(np.float64, copy=False), schema.count)
 
 
 # ---- shared checks -----------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ class ModelRegistry:
                 name,
                 url,
                 artifact,
-                FeatureSchema.of(artifact.feature_count, artifact.feature_names),
+                FeatureSchema.for_model(artifact),
                 memory,
                 extracted,
             )

@@ -47,6 +47,9 @@ def named_model(model: ModelArtifact) -> ModelArtifact:
     """The same network, saved as if training had seen a header row with these column names."""
     metadata = copy.deepcopy(model.metadata)
     metadata.feature_names = list(NAMES)
+    assert metadata.encoder is not None
+    for column, name in zip(metadata.encoder["columns"], NAMES, strict=True):
+        column["name"] = name
     return ModelArtifact(model.network, metadata)
 
 
@@ -167,7 +170,12 @@ def test_json_objects_keyed_by_feature_name(named_client: FlaskClient, model: Mo
         (True, "\n\n", "application/jsonlines", "empty JSON Lines body"),
         (True, b"", "application/x-npy", "empty body: expected an application/x-npy array"),
         (True, b"not numpy", "application/x-npy", "body is not a readable .npy array"),
-        (True, npy_bytes(np.zeros((2, 3))), "application/x-npy", "each row needs 4 features, got 3"),
+        (
+            True,
+            npy_bytes(np.zeros((2, 3))),
+            "application/x-npy",
+            "has shape (2, 3); expected (rows, 4) or one record (4)",
+        ),
         (True, npy_bytes(np.zeros((2, 2, 4))), "application/x-npy", "has shape (2, 2, 4); expected"),
         (True, npy_bytes(np.array(["a", "b"])), "application/x-npy", "has dtype <U1; expected integers"),
         (True, npz_bytes(a=ROWS, b=ROWS), "application/x-npz", ".npz holds a, b; send one array"),
