@@ -3,6 +3,7 @@
 `gunicorn --config python:serve.gunicorn_conf --print-config ...` prints the resolved values.
 """
 
+import gc
 import os
 
 from serve.settings import ServerSettings
@@ -17,13 +18,12 @@ if _settings.multi_model:
     worker_class = "gthread"
     threads = _settings.workers
 else:
-    # One request at a time per worker, as with sync workers, but gthread keeps client connections
-    # alive: measured 1.5x the single-row throughput of sync workers (benchmarks/RESULTS.md).
+    # sync: one request at a time per worker, a new connection per request. gthread with one thread
+    # (keep-alive) measured no consistent gain on the dev VM (benchmarks/RESULTS.md), so the simpler one.
     workers = _settings.workers
-    worker_class = "gthread"
-    threads = 1
-# An idle connection stays open longer than a typical proxy's 60 s idle timeout, so the proxy never
-# reuses a connection that the server is just closing.
+    worker_class = "sync"
+# gthread (multi-model) only: an idle connection stays open longer than a typical proxy's 60 s idle
+# timeout, so the proxy never reuses a connection the server is just closing.
 keepalive = 75
 timeout = _settings.timeout
 # SageMaker sends SIGKILL 30 s after SIGTERM: finish in-flight requests well before that.
@@ -34,6 +34,13 @@ accesslog = "-"
 errorlog = "-"
 loglevel = "info"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def when_ready(server: object) -> None:
+    # Runs in the master after the model is loaded, before the workers fork: moving every object to the
+    # permanent generation keeps the garbage collector from touching (and so copying) the shared pages
+    # in each worker, and from scanning them on every collection.
+    gc.freeze()
 
 
 def post_fork(server: object, worker: object) -> None:
