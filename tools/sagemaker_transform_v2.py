@@ -25,13 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # tools/ has no __init__.py: mypy sees the sibling module by its file name
+if TYPE_CHECKING:  # tools/ has no __init__.py: mypy sees the sibling modules by their file names
     import _localmode_common as common
+    import sagemaker_local_v2 as local_v2
 else:
     try:
         from tools import _localmode_common as common
+        from tools import sagemaker_local_v2 as local_v2
     except ImportError:  # run as a script: python tools/sagemaker_transform_v2.py
         import _localmode_common as common
+        import sagemaker_local_v2 as local_v2
 
 RUN_PREFIX = "optml-v2-transform"
 
@@ -48,11 +51,9 @@ def transform(
     run_name: str,
     environment: dict[str, str] | None = None,
 ) -> dict[str, list[str]]:
-    from sagemaker.local import LocalSession
     from sagemaker.model import Model
 
-    session = LocalSession()
-    session.config = {"local": {"local_code": True, "serving_port": serving_port}}
+    session = local_v2._local_session(serving_port)  # the same local-mode session as train and deploy
     model = Model(
         image_uri=image,
         model_data=common.file_uri(model_data),
