@@ -124,9 +124,20 @@ def decode_request(
         return Records(schema.encode(decode_csv(text, schema)), True)
     # SageMaker batch transform with SplitType=Line sends many JSON records, one per line, as
     # application/json: read those as JSON Lines so each line gets its own answer line.
-    if content_type == "application/jsonlines" or (batch and "\n" in text.strip()):
+    if content_type == "application/jsonlines" or (batch and _several_json_documents(text)):
         return Records(schema.encode(decode_jsonlines(text, schema)), True)
     return Records(schema.encode(decode_json(text, schema)), False)
+
+
+def _several_json_documents(text: str) -> bool:
+    """True for JSON Lines; False for one document, even a pretty-printed one spanning many lines."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as error:
+        return error.msg == "Extra data"  # raised right after the first document: cheap
+    except RecursionError:
+        return False
+    return False
 
 
 def _decode_text(body: bytes, charset: str | None) -> str:

@@ -121,8 +121,11 @@ def test_a_multi_record_body_gets_one_line_per_record_in_order(
         assert [json.loads(text)["label"] for text in lines] == expected
 
 
-def test_a_single_json_document_still_gets_a_json_document_in_batch(batch_client: FlaskClient) -> None:
-    response = batch_client.post("/invocations", json={"instances": ROWS[:3].tolist()})
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_single_json_document_still_gets_a_json_document_in_batch(batch_client: FlaskClient, indent) -> None:
+    body = json.dumps({"instances": ROWS[:3].tolist()}, indent=indent)  # pretty-printed: many lines, one record
+    response = batch_client.post("/invocations", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.get_json()
     assert len(response.get_json()["predictions"]) == 3
 
 
