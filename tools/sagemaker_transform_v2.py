@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # tools/ has no __init__.py: mypy sees the sibling modules by their file names
-    import _localmode_common as common
-    import sagemaker_local_v2 as local_v2
+if TYPE_CHECKING:  # mypy knows the package; at run time a script run has only tools/ on sys.path
+    from tools import _localmode_common as common
+    from tools import sagemaker_local_v2 as local_v2
 else:
     try:
         from tools import _localmode_common as common
