@@ -3,8 +3,8 @@
 Both servers run here under gunicorn with the same number of sync workers, bound to 127.0.0.1 only,
 and are loaded by wrk (`apt-get install -y wrk`) on loopback, interleaved, in the same run:
 
-    .venv/bin/python benchmarks/serve_benchmark.py                     # throughput, latency, RSS
-    .venv/bin/python benchmarks/serve_benchmark.py --image optml:latest  # + container cold start
+    .venv/bin/python -m benchmarks.serve_benchmark                      # throughput, latency, RSS
+    .venv/bin/python -m benchmarks.serve_benchmark --image optml:latest  # + container cold start
 
 Scenarios: one CSV row per request, and 1000 CSV rows per request (30 features, the bundled
 breast-cancer table, a 64-32 MLP trained here for a few epochs). It prints a markdown table; record it
@@ -172,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="extra gunicorn arguments for optml, to try a tuning (e.g. '-k gthread')",
     )
+    parser.add_argument("--quick", action="store_true", help="a smoke check: 1 x 1 s per cell")
     parser.add_argument("--image", help="also measure the image's cold start (docker run → /ping 200)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.repeats = 1, 1
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     connections = args.connections or 2 * args.workers
