@@ -53,7 +53,7 @@ def create_app(
 ) -> Flask:
     """A single-model server over `model`, or with `registry` (and no model) a multi-model one."""
     if (model is None) == (registry is None):
-        raise ValueError("create_app needs a model or a multi-model registry, not both")
+        raise ValueError("create_app needs exactly one of a model and a multi-model registry")
     config = config or ServeConfig()
     schema = FeatureSchema.for_model(model) if model else None
     app = Flask("optml")

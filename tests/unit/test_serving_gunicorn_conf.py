@@ -1,0 +1,37 @@
+"""gunicorn's configuration as the image resolves it from the environment."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+from types import ModuleType
+
+import pytest
+
+
+def load_conf(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ModuleType:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    import serve.gunicorn_conf
+
+    return importlib.reload(serve.gunicorn_conf)
+
+
+def test_single_model_uses_sync_workers_sharing_a_preloaded_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = load_conf(monkeypatch, {"SAGEMAKER_MODEL_SERVER_WORKERS": "3", "SAGEMAKER_BIND_TO_PORT": "9000"})
+    assert (conf.workers, conf.worker_class, conf.preload_app, conf.bind) == (3, "sync", True, ["0.0.0.0:9000"])
+    assert conf.graceful_timeout < 30  # SageMaker's SIGKILL follows SIGTERM after 30 s
+
+
+def test_multi_model_runs_one_process_with_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = load_conf(monkeypatch, {"SAGEMAKER_MULTI_MODEL": "true", "SAGEMAKER_MODEL_SERVER_WORKERS": "4"})
+    assert (conf.workers, conf.worker_class, conf.threads) == (1, "gthread", 4)
+
+
+def test_the_master_freezes_the_garbage_collector_before_forking(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = load_conf(monkeypatch, {})
+    try:
+        conf.when_ready(None)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
