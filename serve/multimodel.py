@@ -13,8 +13,9 @@ import tarfile
 import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from container.archive import UnsafeArchive, safe_extract
 from container.artifact import WEIGHTS_FILE, ModelArtifact, ModelLoadError, load_model
 from serve.codecs import FeatureSchema
 from serve.errors import RequestError, bad_request
@@ -22,34 +23,6 @@ from serve.errors import RequestError, bad_request
 MAX_NAME_LENGTH = 256
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-
-
-class UnsafeArchive(ValueError):
-    """A tarball member would land outside the extraction directory, or is not a file or directory."""
-
-
-def safe_extract(tarball: Path, destination: Path) -> None:
-    """Extract `tarball` into `destination`, refusing absolute names, `..`, links that point outside,
-    and devices or FIFOs — checked for every member before anything is written."""
-    root = destination.resolve()
-    with tarfile.open(tarball, "r:*") as archive:
-        members = archive.getmembers()
-        for member in members:
-            path = PurePosixPath(member.name)
-            if path.is_absolute() or ".." in path.parts:
-                raise UnsafeArchive(f"{member.name!r} would be written outside the model directory")
-            if member.issym() or member.islnk():
-                base = root / path.parent if member.issym() else root
-                target = (base / member.linkname).resolve()
-                if PurePosixPath(member.linkname).is_absolute() or not target.is_relative_to(root):
-                    raise UnsafeArchive(f"link {member.name!r} -> {member.linkname!r} points outside")
-            elif not (member.isfile() or member.isdir()):
-                raise UnsafeArchive(f"{member.name!r} is not a regular file or directory")
-            if not (root / path).resolve().is_relative_to(root):
-                raise UnsafeArchive(f"{member.name!r} would be written outside the model directory")
-        # Python >= 3.11.4 adds its own checks ("data" filter); older 3.11 relies on the loop above.
-        extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        archive.extractall(root, members=members, **extra)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -13,10 +13,11 @@ import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
+from container.archive import UnsafeArchive, safe_extract
 from container.artifact import METADATA_FILE, ModelArtifact, ModelLoadError, load_model
 from container.errors import UserError
 from container.features import FeatureEncoder
@@ -35,30 +36,6 @@ SHAPE_KEYS = (
     "bidirectional",
     "batch_norm",
 )
-
-
-def safe_extract(archive: Path, destination: Path) -> None:
-    """Extract regular files and folders only; refuse absolute paths, `..`, links and devices."""
-    with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        for member in members:
-            path = PurePosixPath(member.name)
-            if path.is_absolute() or ".." in path.parts:
-                raise UserError(f"{archive} holds an unsafe path {member.name!r}: refusing to extract it")
-            if not (member.isfile() or member.isdir()):
-                raise UserError(
-                    f"{archive} holds {member.name!r}, which is a link or device, not a file: refusing to extract it"
-                )
-        for member in members:
-            target = destination / member.name
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(member)
-            assert source is not None
-            with source, open(target, "wb") as out:
-                shutil.copyfileobj(source, out)
 
 
 @dataclass
@@ -95,7 +72,10 @@ def find_model_dir(channel_dir: Path, scratch: Path) -> Path:
             f"channel 'model' ({channel_dir}) holds neither {METADATA_FILE} nor a model.tar.gz from this image"
             f" (found: {', '.join(found) or 'nothing'})"
         )
-    safe_extract(archives[0], scratch)
+    try:
+        safe_extract(archives[0], scratch)
+    except (UnsafeArchive, tarfile.TarError) as error:
+        raise UserError(f"channel 'model': refusing to extract {archives[0]}: {error}") from None
     candidates = [p.parent for p in scratch.rglob(METADATA_FILE)]
     if not candidates:
         raise UserError(f"{archives[0]} is not a model trained by this image: it has no {METADATA_FILE}")
