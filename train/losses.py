@@ -15,7 +15,9 @@ from torch.nn import functional as F
 
 from container.artifact import BINARY, MULTICLASS
 
-PerRowLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (outputs, targets, reduction) → loss; reduction "none" gives one value per row, "mean" their mean in one
+# kernel (the common, unweighted case on every training step).
+PerRowLoss = Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
 DEFAULT_LOSS = {BINARY: "bce", MULTICLASS: "cross_entropy"}
 
 
@@ -30,33 +32,35 @@ def resolve_loss_name(name: str, task: str) -> str:
 def focal_loss(task: str, gamma: float, alpha: float) -> PerRowLoss:
     """Lin et al. 2017: cross-entropy scaled by (1 - p_t)^γ, so easy, well-classified rows count less."""
 
-    def binary(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def binary(outputs: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
         logits, labels = outputs[:, 0], targets.to(outputs.dtype)
         ce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         p_t = torch.exp(-ce)
         alpha_t = alpha * labels + (1 - alpha) * (1 - labels)
-        return alpha_t * (1 - p_t) ** gamma * ce
+        losses = alpha_t * (1 - p_t) ** gamma * ce
+        return losses.mean() if reduction == "mean" else losses
 
-    def multiclass(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def multiclass(outputs: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
         ce = F.cross_entropy(outputs, targets, reduction="none")
-        return (1 - torch.exp(-ce)) ** gamma * ce
+        losses = (1 - torch.exp(-ce)) ** gamma * ce
+        return losses.mean() if reduction == "mean" else losses
 
     return binary if task == BINARY else multiclass
 
 
 def per_row_loss(name: str, task: str, *, huber_delta: float, focal_gamma: float, focal_alpha: float) -> PerRowLoss:
     if name == "bce":
-        return lambda out, y: F.binary_cross_entropy_with_logits(out[:, 0], y.to(out.dtype), reduction="none")
+        return lambda out, y, r: F.binary_cross_entropy_with_logits(out[:, 0], y.to(out.dtype), reduction=r)
     if name == "cross_entropy":
-        return lambda out, y: F.cross_entropy(out, y, reduction="none")
+        return lambda out, y, r: F.cross_entropy(out, y, reduction=r)
     if name == "focal":
         return focal_loss(task, focal_gamma, focal_alpha)
     if name == "mse":
-        return lambda out, y: F.mse_loss(out[:, 0], y.to(out.dtype), reduction="none")
+        return lambda out, y, r: F.mse_loss(out[:, 0], y.to(out.dtype), reduction=r)
     if name == "mae":
-        return lambda out, y: F.l1_loss(out[:, 0], y.to(out.dtype), reduction="none")
+        return lambda out, y, r: F.l1_loss(out[:, 0], y.to(out.dtype), reduction=r)
     if name == "huber":
-        return lambda out, y: F.huber_loss(out[:, 0], y.to(out.dtype), reduction="none", delta=huber_delta)
+        return lambda out, y, r: F.huber_loss(out[:, 0], y.to(out.dtype), reduction=r, delta=huber_delta)
     raise ValueError(f"unknown loss {name!r}")
 
 
@@ -80,7 +84,7 @@ class LossFunction:
     def parts(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of weighted row losses, sum of weights): data-parallel training adds both up across
         processes before dividing, so the loss is the global batch's weighted mean."""
-        losses = self.row_loss(outputs, targets)
+        losses = self.row_loss(outputs, targets, "none")
         if self.class_weights is None:
             return losses.sum(), torch.tensor(float(len(losses)), device=losses.device)
         weights = self.class_weights.to(losses.device)[targets.long()]
@@ -88,6 +92,6 @@ class LossFunction:
 
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.class_weights is None:
-            return self.row_loss(outputs, targets).mean()
+            return self.row_loss(outputs, targets, "mean")
         total, weight = self.parts(outputs, targets)
         return total / weight

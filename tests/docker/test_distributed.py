@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 import numpy as np
 import pytest
 from docker.models.containers import Container
-from docker.models.networks import Network
 from safetensors.numpy import load_file
 
 from tests.conftest import make_classification, make_opt_ml
@@ -32,48 +31,48 @@ def host_tree(root: Path, host: str, hosts: list[str]) -> Path:
     return tree
 
 
+StartHost = Callable[..., Container]
+
+
 @pytest.fixture
-def network(docker_client: docker.DockerClient) -> Iterator[Network]:
-    created = docker_client.networks.create(f"optml-test-{uuid.uuid4().hex[:8]}", driver="bridge")
-    yield created
-    created.reload()
-    for container in created.containers:
-        container.remove(force=True)
-    created.remove()
+def start_host(docker_client: docker.DockerClient, image: str) -> Iterator[StartHost]:
+    """Starts `train` containers on one fresh network, each reachable by its SageMaker host name (algo-1, ...).
+    Every container, exited or not, and the network are removed afterwards."""
+    network = docker_client.networks.create(f"optml-test-{uuid.uuid4().hex[:8]}", driver="bridge")
+    started: list[Container] = []
+
+    def start(host: str, tree: Path, env: dict[str, str] | None = None) -> Container:
+        container = docker_client.containers.create(
+            image,
+            ["train"],
+            hostname=host,
+            volumes={str(tree): {"bind": "/opt/ml", "mode": "rw"}},
+            environment=env or {},
+            network=network.name,
+        )
+        started.append(container)
+        network.disconnect(container)
+        network.connect(container, aliases=[host])  # resolvable as algo-1 / algo-2, as on SageMaker
+        container.start()
+        return container
+
+    yield start
+    for container in started:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    network.remove()
 
 
-def start_host(
-    docker_client: docker.DockerClient,
-    image: str,
-    network: Network,
-    host: str,
-    tree: Path,
-    env: dict[str, str] | None = None,
-) -> Container:
-    container = docker_client.containers.create(
-        image,
-        ["train"],
-        hostname=host,
-        volumes={str(tree): {"bind": "/opt/ml", "mode": "rw"}},
-        environment=env or {},
-        network=network.name,
-    )
-    network.disconnect(container)
-    network.connect(container, aliases=[host])  # resolvable as algo-1 / algo-2, as on SageMaker
-    container.start()
-    return container
-
-
-def test_two_hosts_reach_the_weights_of_one(
-    tmp_path: Path, docker_client: docker.DockerClient, image: str, network: Network
-) -> None:
+def test_two_hosts_reach_the_weights_of_one(tmp_path: Path, start_host: StartHost) -> None:
     single = host_tree(tmp_path / "single", "algo-1", ["algo-1"])
-    status, logs = wait_for_exit(start_host(docker_client, image, network, "algo-1", single))
+    status, logs = wait_for_exit(start_host("algo-1", single))
     assert status == 0, logs
 
     hosts = ["algo-1", "algo-2"]
     trees = {host: host_tree(tmp_path / "pair", host, hosts) for host in hosts}
-    containers = {host: start_host(docker_client, image, network, host, trees[host]) for host in reversed(hosts)}
+    containers = {host: start_host(host, trees[host]) for host in reversed(hosts)}
     results = {host: wait_for_exit(container) for host, container in containers.items()}
     for host, (status, logs) in results.items():
         assert status == 0, f"{host}:\n{logs}"
@@ -87,11 +86,9 @@ def test_two_hosts_reach_the_weights_of_one(
     assert [p.name for p in (trees["algo-2"] / "checkpoints").glob("*.pt")]  # every host checkpoints itself
 
 
-def test_a_peer_that_never_appears_fails_the_job_with_its_name(
-    tmp_path: Path, docker_client: docker.DockerClient, image: str, network: Network
-) -> None:
+def test_a_peer_that_never_appears_fails_the_job_with_its_name(tmp_path: Path, start_host: StartHost) -> None:
     tree = host_tree(tmp_path, "algo-1", ["algo-1", "algo-2"])
-    container = start_host(docker_client, image, network, "algo-1", tree, {"OPTML_PEER_WAIT_SECONDS": "3"})
+    container = start_host("algo-1", tree, {"OPTML_PEER_WAIT_SECONDS": "3"})
     status, _ = wait_for_exit(container, timeout=120)
     assert status == 1
     assert (

@@ -124,10 +124,10 @@ def test_frozen_blocks_keep_their_weights_while_the_head_trains() -> None:
 
 def test_focal_loss_with_no_focusing_is_alpha_weighted_cross_entropy() -> None:
     logits, labels = torch.tensor([[2.0], [-1.0], [0.5]]), torch.tensor([1, 0, 1])
-    focal = per_row_loss("focal", BINARY, huber_delta=1.0, focal_gamma=0.0, focal_alpha=0.5)(logits, labels)
+    focal = per_row_loss("focal", BINARY, huber_delta=1.0, focal_gamma=0.0, focal_alpha=0.5)(logits, labels, "none")
     bce = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
     torch.testing.assert_close(focal, 0.5 * bce)
-    focused = per_row_loss("focal", BINARY, huber_delta=1.0, focal_gamma=2.0, focal_alpha=0.5)(logits, labels)
+    focused = per_row_loss("focal", BINARY, huber_delta=1.0, focal_gamma=2.0, focal_alpha=0.5)(logits, labels, "none")
     assert focused[0] < 0.1 * focal[0]  # the confident, correct row almost vanishes
 
 
