@@ -18,12 +18,12 @@ help: ## list the targets
 $(VENV)/.installed: requirements/dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "optml needs Python 3.11 (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements/dev.lock
+	$(VENV)/bin/pip install -qq --disable-pip-version-check -r requirements/dev.lock
 	touch $@
 
 $(VENV_SDK2)/.installed: requirements/sdk-v2.lock
 	$(PYTHON) -m venv $(VENV_SDK2)
-	$(VENV_SDK2)/bin/pip install -q --disable-pip-version-check -r requirements/sdk-v2.lock
+	$(VENV_SDK2)/bin/pip install -qq --disable-pip-version-check -r requirements/sdk-v2.lock
 	touch $@
 
 .PHONY: venv
@@ -31,7 +31,7 @@ venv: $(VENV)/.installed $(VENV_SDK2)/.installed ## create the dev venv (SDK v3)
 
 wheelhouse/.complete: requirements/image.lock
 	mkdir -p wheelhouse
-	$(PYTHON) -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+	$(PYTHON) -m pip download -qq --disable-pip-version-check --no-deps --only-binary=:all: \
 		-r requirements/image.lock -d wheelhouse
 	touch $@
 

@@ -127,6 +127,24 @@ def _status_checking_deserializer() -> Any:
     return StatusCheckingDeserializer(accept="text/csv")
 
 
+def local_model(
+    image: str, model_data: Path, serving_port: int, run_name: str, environment: Mapping[str, str] | None = None
+) -> Any:
+    """A SDK v2 `Model` of the image and a local model.tar.gz, in the local-mode session (deploy, transform)."""
+    from sagemaker.model import Model
+    from sagemaker.predictor import Predictor
+
+    return Model(
+        image_uri=image,
+        model_data=common.file_uri(model_data),
+        role=common.DUMMY_ROLE,
+        env=dict(environment or {}),
+        name=run_name,
+        predictor_cls=Predictor,
+        sagemaker_session=_local_session(serving_port),
+    )
+
+
 def deploy_and_predict(
     image: str,
     model_data: Path,
@@ -137,8 +155,6 @@ def deploy_and_predict(
     janitor: common.DockerJanitor | None = None,
 ) -> list[str]:
     """Deploy ``model_data`` to a local endpoint, predict ``rows`` as text/csv, delete the endpoint."""
-    from sagemaker.model import Model
-    from sagemaker.predictor import Predictor
     from sagemaker.serializers import CSVSerializer
 
     run_name = run_name or common.new_run_name(RUN_PREFIX)
@@ -146,16 +162,8 @@ def deploy_and_predict(
     janitor = janitor or common.DockerJanitor(run_name)
     common.require_free_port(serving_port)
 
-    session = _local_session(serving_port)
-    model = Model(
-        image_uri=image,
-        model_data=common.file_uri(model_data),
-        role=common.DUMMY_ROLE,
-        env=dict(environment or {}),
-        name=run_name,
-        predictor_cls=Predictor,
-        sagemaker_session=session,
-    )
+    model = local_model(image, model_data, serving_port, run_name, environment)
+    session = model.sagemaker_session
     predictor = None
     common.log(f"deploying local endpoint {run_name} on port {serving_port} (waits for /ping)")
     try:

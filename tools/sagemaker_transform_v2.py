@@ -51,17 +51,7 @@ def transform(
     run_name: str,
     environment: dict[str, str] | None = None,
 ) -> dict[str, list[str]]:
-    from sagemaker.model import Model
-
-    session = local_v2._local_session(serving_port)  # the same local-mode session as train and deploy
-    model = Model(
-        image_uri=image,
-        model_data=common.file_uri(model_data),
-        role=common.DUMMY_ROLE,
-        env=dict(environment or {}),
-        name=run_name,
-        sagemaker_session=session,
-    )
+    model = local_v2.local_model(image, model_data, serving_port, run_name, environment)
     transformer = model.transformer(
         instance_count=1,
         instance_type="local",

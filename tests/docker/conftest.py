@@ -24,7 +24,12 @@ def run_container(docker_client: docker.DockerClient, image: str) -> Iterator[Ca
         return container
 
     yield start
-    for container in started:
+    remove_all(started)
+
+
+def remove_all(containers: list[Container]) -> None:
+    """Force-remove containers, running or exited; ones already gone are fine."""
+    for container in containers:
         try:
             container.remove(force=True)
         except docker.errors.NotFound:

@@ -14,7 +14,7 @@ from docker.models.containers import Container
 from safetensors.numpy import load_file
 
 from tests.conftest import make_classification, make_opt_ml
-from tests.docker.conftest import wait_for_exit
+from tests.docker.conftest import remove_all, wait_for_exit
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -57,11 +57,7 @@ def start_host(docker_client: docker.DockerClient, image: str) -> Iterator[Start
         return container
 
     yield start
-    for container in started:
-        try:
-            container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
+    remove_all(started)
     network.remove()
 
 
