@@ -108,6 +108,15 @@ class Predictions:
     scores: np.ndarray | None  # shape (rows, classes), probabilities; None for regression
 
 
+def class_probabilities(task: str, outputs: torch.Tensor) -> torch.Tensor:
+    """The output activation for classification: (rows, classes) probabilities from the raw logits —
+    sigmoid of the single logit (binary) or softmax (multiclass). Training's metrics use it too."""
+    if task == BINARY:
+        positive = torch.sigmoid(outputs[:, 0])
+        return torch.stack([1 - positive, positive], dim=1)
+    return torch.softmax(outputs, dim=1)
+
+
 class ModelArtifact:
     """A loaded model, ready to predict on raw (unscaled) feature rows."""
 
@@ -145,11 +154,7 @@ class ModelArtifact:
             if self.task == REGRESSION:
                 values = outputs[:, 0] * self.metadata.target_std + self.metadata.target_mean
                 return Predictions(labels=[float(v) for v in values.tolist()], scores=None)
-            if self.task == BINARY:
-                positive = torch.sigmoid(outputs[:, 0])
-                probabilities = torch.stack([1 - positive, positive], dim=1)
-            else:
-                probabilities = torch.softmax(outputs, dim=1)
+            probabilities = class_probabilities(self.task, outputs)
             indices = probabilities.argmax(dim=1).tolist()
             classes = self.metadata.classes
             return Predictions(labels=[classes[i] for i in indices], scores=probabilities.numpy())

@@ -32,6 +32,16 @@ class FeatureError(ValueError):
     """A row that cannot be encoded; the message names the row and column (1-based)."""
 
 
+def is_number(text: str) -> bool:
+    """Whether a CSV field reads as a number: the test both training's header detection and serving's
+    CSV decoding use."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def category_text(value: object) -> str:
     """The text a category is stored as. 3 and 3.0 are the same category, so a CSV request's "3" matches
     a JSON request's 3 and the training column's integer 3."""

@@ -18,7 +18,7 @@ import pyarrow as pa
 from pyarrow import csv as pa_csv
 
 from container.artifact import ModelArtifact
-from container.features import FeatureEncoder, FeatureError
+from container.features import FeatureEncoder, FeatureError, is_number
 from serve.errors import RequestError, bad_request
 from serve.outputs import Result
 
@@ -181,7 +181,7 @@ def _looks_like_header(line: str, schema: FeatureSchema) -> bool:
     fields = [field.strip().strip('"').strip() for field in line.split(",")]
     if schema.takes_text:
         return sorted(fields) == sorted(schema.names)
-    return all(field and not _is_float(field) for field in fields)
+    return all(field and not is_number(field) for field in fields)
 
 
 def _header_order(line: str, schema: FeatureSchema) -> list[int]:
@@ -253,7 +253,7 @@ def _parse_csv_carefully(data: str, schema: FeatureSchema, first_line: int) -> R
             continue
         row = []
         for column, field in enumerate(fields, start=1):
-            if not _is_float(field):
+            if not is_number(field):
                 shown = field.strip()[:40]
                 raise bad_request(f"CSV line {number}, column {column}: {shown!r} is not a number")
             row.append(float(field))
@@ -261,14 +261,6 @@ def _parse_csv_carefully(data: str, schema: FeatureSchema, first_line: int) -> R
     if schema.takes_text:
         return text_rows
     return _check_rows(np.asarray(values, dtype=np.float64), count, first_line)
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 # ---- JSON and JSON Lines -----------------------------------------------------------------------------

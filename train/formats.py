@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from pyarrow import csv, json
 
 from container.errors import UserError
+from container.features import is_number
 
 CSV = "csv"
 PARQUET = "parquet"
@@ -138,14 +139,6 @@ def csv_sample(path: Path, max_rows: int = 200) -> list[list[str]]:
     return rows[:max_rows]
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def looks_like_header(sample: Sequence[Sequence[str]]) -> bool:
     """True when the first row names the columns rather than holding data.
 
@@ -165,7 +158,7 @@ def looks_like_header(sample: Sequence[Sequence[str]]) -> bool:
         return not pandas_index
     for index in range(len(first)):
         below = [row[index] for row in rest if index < len(row) and row[index].strip()]
-        if below and all(_is_number(cell) for cell in below):
+        if below and all(is_number(cell) for cell in below):
             return True
     return all(
         all(index >= len(row) or row[index] != cell for row in rest) for index, cell in enumerate(first) if cell.strip()
@@ -174,7 +167,7 @@ def looks_like_header(sample: Sequence[Sequence[str]]) -> bool:
 
 def all_text(cells: Sequence[str]) -> bool:
     """Every cell holds something that is not a number, as in a header row."""
-    return all(cell.strip() and not _is_number(cell) for cell in cells)
+    return all(cell.strip() and not is_number(cell) for cell in cells)
 
 
 def read_csv(path: Path, header: bool, text_columns: Sequence[str] = ()) -> pa.Table:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from container.artifact import BINARY, REGRESSION
+from container.artifact import REGRESSION, class_probabilities
 from train import distributed
 from train.checkpoints import Checkpointer, restore_rng_states, rng_states
 from train.distributed import Topology
@@ -62,10 +62,7 @@ class Objective:
     f_beta: float = 1.0
 
     def probabilities(self, outputs: torch.Tensor) -> np.ndarray:
-        if self.task == BINARY:
-            positive = torch.sigmoid(outputs[:, 0])
-            return torch.stack([1 - positive, positive], dim=1).numpy()
-        return torch.softmax(outputs, dim=1).numpy()
+        return class_probabilities(self.task, outputs).numpy()
 
     def score(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Loss and the task's metrics (regression metrics in the original label units)."""
