@@ -114,7 +114,7 @@ def _tabular_encoder(channel: str, width: int, encoder: FeatureEncoder | None) -
         return FeatureEncoder(tuple(FeatureColumn(f"feature {i + 1}") for i in range(width)))
     if encoder.categorical or len(encoder.columns) != width:
         raise UserError(
-            f"channel {channel!r} has {width} features per row but channel 'train' has"
+            f"channel {channel!r} has {width} features per row but the model's training data has"
             f" {len(encoder.columns)} columns ({', '.join(encoder.input_names[:10])})"
         )
     return encoder

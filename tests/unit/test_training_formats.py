@@ -136,3 +136,17 @@ def test_time_column_orders_walk_forward_folds(tmp_path: Path) -> None:
     assert evaluation["cross_validation"]["strategy"] == "timeseries"
     assert len(evaluation["cross_validation"]["folds"]) == 3
     assert load_model(root / "model").metadata.feature_names == ["x1", "x2"]  # the time column is no feature
+
+
+def test_npz_validation_with_another_width_names_both(tmp_path: Path) -> None:
+    root = make_opt_ml(tmp_path, None, None, {"epochs": "1"})
+    for channel, width in (("train", 4), ("validation", 3)):
+        (root / "input/data" / channel).mkdir(parents=True)
+        np.savez(root / f"input/data/{channel}/d.npz", x=np.zeros((10, width)), y=np.arange(10) % 2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPTML_ROOT", str(root))
+        assert main([]) == 1
+    assert (root / "output/failure").read_text() == (
+        "channel 'validation' has 3 features per row but the model's training data has 4 columns"
+        " (feature 1, feature 2, feature 3, feature 4)"
+    )
