@@ -12,7 +12,6 @@ the output activation (sigmoid, softmax or none), in the loss and in `ModelArtif
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,7 +206,3 @@ def freeze_blocks(network: nn.Module, count: int) -> None:
     for block in list(blocks)[:count]:
         block.requires_grad_(False)
         block.eval()
-
-
-def input_size(spec: NetworkSpec) -> int:
-    return math.prod(spec.input_shape)

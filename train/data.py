@@ -23,7 +23,7 @@ from train.arrays import FEATURES_FIELD, ArrayPart, assemble_arrays, list_column
 from train.dataset import MIN_ROWS, DataOptions, Dataset
 from train.tabular import DEFAULT_LABEL, Source, assemble, checked_labels, label_array
 
-__all__ = ["DataOptions", "Dataset", "channel_files", "load_channel", "load_csv_channel"]
+__all__ = ["DataOptions", "Dataset", "channel_files", "load_channel"]
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,3 @@ def load_channel(channel: str, directory: Path, options: DataOptions, encoder: F
         time.perf_counter() - started,
     )
     return dataset
-
-
-def load_csv_channel(channel: str, directory: Path) -> Dataset:
-    """The walking skeleton's entry point: SageMaker CSV (or any format, sniffed) with default options."""
-    return load_channel(channel, directory, DataOptions())

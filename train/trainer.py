@@ -24,7 +24,7 @@ from train.distributed import Topology
 from train.hyperparameters import Hyperparameters
 from train.interrupt import TrainingStopped
 from train.losses import LossFunction
-from train.metrics import TASK_METRICS, classification_metrics, is_lower_better, regression_metrics
+from train.metrics import classification_metrics, is_lower_better, regression_metrics
 from train.optim import Scheduler, build_optimizer, build_scheduler, l1_penalty
 
 log = logging.getLogger(__name__)
@@ -368,7 +368,3 @@ def agree_on_resume_point(checkpointer: Checkpointer, saved: dict[str, Any] | No
         log.warning("another process has no checkpoint: starting over on every process")
         return None
     return checkpointer.load_at(*agreed)
-
-
-def metric_names(task: str) -> tuple[str, ...]:
-    return ("loss", *TASK_METRICS[task])
