@@ -42,6 +42,7 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_ms_per_request: float  # the server's processes (master + workers), user + system time
 
 
 def free_port() -> int:
@@ -103,17 +104,36 @@ def server(name: str, command: list[str], env: dict[str, str], port: int) -> Ite
         process.wait(timeout=30)
 
 
-def wrk(port: int, body: str, seconds: int, connections: int, scratch: Path) -> Load:
+def wrk(port: int, body: str, seconds: int, connections: int, scratch: Path, server_pid: int) -> Load:
     script = scratch / "post.lua"
     script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "text/csv"\nwrk.body = [==[{body}]==]\n')
+    cpu_before = cpu_seconds(server_pid)
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
          f"http://127.0.0.1:{port}/invocations"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
+    cpu = cpu_seconds(server_pid) - cpu_before
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    count = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return Load(rate, _percentile(output, "50%"), _percentile(output, "99%"), int(errors.group(1)) if errors else 0)
+    return Load(
+        rate,
+        _percentile(output, "50%"),
+        _percentile(output, "99%"),
+        int(errors.group(1)) if errors else 0,
+        1000 * cpu / max(count, 1),
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a server: its master and workers. Unlike requests/s on a shared machine,
+    the CPU a request costs does not depend on what else the machine is doing."""
+    ticks = 0
+    for process in process_tree(pid):
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(output: str, label: str) -> float:
@@ -203,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         memory: dict[str, list[dict[str, int]]] = {}
         with server("baseline", commands["baseline"], envs["baseline"], ports["baseline"]) as baseline_process:
             with server("optml", commands["optml"], envs["optml"], ports["optml"]) as optml_process:
+                pids = {"baseline": baseline_process.pid, "optml": optml_process.pid}
                 for body in bodies.values():  # same answers from both, and a warm-up
                     answers = [
                         requests.post(f"http://127.0.0.1:{ports[name]}/invocations", data=body,
@@ -213,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.repeats):
                     for scenario, body in bodies.items():
                         for name in ("baseline", "optml"):
-                            load = wrk(ports[name], body, args.seconds, connections, scratch)
+                            load = wrk(ports[name], body, args.seconds, connections, scratch, pids[name])
                             results.setdefault((name, scenario), []).append(load)
                 for name, process in (("baseline", baseline_process), ("optml", optml_process)):
                     memory[name] = [memory_kib(pid) for pid in process_tree(process.pid)]
@@ -251,9 +272,11 @@ def report(
             ("rows/s" if rows > 1 else "requests/s", "requests_per_s", rows),
             ("p50 latency ms", "p50_ms", 1),
             ("p99 latency ms", "p99_ms", 1),
+            ("server CPU ms per request", "cpu_ms_per_request", 1),
         ):
             base, ours = median("baseline", scenario, field) * scale, median("optml", scenario, field) * scale
-            lines.append(f"| {scenario} | {metric} | {base:,.1f} | {ours:,.1f} | {ours / base:.2f}x |")
+            digits = 2 if field == "cpu_ms_per_request" else 1
+            lines.append(f"| {scenario} | {metric} | {base:,.{digits}f} | {ours:,.{digits}f} | {ours / base:.2f}x |")
         errors = sum(load.errors for name in ("baseline", "optml") for load in results[(name, scenario)])
         if errors:
             lines.append(f"| {scenario} | non-2xx answers | | | {errors} |")

@@ -1,7 +1,7 @@
 """The HTTP app — the map of the server. Every route, and where its request goes:
 
   GET  /ping                    200 once a model is loaded (multi-model: once the app is up)
-  POST /invocations             invoke(): custom attributes → Accept → decode body → predict → encode
+  POST /invocations             invoke(): custom attributes → Accept → read body → decode → predict → encode
   GET  /execution-parameters    batch transform settings (batch.py)
   multi-model endpoints only (registry in multimodel.py):
   POST /models  GET /models  GET|DELETE /models/<name>  POST /models/<name>/invoke → invoke()
@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from container.artifact import ModelArtifact
 from serve.batch import ExecutionParameters
+from serve.body import read_body
 from serve.codecs import FeatureSchema, decode_request, encode_response
 from serve.errors import RequestError, bad_request
 from serve.multimodel import ModelRegistry
@@ -80,7 +81,7 @@ def create_app(
         check_options(options, served.task)
         response_type = choose_response_type(request.headers.get("Accept"), config.default_accept, request.mimetype)
         records = decode_request(
-            request.get_data(cache=False),
+            read_body(),
             request.mimetype,
             request.mimetype_params,
             served_schema,

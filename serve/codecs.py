@@ -43,6 +43,8 @@ TEXT_CHARSETS = {
 PYARROW_MIN_BYTES = 16 * 1024
 NPZ_ARRAY_NAMES = ("instances", "features", "x", "X")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+_ARROW_READ = pa_csv.ReadOptions(autogenerate_column_names=True, use_threads=False)
+_ARROW_PARSE = pa_csv.ParseOptions(quote_char=False, double_quote=False, escape_char=False)
 NPZ_MAX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024  # a small .npz must not inflate into all of memory
 
 
@@ -176,6 +178,15 @@ def decode_csv(text: str, schema: FeatureSchema) -> RawRows:
     return raw[:, order] if isinstance(raw, np.ndarray) else [[row[i] for i in order] for row in raw]
 
 
+def warm_up_csv(schema: FeatureSchema) -> None:
+    """Parse a large CSV body once, as a request would. pyarrow imports pandas the first time it converts a
+    column (~0.3 s): done in gunicorn's master before the fork, every worker shares the loaded modules
+    instead of each worker's first large request paying for them."""
+    if not schema.takes_text:
+        row = ",".join(["0"] * schema.count) + "\n"
+        decode_csv(row * (PYARROW_MIN_BYTES // len(row) + 1), schema)
+
+
 def _looks_like_header(line: str, schema: FeatureSchema) -> bool:
     """All fields are text — or, for a model with text columns, the fields are exactly its column names."""
     fields = [field.strip().strip('"').strip() for field in line.split(",")]
@@ -215,9 +226,14 @@ def _parse_csv_fast(data: str, feature_count: int) -> np.ndarray | None:
         if len(data) >= PYARROW_MIN_BYTES:
             table = pa_csv.read_csv(
                 pa.py_buffer(data.encode("utf-8")),
-                read_options=pa_csv.ReadOptions(autogenerate_column_names=True, use_threads=False),
+                read_options=_ARROW_READ,
+                # Plain numbers only: no quoting and no null markers lets arrow take its fastest path
+                # (~10% on 1000 rows); a quoted or empty field fails here and the careful parser names it.
+                parse_options=_ARROW_PARSE,
                 convert_options=pa_csv.ConvertOptions(
-                    column_types={f"f{i}": pa.float64() for i in range(feature_count)}
+                    column_types={f"f{i}": pa.float64() for i in range(feature_count)},
+                    null_values=[],
+                    strings_can_be_null=False,
                 ),
             )
             if table.num_columns != feature_count:
@@ -449,10 +465,6 @@ def _check_rows(rows: np.ndarray, feature_count: int, first_row: int = 1) -> np.
 # ---- responses ---------------------------------------------------------------------------------------
 
 
-def _label_text(label: object) -> str:
-    return repr(label) if isinstance(label, float) else str(label)
-
-
 def _score(value: float) -> float:
     return round(float(value), 6)
 
@@ -461,13 +473,13 @@ def encode_csv(result: Result, output: str | None) -> bytes:
     """One line per record: the label (or the top-k labels), or with output=probabilities the class
     probabilities (or top-k `label,probability` pairs)."""
     if output == "probabilities" and result.top is not None:
-        lines = [",".join(f"{_label_text(lbl)},{_score(p)!r}" for lbl, p in top) for top in result.top]
+        lines = [",".join(f"{lbl},{_score(p)!r}" for lbl, p in top) for top in result.top]
     elif output == "probabilities" and result.scores is not None:
         lines = [",".join(repr(_score(p)) for p in scores) for scores in result.scores]
     elif result.top is not None:
-        lines = [",".join(_label_text(label) for label, _ in top) for top in result.top]
+        lines = [",".join(str(label) for label, _ in top) for top in result.top]
     else:
-        lines = [_label_text(label) for label in result.labels]
+        lines = list(map(str, result.labels))  # str(float) is its shortest round-trip repr
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 

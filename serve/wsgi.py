@@ -12,6 +12,7 @@ from container.logs import configure_logging
 from container.paths import Paths
 from serve.app import ServeConfig, create_app
 from serve.batch import ExecutionParameters
+from serve.codecs import FeatureSchema, warm_up_csv
 from serve.multimodel import ModelRegistry
 from serve.settings import ServerSettings
 
@@ -45,4 +46,5 @@ def create_app_from_environment() -> Flask:
         log.error("cannot start: %s", error)
         raise SystemExit(3) from None
     log.info("loaded %s model from %s (%d features)", model.task, paths.model_dir, model.feature_count)
+    warm_up_csv(FeatureSchema.for_model(model))
     return create_app(model, config)
