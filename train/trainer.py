@@ -30,7 +30,7 @@ from train.optim import Scheduler, build_optimizer, build_scheduler, l1_penalty
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 4096  # rows per forward pass when evaluating: bounds memory on large channels
-TRAIN_METRICS_SAMPLE = 50_000  # rows of an epoch's outputs the train metrics (but the loss) are computed on
+TRAIN_METRICS_SAMPLE = 50_000  # about this many rows of an epoch's outputs feed the train metrics (not the loss)
 
 
 @dataclass(frozen=True)
@@ -86,18 +86,23 @@ def predict_outputs(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
     return torch.cat([network(features[start : start + EVAL_BATCH].to(device)).cpu() for start in chunks])
 
 
-def train_scores(objective: Objective, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    """Train metrics over the epoch's own forward passes (weights moving, dropout on), as Keras reports them.
-
-    The loss covers every row; the other metrics a fixed, evenly spaced sample of at most
-    TRAIN_METRICS_SAMPLE rows, so their cost per epoch stays bounded however large the channel (sorting
-    for the AUC is what grows). They are diagnostics — the train/validation gap — and a 50,000-row sample
-    pins them to a few tenths of a percent; validation and test metrics always use every row.
+def train_scores(
+    objective: Objective, sampled_outputs: torch.Tensor, sampled_targets: torch.Tensor, loss: float
+) -> dict[str, float]:
+    """Train metrics of an epoch, from its own forward passes (weights moving, dropout on), as Keras reports
+    them. `loss` is the weighted mean over every row, summed up as the batches trained; the other metrics
+    use the outputs of an evenly spaced sample of the epoch's batches (see `sampled_batches`), so that
+    neither their cost nor the memory held for them grows with the channel. They are diagnostics — the
+    train/validation gap — and ~50,000 rows pin them to a few tenths of a percent; validation and test
+    metrics always use every row.
     """
-    if len(outputs) <= TRAIN_METRICS_SAMPLE:
-        return objective.score(outputs, targets)
-    rows = torch.linspace(0, len(outputs) - 1, TRAIN_METRICS_SAMPLE).long()
-    return objective.score(outputs[rows], targets[rows]) | {"loss": float(objective.loss(outputs, targets))}
+    return objective.score(sampled_outputs, sampled_targets) | {"loss": loss}
+
+
+def sampled_batches(rows: int) -> int:
+    """Keep the outputs of every n-th batch for the train metrics: n such that about TRAIN_METRICS_SAMPLE
+    rows (between 1 and 2 times that) are kept; every batch of a small channel."""
+    return max(1, rows // TRAIN_METRICS_SAMPLE)
 
 
 def evaluate(network: nn.Module, split: Split, objective: Objective) -> dict[str, float]:
@@ -171,8 +176,26 @@ class LoopState:
     epoch: int = 1  # the epoch in progress, 1-based
     batches_done: int = 0  # batches of that epoch already trained
     order: torch.Tensor | None = None  # that epoch's row order, once drawn
-    outputs_seen: list[torch.Tensor] = field(default_factory=list)  # for the epoch's train metrics
+    # For the epoch's train metrics: every batch's loss and weight so far, and the outputs and targets of
+    # the sampled batches. Appending is all a step costs; the sums wait for the epoch's end.
+    losses_seen: list[torch.Tensor] = field(default_factory=list)
+    weights_seen: list[torch.Tensor | int] = field(default_factory=list)
+    outputs_seen: list[torch.Tensor] = field(default_factory=list)
     targets_seen: list[torch.Tensor] = field(default_factory=list)
+
+    def epoch_loss(self) -> float:
+        """The weighted mean loss over every row the epoch trained on, on every process together."""
+        losses = torch.stack(self.losses_seen).double()
+        if all(isinstance(weight, int) for weight in self.weights_seen):
+            weights = torch.tensor(self.weights_seen, dtype=torch.float64, device=losses.device)
+        else:
+            weights = torch.stack([torch.as_tensor(weight) for weight in self.weights_seen]).double()
+        total, weight = distributed.all_reduce_sum(torch.stack([(losses * weights).sum(), weights.sum()])).tolist()
+        return float(total / weight)
+
+    def next_epoch(self) -> None:
+        self.epoch, self.batches_done, self.order = self.epoch + 1, 0, None
+        self.losses_seen, self.weights_seen, self.outputs_seen, self.targets_seen = [], [], [], []
 
 
 @dataclass
@@ -195,6 +218,8 @@ class Loop:
             "history": {"epochs": state.history.epochs, "stopped_early": state.history.stopped_early},
             "order": state.order,
             "generator": state.generator.get_state(),
+            "losses_seen": state.losses_seen,
+            "weights_seen": state.weights_seen,
             "outputs_seen": torch.cat(state.outputs_seen) if state.outputs_seen else None,
             "targets_seen": torch.cat(state.targets_seen) if state.targets_seen else None,
             "rng": rng_states(),
@@ -213,6 +238,9 @@ class Loop:
         )
         state.epoch, state.batches_done, state.order = saved["epoch"], saved["batches_done"], saved["order"]
         state.generator.set_state(saved["generator"])
+        device = next(self.network.parameters()).device  # checkpoints load onto the CPU
+        state.losses_seen = [loss.to(device) for loss in saved["losses_seen"]]
+        state.weights_seen = [w if isinstance(w, int) else w.to(device) for w in saved["weights_seen"]]
         state.outputs_seen = [saved["outputs_seen"]] if saved["outputs_seen"] is not None else []
         state.targets_seen = [saved["targets_seen"]] if saved["targets_seen"] is not None else []
         restore_rng_states(saved["rng"])
@@ -255,6 +283,7 @@ def fit(
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules())
     rank, world = (topology.rank, topology.world_size) if topology else (0, 1)
     device = next(network.parameters()).device
+    keep_every = sampled_batches(len(train))
 
     def checkpoint() -> None:
         if checkpointer is not None:
@@ -272,9 +301,12 @@ def fit(
             # Batch norm cannot normalize one row: such a short last batch trains in another epoch's order.
             if not (has_batch_norm and len(batch) // world < 2):
                 rows = batch if world == 1 else batch[rank::world]
-                outputs, targets = _train_step(network, optimizer, train, rows, hp, objective, state, world, device)
-                state.outputs_seen.append(outputs)
-                state.targets_seen.append(targets)
+                step = _train_step(network, optimizer, train, rows, hp, objective, state, world, device)
+                state.losses_seen.append(step.loss)
+                state.weights_seen.append(step.weight)
+                if state.batches_done % keep_every == 0:
+                    state.outputs_seen.append(step.outputs.cpu())
+                    state.targets_seen.append(step.targets.cpu())
             state.batches_done += 1
             stop, due = distributed.any_rank_each(
                 stop_requested is not None and stop_requested(), checkpointer is not None and checkpointer.due()
@@ -284,8 +316,12 @@ def fit(
                 raise TrainingStopped(state.epoch, state.batches_done, state.history.last)
             if due:
                 checkpoint()
-        epoch_outputs = distributed.all_gather_tensor(torch.cat(state.outputs_seen))
-        scores = train_scores(objective, epoch_outputs, distributed.all_gather_tensor(torch.cat(state.targets_seen)))
+        scores = train_scores(
+            objective,
+            distributed.all_gather_tensor(torch.cat(state.outputs_seen)),
+            distributed.all_gather_tensor(torch.cat(state.targets_seen)),
+            state.epoch_loss(),
+        )
         metrics = {f"train:{k}": v for k, v in scores.items()}
         if validation is not None:
             metrics |= {f"validation:{k}": v for k, v in evaluate(network, validation, objective).items()}
@@ -303,8 +339,7 @@ def fit(
                 state.epoch, stopping.metric, stopping.patience, stopping.best, stopping.best_epoch,
             )  # fmt: skip
             state.history.stopped_early = True
-        state.epoch, state.batches_done, state.order = state.epoch + 1, 0, None
-        state.outputs_seen, state.targets_seen = [], []
+        state.next_epoch()
         checkpoint()
         if distributed.any_rank(stop_requested is not None and stop_requested()):
             raise TrainingStopped(state.epoch, 0, state.history.last)
@@ -314,6 +349,16 @@ def fit(
         history.best_epoch = stopping.best_epoch
         log.info("restored the weights of epoch %d (best %s)", stopping.best_epoch, stopping.metric)
     return history
+
+
+@dataclass
+class Step:
+    """What one mini-batch leaves for the epoch's train metrics, on the training device."""
+
+    outputs: torch.Tensor  # detached
+    targets: torch.Tensor
+    loss: torch.Tensor  # this process's rows: the weighted mean of their losses (detached, no L1) ...
+    weight: torch.Tensor | int  # ... and the sum of their weights (the row count without class weights)
 
 
 def _train_step(
@@ -326,23 +371,27 @@ def _train_step(
     state: LoopState,
     world: int,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> Step:
     """One mini-batch (this process's share `rows` of it): forward, loss (+ L1), backward, gradients summed
-    across processes, clip, step. Returns the detached outputs and the targets, on the CPU."""
+    across processes, clip, step."""
+    optimizer.zero_grad(set_to_none=True)  # first, as in the textbook loop: the freed memory is reused below
     features, targets = train.features[rows], train.targets[rows]
     if hp.augment:
         features = augment_images(features, state.generator)
     if device.type != "cpu":
         features, targets = features.to(device), targets.to(device)
     outputs = network(features)
-    if world > 1:  # the global batch's weighted mean: sum and weight added up across processes
+    weight: torch.Tensor | int
+    if world > 1 or objective.loss.class_weights is not None:
         loss_sum, weight = objective.loss.parts(outputs, targets)
-        loss = loss_sum / distributed.all_reduce_sum(weight.detach().clone())
-    else:
-        loss = objective.loss(outputs, targets)
+        # Several processes: the global batch's weighted mean, its weight added up across processes.
+        loss = loss_sum / (distributed.all_reduce_sum(weight.detach().clone()) if world > 1 else weight)
+        own_loss, weight = (loss_sum / weight).detach(), weight.detach()
+    else:  # the common case: one mean-loss kernel
+        loss, weight = objective.loss(outputs, targets), len(rows)
+        own_loss = loss.detach()
     if hp.l1 > 0:
         loss = loss + hp.l1 * l1_penalty(network) / world  # summed over processes: counted once
-    optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if world > 1:
         for parameter in network.parameters():
@@ -353,9 +402,7 @@ def _train_step(
     if hp.grad_clip > 0:
         nn.utils.clip_grad_norm_(network.parameters(), hp.grad_clip)
     optimizer.step()
-    if device.type != "cpu":
-        return outputs.detach().cpu(), targets.cpu()
-    return outputs.detach(), targets
+    return Step(outputs.detach(), targets, own_loss, weight)
 
 
 def agree_on_resume_point(checkpointer: Checkpointer, saved: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from container.errors import UserError
 from container.networks import CNN, MLP, NetworkSpec, RecurrentNet, build_network, freeze_blocks
 from container.paths import Paths
 from tests.conftest import make_classification, make_opt_ml, make_regression
-from train import crossval
+from train import crossval, trainer
 from train.hyperparameters import Hyperparameters, parse_hyperparameters
 from train.losses import LossFunction, balanced_class_weights, per_row_loss
 from train.main import main, run
@@ -225,6 +225,43 @@ def test_gradient_clipping_bounds_each_step() -> None:
     )
     moved = torch.sqrt(sum(((clipped.state_dict()[k] - start[k]) ** 2).sum() for k in start))
     assert float(moved) == pytest.approx(0.001, rel=1e-3)  # one SGD step of lr 1 × gradient norm 0.001
+
+
+def frozen_fit(rows: int, batch_size: int, loss: LossFunction) -> tuple[nn.Module, Split, dict[str, float]]:
+    """One epoch of SGD with a vanishing learning rate: the weights stay where they start, so the epoch's
+    train metrics can be recomputed from outside."""
+    torch.manual_seed(0)
+    network = build_network(NetworkSpec("mlp", (4,), 1, hidden_units=(16,)))
+    data = make_classification(rows, 4, 2, seed=5)
+    split = Split.from_arrays(data[:, 1:].astype(np.float32), data[:, 0].astype(np.int64))
+    hp = Hyperparameters(epochs=1, batch_size=batch_size, optimizer="sgd", momentum=0.0, learning_rate=1e-12)
+    history = fit(network, split, None, hp=hp, objective=Objective(BINARY, loss))
+    return network, split, history.epochs[0]
+
+
+@pytest.mark.parametrize("class_weights", [None, [0.2, 3.0]])
+def test_train_loss_is_the_weighted_mean_over_every_row(class_weights: list[float] | None) -> None:
+    """Batches of 300, 300, 300 and 100 rows, with and without class weights: the mean of batch means
+    would be wrong on both counts."""
+    weights = torch.tensor(class_weights) if class_weights else None
+    loss = LossFunction("bce", per_row_loss("bce", BINARY, **LOSS_OPTIONS), weights)
+    network, split, metrics = frozen_fit(1000, 300, loss)
+    with torch.no_grad():
+        expected = float(loss(network(split.features), split.targets))
+    assert metrics["train:loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_train_metrics_but_the_loss_use_an_evenly_spaced_sample_of_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for 100 rows, 20 batches of 50 keep every 10th: the epoch order's rows 0-49 and 500-549."""
+    monkeypatch.setattr(trainer, "TRAIN_METRICS_SAMPLE", 100)
+    network, split, metrics = frozen_fit(1000, 50, LossFunction("bce", per_row_loss("bce", BINARY, **LOSS_OPTIONS)))
+    order = torch.randperm(1000, generator=torch.Generator().manual_seed(Hyperparameters().seed))
+    kept = torch.cat([order[0:50], order[500:550]])
+    with torch.no_grad():
+        predicted = (network(split.features[kept])[:, 0] > 0).long()
+    assert metrics["train:accuracy"] == pytest.approx(float((predicted == split.targets[kept]).float().mean()))
+    everywhere = (network(split.features)[:, 0] > 0).long()
+    assert metrics["train:accuracy"] != pytest.approx(float((everywhere == split.targets).float().mean()))
 
 
 def test_early_stopping_restores_the_best_epoch(tmp_path: Path) -> None:
