@@ -218,8 +218,9 @@ class Loop:
             "history": {"epochs": state.history.epochs, "stopped_early": state.history.stopped_early},
             "order": state.order,
             "generator": state.generator.get_state(),
-            "losses_seen": state.losses_seen,
-            "weights_seen": state.weights_seen,
+            # One tensor and plain numbers: hundreds of small tensors would make every save slow.
+            "losses_seen": torch.stack(state.losses_seen).cpu() if state.losses_seen else None,
+            "weights_seen": [w if isinstance(w, int) else float(w) for w in state.weights_seen],
             "outputs_seen": torch.cat(state.outputs_seen) if state.outputs_seen else None,
             "targets_seen": torch.cat(state.targets_seen) if state.targets_seen else None,
             "rng": rng_states(),
@@ -239,8 +240,11 @@ class Loop:
         state.epoch, state.batches_done, state.order = saved["epoch"], saved["batches_done"], saved["order"]
         state.generator.set_state(saved["generator"])
         device = next(self.network.parameters()).device  # checkpoints load onto the CPU
-        state.losses_seen = [loss.to(device) for loss in saved["losses_seen"]]
-        state.weights_seen = [w if isinstance(w, int) else w.to(device) for w in saved["weights_seen"]]
+        losses = saved["losses_seen"]
+        state.losses_seen = list(losses.to(device).unbind()) if losses is not None else []
+        state.weights_seen = [
+            w if isinstance(w, int) else torch.tensor(w, device=device) for w in saved["weights_seen"]
+        ]
         state.outputs_seen = [saved["outputs_seen"]] if saved["outputs_seen"] is not None else []
         state.targets_seen = [saved["targets_seen"]] if saved["targets_seen"] is not None else []
         restore_rng_states(saved["rng"])

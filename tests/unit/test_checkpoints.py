@@ -86,6 +86,19 @@ def test_stopping_and_resuming_gives_bit_identical_weights(tmp_path: Path, unint
     assert evaluation["history"] == expected_evaluation["history"]
 
 
+def test_a_class_weighted_run_resumes_mid_epoch_with_the_same_train_loss(tmp_path: Path) -> None:
+    """Class weights make each batch's loss weight a tensor, which the checkpoint stores as a number."""
+    whole = job(tmp_path / "whole", class_weights="0.3,2.5")
+    run(Paths(root=whole))
+    root = job(tmp_path / "resumed", class_weights="0.3,2.5")
+    with pytest.raises(TrainingStopped):
+        run(Paths(root=root), StopAfter(10))  # mid-way through epoch 2
+    run(Paths(root=root))
+    assert_same_weights(weights(root), weights(whole))
+    history = json.loads((root / "output/data/evaluation.json").read_text())["history"]
+    assert history == json.loads((whole / "output/data/evaluation.json").read_text())["history"]
+
+
 @pytest.mark.parametrize("keep", [2, 9, 17])
 def test_resuming_from_any_checkpoint_after_a_kill_gives_bit_identical_weights(
     tmp_path: Path, uninterrupted, keep: int
