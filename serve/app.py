@@ -142,9 +142,13 @@ def create_app(
             entry = registry.get(name)
             return invoke(entry.model, entry.schema)
 
+    def client_error(status: int, error: str, message: str) -> Response:
+        log.info("%s %s -> %d %s: %s", request.method, request.path, status, error, message)
+        return _json_error(status, error, message)
+
     @app.errorhandler(RequestError)
     def request_error(error: RequestError) -> Response:
-        return _json_error(error.status, error.error, error.message)
+        return client_error(error.status, error.error, error.message)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
@@ -153,7 +157,7 @@ def create_app(
             message = f"request body is larger than the {config.max_payload_bytes} bytes this endpoint accepts"
         else:
             message = error.description or error.name
-        return _json_error(status, error.name.lower().replace(" ", "_"), message)
+        return client_error(status, error.name.lower().replace(" ", "_"), message)
 
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> Response:

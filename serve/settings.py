@@ -66,6 +66,7 @@ class ServerSettings:
     # SAGEMAKER_SAFE_PORT_RANGE: where auxiliary ports would have to live. The server opens none (only
     # SAGEMAKER_BIND_TO_PORT), so this is validated and logged, nothing more.
     safe_port_range: tuple[int, int] | None = None
+    access_log: bool = False  # OPTML_ACCESS_LOG: a line per request (failed requests are always logged)
 
     @property
     def threads_per_worker(self) -> int:
@@ -90,4 +91,5 @@ class ServerSettings:
             multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL"),
             model_memory_mb=_int(env, "OPTML_MODEL_MEMORY_MB", 2048, 1),
             safe_port_range=_port_range(env, "SAGEMAKER_SAFE_PORT_RANGE"),
+            access_log=_bool(env, "OPTML_ACCESS_LOG"),
         )

@@ -136,6 +136,14 @@ def test_oversized_body_is_413_json(client: FlaskClient) -> None:
     assert response.get_json()["message"] == "request body is larger than the 4096 bytes this endpoint accepts"
 
 
+def test_a_failed_request_is_logged_with_its_reason(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="optml.serve")
+    client.post("/invocations", data="1,2,x,4\n", headers={"Content-Type": "text/csv"})
+    client.get("/nowhere")
+    assert "POST /invocations -> 400 bad_request: CSV line 1, column 3: 'x' is not a number" in caplog.text
+    assert "GET /nowhere -> 404 not_found" in caplog.text
+
+
 def test_unknown_route_and_method_answer_json(client: FlaskClient) -> None:
     assert client.get("/nowhere").get_json()["error"] == "not_found"
     response = client.get("/invocations")

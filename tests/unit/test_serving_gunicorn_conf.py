@@ -23,6 +23,11 @@ def test_single_model_uses_sync_workers_sharing_a_preloaded_model(monkeypatch: p
     assert conf.graceful_timeout < 30  # SageMaker's SIGKILL follows SIGTERM after 30 s
 
 
+def test_the_access_log_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_conf(monkeypatch, {}).accesslog is None
+    assert load_conf(monkeypatch, {"OPTML_ACCESS_LOG": "true"}).accesslog == "-"
+
+
 def test_multi_model_runs_one_process_with_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     conf = load_conf(monkeypatch, {"SAGEMAKER_MULTI_MODEL": "true", "SAGEMAKER_MODEL_SERVER_WORKERS": "4"})
     assert (conf.workers, conf.worker_class, conf.threads) == (1, "gthread", 4)
