@@ -251,6 +251,14 @@ def test_train_loss_is_the_weighted_mean_over_every_row(class_weights: list[floa
     assert metrics["train:loss"] == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("rows", "every", "why"),
+    [(8_000, 1, "all rows"), (50_000, 5, "the 10,000-row floor"), (200_000, 10, "a tenth"), (10**7, 200, "the cap")],
+)
+def test_the_train_metrics_sample_is_a_tenth_of_the_epoch_within_bounds(rows: int, every: int, why: str) -> None:
+    assert trainer.sampled_batches(rows) == every, why
+
+
 def test_train_metrics_but_the_loss_use_an_evenly_spaced_sample_of_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """With room for 100 rows, 20 batches of 50 keep every 10th: the epoch order's rows 0-49 and 500-549."""
     monkeypatch.setattr(trainer, "TRAIN_METRICS_SAMPLE", 100)
