@@ -5,6 +5,10 @@ and are loaded by wrk (`apt-get install -y wrk`) on loopback, interleaved, in th
 
     .venv/bin/python -m benchmarks.serve_benchmark                      # throughput, latency, RSS
     .venv/bin/python -m benchmarks.serve_benchmark --image optml:latest  # + container cold start
+    .venv/bin/python -m benchmarks.serve_benchmark --nginx               # the baseline behind nginx
+
+The example itself serves gunicorn on a unix socket behind nginx; `--nginx` does that too
+(`apt-get install -y nginx`). Without it the baseline is gunicorn alone, which is kinder to it.
 
 Scenarios: one CSV row per request, and 1000 CSV rows per request (30 features, the bundled
 breast-cancer table, a 64-32 MLP trained here for a few epochs). It prints a markdown table; record it
@@ -78,7 +82,8 @@ def feature_rows(count: int) -> str:
 
 
 @contextlib.contextmanager
-def server(name: str, command: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+def spawned(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A process in its own session, stopped with SIGTERM (and waited for) on the way out."""
     process = subprocess.Popen(
         command,
         env=env,
@@ -88,6 +93,15 @@ def server(name: str, command: list[str], env: dict[str, str], port: int) -> Ite
         start_new_session=True,
     )
     try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def server(name: str, command: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    with spawned(command, env) as process:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(requests.RequestException):
@@ -99,21 +113,73 @@ def server(name: str, command: list[str], env: dict[str, str], port: int) -> Ite
         else:
             raise SystemExit(f"{name} did not answer /ping within 60 s")
         yield process
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
 
 
-def wrk(port: int, body: str, seconds: int, connections: int, scratch: Path, server_pid: int) -> Load:
+NGINX_CONF = """\
+# The canonical BYOC example's nginx.conf (scikit_bring_your_own/container/decision_trees), with its
+# paths moved into a scratch directory so that it runs unprivileged next to other servers.
+worker_processes 1;
+daemon off;
+pid {scratch}/nginx.pid;
+error_log {scratch}/nginx-error.log;
+events {{}}
+http {{
+  include /etc/nginx/mime.types;
+  default_type application/octet-stream;
+  access_log {scratch}/nginx-access.log combined;
+  client_body_temp_path {scratch}/nginx-body;
+  proxy_temp_path {scratch}/nginx-proxy;
+  upstream gunicorn {{
+    server unix:{socket};
+  }}
+  server {{
+    listen 127.0.0.1:{port} deferred;
+    client_max_body_size 5m;
+    keepalive_timeout 5;
+    proxy_read_timeout 1200s;
+    location ~ ^/(ping|invocations) {{
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header Host $http_host;
+      proxy_redirect off;
+      proxy_pass http://gunicorn;
+    }}
+    location / {{
+      return 404 "{{}}";
+    }}
+  }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def baseline_server(
+    gunicorn: list[str], env: dict[str, str], port: int, scratch: Path, nginx: bool
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The baseline's processes: gunicorn on the port, or (`nginx`) as the example serves it, gunicorn on
+    a unix socket behind nginx on the port."""
+    if not nginx:
+        with server("baseline", [*gunicorn, "--bind", f"127.0.0.1:{port}"], env, port) as process:
+            yield [process]
+        return
+    scratch.chmod(0o755)  # nginx's workers run as another user when started by root: let them reach the socket
+    socket_path = scratch / "gunicorn.sock"
+    conf = scratch / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(scratch=scratch, socket=socket_path, port=port))
+    with spawned([*gunicorn, "--bind", f"unix:{socket_path}"], env) as app:
+        with server("baseline nginx", ["nginx", "-c", str(conf)], env, port) as proxy:
+            yield [app, proxy]
+
+
+def wrk(port: int, body: str, seconds: int, connections: int, scratch: Path, server_pids: list[int]) -> Load:
     script = scratch / "post.lua"
     script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "text/csv"\nwrk.body = [==[{body}]==]\n')
-    cpu_before = cpu_seconds(server_pid)
+    cpu_before = cpu_seconds(server_pids)
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
          f"http://127.0.0.1:{port}/invocations"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    cpu = cpu_seconds(server_pid) - cpu_before
+    cpu = cpu_seconds(server_pids) - cpu_before
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     count = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -126,11 +192,11 @@ def wrk(port: int, body: str, seconds: int, connections: int, scratch: Path, ser
     )
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a server: its master and workers. Unlike requests/s on a shared machine,
-    the CPU a request costs does not depend on what else the machine is doing."""
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of a server: its masters and workers (and nginx). Unlike requests/s on a
+    shared machine, the CPU a request costs does not depend on what else the machine is doing."""
     ticks = 0
-    for process in process_tree(pid):
+    for process in (child for pid in pids for child in process_tree(pid)):
         fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
@@ -193,12 +259,19 @@ def main(argv: list[str] | None = None) -> int:
         help="extra gunicorn arguments for optml, to try a tuning (e.g. '-k gthread')",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke check: 1 x 1 s per cell")
+    parser.add_argument(
+        "--nginx",
+        action="store_true",
+        help="serve the baseline as the example does: gunicorn on a unix socket behind nginx (apt-get install nginx)",
+    )
     parser.add_argument("--image", help="also measure the image's cold start (docker run → /ping 200)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.repeats = 1, 1
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    if args.nginx and shutil.which("nginx") is None:
+        raise SystemExit("nginx is not installed: apt-get install -y nginx")
     connections = args.connections or 2 * args.workers
 
     scratch = Path(tempfile.mkdtemp(prefix="optml-bench-"))
@@ -209,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         env["PYTHONPATH"] = str(REPO)
         ports = {"baseline": free_port(), "optml": free_port()}
         commands = {
-            "baseline": [python, "-m", "gunicorn", "--workers", str(args.workers), "--worker-class", "sync",
-                         "--bind", f"127.0.0.1:{ports['baseline']}", "benchmarks.byoc_baseline:app"],
+            "baseline": [python, "-m", "gunicorn", "--timeout", "60", "--workers", str(args.workers),
+                         "--worker-class", "sync", "benchmarks.byoc_baseline:app"],
             "optml": [python, "-m", "gunicorn", "--config", "python:serve.gunicorn_conf", *args.optml_args.split(),
                       "--bind", f"127.0.0.1:{ports['optml']}", "serve.wsgi:create_app_from_environment()"],
         }  # fmt: skip
@@ -221,9 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         bodies = {"1 row": feature_rows(1), "1000 rows": feature_rows(1000)}
         results: dict[tuple[str, str], list[Load]] = {}
         memory: dict[str, list[dict[str, int]]] = {}
-        with server("baseline", commands["baseline"], envs["baseline"], ports["baseline"]) as baseline_process:
+        with baseline_server(
+            commands["baseline"], envs["baseline"], ports["baseline"], scratch, args.nginx
+        ) as baseline_processes:
             with server("optml", commands["optml"], envs["optml"], ports["optml"]) as optml_process:
-                pids = {"baseline": baseline_process.pid, "optml": optml_process.pid}
+                pids = {"baseline": [process.pid for process in baseline_processes], "optml": [optml_process.pid]}
                 for body in bodies.values():  # same answers from both, and a warm-up
                     answers = [
                         requests.post(f"http://127.0.0.1:{ports[name]}/invocations", data=body,
@@ -236,13 +311,13 @@ def main(argv: list[str] | None = None) -> int:
                         for name in ("baseline", "optml"):
                             load = wrk(ports[name], body, args.seconds, connections, scratch, pids[name])
                             results.setdefault((name, scenario), []).append(load)
-                for name, process in (("baseline", baseline_process), ("optml", optml_process)):
-                    memory[name] = [memory_kib(pid) for pid in process_tree(process.pid)]
+                for name, roots in pids.items():
+                    memory[name] = [memory_kib(pid) for root in roots for pid in process_tree(root)]
         cold = cold_start(args.image, model_dir, 3) if args.image else []
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(report(results, memory, cold, bodies, args.workers, connections, args.seconds, args.repeats))
+    print(report(results, memory, cold, bodies, args.workers, connections, args.seconds, args.repeats, args.nginx))
     return 0
 
 
@@ -255,13 +330,14 @@ def report(
     connections: int,
     seconds: int,
     repeats: int,
+    nginx: bool = False,
 ) -> str:
     def median(name: str, scenario: str, field: str) -> float:
         return statistics.median(getattr(load, field) for load in results[(name, scenario)])
 
     lines = [
         f"{workers} workers each, wrk -c{connections}, {repeats} x {seconds} s interleaved runs per cell"
-        " (medians), loopback",
+        " (medians), loopback; baseline " + ("behind nginx, as the example serves it" if nginx else "gunicorn only"),
         "",
         "| scenario | metric | baseline (BYOC style) | optml | optml / baseline |",
         "|---|---|---|---|---|",
@@ -289,7 +365,7 @@ def report(
         each = ", ".join(f"{m['rss'] / 1024:.0f}" for m in processes)
         rss = sum(m["rss"] for m in processes) / 1024
         pss = sum(m["pss"] for m in processes) / 1024
-        lines.append(f"| {name} | master + {len(processes) - 1} workers | {each} | {rss:.0f} | {pss:.0f} |")
+        lines.append(f"| {name} | {len(processes)} processes | {each} | {rss:.0f} | {pss:.0f} |")
     if cold:
         lines += ["", f"cold start (docker run → first /ping 200): {', '.join(f'{t:.2f} s' for t in cold)}"]
     return "\n".join(lines)
