@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from container.artifact import REGRESSION, class_probabilities
+from container.artifact import MULTICLASS, REGRESSION, class_probabilities
 from train import distributed
 from train.checkpoints import Checkpointer, restore_rng_states, rng_states
 from train.distributed import Topology
@@ -64,6 +64,11 @@ class Objective:
     loss: LossFunction
     target_std: float = 1.0
     f_beta: float = 1.0
+
+    def loss_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """Targets as the loss reads them — class indices for multiclass, float32 for binary (0/1) and
+        regression — converted once for the channel rather than once per batch."""
+        return targets if self.task == MULTICLASS else targets.to(torch.float32)
 
     def probabilities(self, outputs: torch.Tensor) -> np.ndarray:
         return class_probabilities(self.task, outputs).numpy()
@@ -294,6 +299,7 @@ def fit(
     rank, world = (topology.rank, topology.world_size) if topology else (0, 1)
     device = next(network.parameters()).device
     keep_every = sampled_batches(len(train))
+    loss_targets = objective.loss_targets(train.targets)
 
     def checkpoint() -> None:
         if checkpointer is not None:
@@ -311,12 +317,14 @@ def fit(
             # Batch norm cannot normalize one row: such a short last batch trains in another epoch's order.
             if not (has_batch_norm and len(batch) // world < 2):
                 rows = batch if world == 1 else batch[rank::world]
-                step = _train_step(network, optimizer, train, rows, hp, objective, state, world, device)
+                step = _train_step(
+                    network, optimizer, train.features, loss_targets, rows, hp, objective, state, world, device
+                )
                 state.losses_seen.append(step.loss)
                 state.weights_seen.append(step.weight)
                 if state.batches_done % keep_every == 0:
                     state.outputs_seen.append(step.outputs.cpu())
-                    state.targets_seen.append(step.targets.cpu())
+                    state.targets_seen.append(train.targets[rows])
             state.batches_done += 1
             stop, due = distributed.any_rank_each(
                 stop_requested is not None and stop_requested(), checkpointer is not None and checkpointer.due()
@@ -366,7 +374,6 @@ class Step:
     """What one mini-batch leaves for the epoch's train metrics, on the training device."""
 
     outputs: torch.Tensor  # detached
-    targets: torch.Tensor
     loss: torch.Tensor  # this process's rows: the weighted mean of their losses (detached, no L1) ...
     weight: torch.Tensor | int  # ... and the sum of their weights (the row count without class weights)
 
@@ -374,7 +381,8 @@ class Step:
 def _train_step(
     network: nn.Module,
     optimizer: torch.optim.Optimizer,
-    train: Split,
+    features: torch.Tensor,
+    targets: torch.Tensor,
     rows: torch.Tensor,
     hp: Hyperparameters,
     objective: Objective,
@@ -383,14 +391,14 @@ def _train_step(
     device: torch.device,
 ) -> Step:
     """One mini-batch (this process's share `rows` of it): forward, loss (+ L1), backward, gradients summed
-    across processes, clip, step."""
+    across processes, clip, step. `targets` are the channel's, as the loss reads them (loss_targets)."""
     optimizer.zero_grad(set_to_none=True)  # first, as in the textbook loop: the freed memory is reused below
-    features, targets = train.features[rows], train.targets[rows]
+    inputs, targets = features[rows], targets[rows]
     if hp.augment:
-        features = augment_images(features, state.generator)
+        inputs = augment_images(inputs, state.generator)
     if device.type != "cpu":
-        features, targets = features.to(device), targets.to(device)
-    outputs = network(features)
+        inputs, targets = inputs.to(device), targets.to(device)
+    outputs = network(inputs)
     weight: torch.Tensor | int
     if world > 1 or objective.loss.class_weights is not None:
         loss_sum, weight = objective.loss.parts(outputs, targets)
@@ -412,7 +420,7 @@ def _train_step(
     if hp.grad_clip > 0:
         nn.utils.clip_grad_norm_(network.parameters(), hp.grad_clip)
     optimizer.step()
-    return Step(outputs.detach(), targets, own_loss, weight)
+    return Step(outputs.detach(), own_loss, weight)
 
 
 def agree_on_resume_point(checkpointer: Checkpointer, saved: dict[str, Any] | None) -> dict[str, Any] | None:

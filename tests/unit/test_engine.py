@@ -227,6 +227,20 @@ def test_gradient_clipping_bounds_each_step() -> None:
     assert float(moved) == pytest.approx(0.001, rel=1e-3)  # one SGD step of lr 1 × gradient norm 0.001
 
 
+@pytest.mark.parametrize(
+    ("task", "loss", "dtype"),
+    [(BINARY, "bce", torch.float32), (BINARY, "focal", torch.float32), (MULTICLASS, "cross_entropy", torch.int64),
+     (MULTICLASS, "focal", torch.int64), (REGRESSION, "huber", torch.float32)],
+)  # fmt: skip
+def test_targets_are_converted_once_to_what_the_loss_reads(task: str, loss: str, dtype: torch.dtype) -> None:
+    targets = torch.tensor([0, 1, 1, 0]) if task != REGRESSION else torch.tensor([0.5, -1.0], dtype=torch.float64)
+    converted = objective(task, loss).loss_targets(targets)
+    assert converted.dtype == dtype
+    torch.testing.assert_close(converted.double(), targets.double())
+    outputs = torch.zeros(len(targets), 2 if task == MULTICLASS else 1)
+    assert torch.isfinite(objective(task, loss).loss(outputs, converted))  # the loss takes them as they are
+
+
 def frozen_fit(rows: int, batch_size: int, loss: LossFunction) -> tuple[nn.Module, Split, dict[str, float]]:
     """One epoch of SGD with a vanishing learning rate: the weights stay where they start, so the epoch's
     train metrics can be recomputed from outside."""
