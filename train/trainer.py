@@ -101,8 +101,8 @@ def train_scores(
     """Train metrics of an epoch, from its own forward passes (weights moving, dropout on), as Keras reports
     them. `loss` is the weighted mean over every row, summed up as the batches trained; the other metrics
     use the outputs of an evenly spaced sample of the epoch's batches (see `sampled_batches`), so that
-    their cost stays a small part of the epoch's (scoring a row costs about a tenth of training on it) and
-    neither cost nor memory grows beyond 50,000 rows. They are diagnostics — the train/validation gap —
+    their cost stays around 1% of the epoch's training (measured: benchmarks/RESULTS.md) and neither cost
+    nor memory grows beyond 50,000 rows. They are diagnostics — the train/validation gap —
     and 10,000–50,000 rows pin accuracy-like metrics to within 0.5–0.2 percentage points (one standard
     error); validation and test metrics always use every row.
     """
