@@ -251,10 +251,10 @@ class Loop:
         state.epoch, state.batches_done, state.order = saved["epoch"], saved["batches_done"], saved["order"]
         state.generator.set_state(saved["generator"])
         device = next(self.network.parameters()).device  # checkpoints load onto the CPU
-        losses = saved["losses_seen"]
+        losses = saved.get("losses_seen")  # absent in checkpoints of earlier versions: the epoch's rest counts
         state.losses_seen = list(losses.to(device).unbind()) if losses is not None else []
         state.weights_seen = [
-            w if isinstance(w, int) else torch.tensor(w, device=device) for w in saved["weights_seen"]
+            w if isinstance(w, int) else torch.tensor(w, device=device) for w in saved.get("weights_seen", [])
         ]
         state.outputs_seen = [saved["outputs_seen"]] if saved["outputs_seen"] is not None else []
         state.targets_seen = [saved["targets_seen"]] if saved["targets_seen"] is not None else []
@@ -404,7 +404,9 @@ def _train_step(
         loss_sum, weight = objective.loss.parts(outputs, targets)
         # Several processes: the global batch's weighted mean, its weight added up across processes.
         loss = loss_sum / (distributed.all_reduce_sum(weight.detach().clone()) if world > 1 else weight)
-        own_loss, weight = (loss_sum / weight).detach(), weight.detach()
+        # This process's own mean; a process can get no rows of a short last batch (weight 0, sum 0).
+        own_loss = (loss_sum / weight.clamp(min=torch.finfo(weight.dtype).tiny)).detach()
+        weight = weight.detach()
     else:  # the common case: one mean-loss kernel
         loss, weight = objective.loss(outputs, targets), len(rows)
         own_loss = loss.detach()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from container.errors import UserError
@@ -97,6 +98,21 @@ def test_a_class_weighted_run_resumes_mid_epoch_with_the_same_train_loss(tmp_pat
     assert_same_weights(weights(root), weights(whole))
     history = json.loads((root / "output/data/evaluation.json").read_text())["history"]
     assert history == json.loads((whole / "output/data/evaluation.json").read_text())["history"]
+
+
+def test_a_checkpoint_without_the_batch_losses_of_earlier_versions_still_resumes(tmp_path: Path) -> None:
+    """Checkpoints written before the epoch's batch losses were saved: the epoch's loss counts the rest."""
+    root = job(tmp_path)
+    with pytest.raises(TrainingStopped):
+        run(Paths(root=root), StopAfter(10))  # mid-way through epoch 2
+    (newest,) = sorted((root / "checkpoints").glob("*.pt"))[-1:]
+    payload = torch.load(newest, weights_only=True)
+    assert payload["batches_done"] == 3 and payload["losses_seen"] is not None
+    del payload["losses_seen"], payload["weights_seen"]
+    torch.save(payload, newest)
+    run(Paths(root=root))
+    history = json.loads((root / "output/data/evaluation.json").read_text())["history"]
+    assert len(history) == 4 and all(np.isfinite([epoch["train:loss"] for epoch in history]))
 
 
 @pytest.mark.parametrize("keep", [2, 9, 17])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ from train.main import main
 HYPERPARAMETERS = {"epochs": "3", "batch_size": "32", "hidden_units": "16", "learning_rate": "0.01", "seed": "5"}
 
 
-def train_with(root: Path, processes: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, np.ndarray]:
-    make_opt_ml(root, make_classification(250, 4, 2, seed=1), make_classification(50, 4, 2, seed=2), HYPERPARAMETERS)
+def train_with(root: Path, processes: int, monkeypatch: pytest.MonkeyPatch, rows: int = 250) -> dict[str, np.ndarray]:
+    make_opt_ml(root, make_classification(rows, 4, 2, seed=1), make_classification(50, 4, 2, seed=2), HYPERPARAMETERS)
     monkeypatch.setenv("OPTML_ROOT", str(root))
     monkeypatch.setenv("OPTML_PROCESSES_PER_HOST", str(processes))
     monkeypatch.setenv("OPTML_MASTER_PORT", "29517")
@@ -43,6 +44,21 @@ def test_two_processes_reach_the_weights_of_one(
         "checkpoint-algo-1-1-e00003-b0000000.pt",
         "checkpoint-algo-1-1-e00004-b0000000.pt",
     ]
+
+
+@pytest.mark.slow
+def test_a_process_with_no_rows_in_the_last_batch_leaves_the_train_loss_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """225 rows in batches of 32: the last batch has one row, so the second process gets none of it."""
+    train_with(tmp_path / "one", 1, monkeypatch, rows=225)
+    train_with(tmp_path / "two", 2, monkeypatch, rows=225)
+    histories = [
+        json.loads((tmp_path / run / "output/data/evaluation.json").read_text())["history"] for run in ("one", "two")
+    ]
+    single, parallel = ([epoch["train:loss"] for epoch in history] for history in histories)
+    assert all(np.isfinite(parallel))
+    np.testing.assert_allclose(parallel, single, rtol=1e-4)
 
 
 def test_topology_from_resource_config() -> None:
