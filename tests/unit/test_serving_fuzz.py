@@ -44,6 +44,10 @@ near_rows = st.lists(
     min_size=1,
     max_size=5,
 )
+# Valid rows for this model, drawn often enough that every content type sees successes whatever else the
+# generator favours (Hypothesis biases its draws with constants from the modules loaded so far, so the other
+# strategies' mix depends on which tests ran before).
+valid_rows = st.lists(st.lists(st.floats(-1e3, 1e3), min_size=4, max_size=4), min_size=1, max_size=5)
 csv_field = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.integers().map(str),
@@ -90,27 +94,32 @@ arrays: st.SearchStrategy[np.ndarray] = hnp.arrays(
 noise = st.binary(max_size=300)
 BODIES = {
     "text/csv": st.one_of(
+        valid_rows.map(lambda rows: "\n".join(",".join(map(repr, row)) for row in rows).encode()),
         near_rows.map(lambda rows: "\n".join(",".join(map(repr, row)) for row in rows).encode()),
         csv_bodies.map(str.encode),
         noise,
     ),
     "application/json": st.one_of(
+        valid_rows.map(lambda rows: json.dumps({"instances": rows}).encode()),
         near_rows.map(lambda rows: json.dumps({"instances": rows}).encode()),
         json_values.map(lambda v: json.dumps(v).encode()),
         noise,
     ),
     "application/jsonlines": st.one_of(
+        valid_rows.map(lambda rows: "\n".join(map(json.dumps, rows)).encode()),
         near_rows.map(lambda rows: "\n".join(map(json.dumps, rows)).encode()),
         st.lists(json_values.map(json.dumps), max_size=5).map(lambda lines: "\n".join(lines).encode()),
         noise,
     ),
     "application/x-npy": st.one_of(
+        valid_rows.map(lambda rows: _npy(np.array(rows))),
         near_rows.filter(lambda rows: len({len(r) for r in rows}) == 1).map(lambda r: _npy(np.array(r))),
         arrays.map(_npy),
         arrays.map(_npy).map(lambda b: b[: len(b) // 2]),
         noise,
     ),
     "application/x-npz": st.one_of(
+        valid_rows.map(lambda rows: _npz({"instances": np.array(rows)})),
         near_rows.filter(lambda rows: len({len(r) for r in rows}) == 1).map(
             lambda rows: _npz({"instances": np.array(rows)})
         ),
