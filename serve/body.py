@@ -19,7 +19,10 @@ def read_body() -> bytes:
     length = request.content_length
     stream = request.environ.get("wsgi.input")
     if length and isinstance(stream, Body) and isinstance(stream.reader, LengthReader) and not stream.buf.tell():
-        body: bytes = stream.reader.read(length)
+        try:
+            body: bytes = stream.reader.read(length)
+        except OSError as error:  # the client reset the connection or stalled past the socket timeout
+            raise bad_request(f"the request body could not be read ({error}); Content-Length said {length}") from None
         if len(body) != length:
             raise bad_request(f"the request body ended after {len(body)} bytes; Content-Length said {length}")
         return body
