@@ -128,6 +128,12 @@ def interface_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
 
 
+def process_group_backend(cuda: bool) -> str:
+    """gloo on CPU. With GPUs, NCCL carries the gradients (CUDA tensors) and gloo the small CPU tensors the
+    loop exchanges every step (stop and checkpoint flags): a NCCL-only group refuses CPU tensors."""
+    return "cpu:gloo,cuda:nccl" if cuda else "gloo"
+
+
 def init_process_group(topology: Topology) -> None:
     """Join the job's process group; a no-op for a single process."""
     if not topology.distributed:
@@ -142,7 +148,7 @@ def init_process_group(topology: Topology) -> None:
     elif interface:
         # SDK v3 local mode names "ethwe", which its containers lack: let gloo use the hostname's address.
         log.info("network interface %s from resourceconfig.json does not exist here; not pinning one", interface)
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = process_group_backend(torch.cuda.is_available())
     # One host: its processes meet on loopback, whatever its name resolves to.
     master = wait_for_host(topology.master_host, topology.peer_wait_s) if len(topology.hosts) > 1 else "127.0.0.1"
     log.info(

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch.distributed as dist
 from safetensors.numpy import load_file
+from torch.distributed.distributed_c10d import BackendConfig
 
 from container.config import ResourceConfig
 from container.errors import UserError
 from tests.conftest import make_classification, make_opt_ml
-from train.distributed import Topology, topology_from, wait_for_host
+from train.distributed import Topology, process_group_backend, topology_from, wait_for_host
 from train.main import main
 
 HYPERPARAMETERS = {"epochs": "3", "batch_size": "32", "hidden_units": "16", "learning_rate": "0.01", "seed": "5"}
@@ -59,6 +61,13 @@ def test_a_process_with_no_rows_in_the_last_batch_leaves_the_train_loss_intact(
     single, parallel = ([epoch["train:loss"] for epoch in history] for history in histories)
     assert all(np.isfinite(parallel))
     np.testing.assert_allclose(parallel, single, rtol=1e-4)
+
+
+def test_gpu_jobs_send_the_per_step_cpu_flags_over_gloo_and_gradients_over_nccl() -> None:
+    """A NCCL-only group refuses the CPU tensors the loop all-reduces every step (stop and checkpoint flags)."""
+    assert process_group_backend(cuda=False) == "gloo"
+    config = BackendConfig(dist.Backend(process_group_backend(cuda=True)))  # what init_process_group parses
+    assert config.get_device_backend_map() == {"cpu": "gloo", "cuda": "nccl"}
 
 
 def test_topology_from_resource_config() -> None:
