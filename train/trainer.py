@@ -240,6 +240,10 @@ class Loop:
     def restore(self, saved: dict[str, Any]) -> None:
         self.network.load_state_dict(saved["network"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        # The optimizer has stepped, in the process that wrote the checkpoint. torch's schedulers look for a
+        # step in this process: resumed after the first epoch's last batch, the scheduler would warn that it
+        # steps first (and the test suite turns warnings into errors).
+        self.optimizer._opt_called = True  # type: ignore[attr-defined]
         if self.scheduler and saved["scheduler"] is not None:
             self.scheduler.load_state_dict(saved["scheduler"])
         if self.stopping and saved["early_stopping"] is not None:
@@ -251,7 +255,7 @@ class Loop:
         state.epoch, state.batches_done, state.order = saved["epoch"], saved["batches_done"], saved["order"]
         state.generator.set_state(saved["generator"])
         device = next(self.network.parameters()).device  # checkpoints load onto the CPU
-        losses = saved.get("losses_seen")  # absent in checkpoints of earlier versions: the epoch's rest counts
+        losses = saved.get("losses_seen")  # absent in checkpoints of earlier versions: see fit()
         state.losses_seen = list(losses.to(device).unbind()) if losses is not None else []
         state.weights_seen = [
             w if isinstance(w, int) else torch.tensor(w, device=device) for w in saved.get("weights_seen", [])
@@ -289,15 +293,22 @@ def fit(
         stopping=EarlyStopping(hp.early_stopping_metric, hp.early_stopping_patience) if validation and watch else None,
         state=LoopState(generator=torch.Generator().manual_seed(hp.seed)),
     )
+    device = next(network.parameters()).device
     saved = checkpointer.load_latest() if checkpointer else None
     if checkpointer is not None and topology is not None and topology.distributed:
         saved = agree_on_resume_point(checkpointer, saved)
     if saved is not None:
         loop.restore(saved)
+        if "losses_seen" not in saved and loop.state.outputs_seen:
+            # Written by an earlier version, which kept every output of the epoch so far instead of the batch
+            # losses: those outputs give the loss of the batches already trained.
+            outputs, targets = torch.cat(loop.state.outputs_seen), torch.cat(loop.state.targets_seen)
+            loss_sum, weight = objective.loss.parts(outputs, objective.loss_targets(targets))
+            loop.state.losses_seen = [_mean(loss_sum, weight).to(device)]
+            loop.state.weights_seen = [weight.to(device)]
     state, stopping, scheduler = loop.state, loop.stopping, loop.scheduler
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules())
     rank, world = (topology.rank, topology.world_size) if topology else (0, 1)
-    device = next(network.parameters()).device
     keep_every = sampled_batches(len(train))
     loss_targets = objective.loss_targets(train.targets)
 
@@ -369,6 +380,11 @@ def fit(
     return history
 
 
+def _mean(loss_sum: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The weighted mean, 0 for no rows: a process can get none of a short last batch (sum 0, weight 0)."""
+    return loss_sum / weight.clamp(min=torch.finfo(weight.dtype).tiny)
+
+
 @dataclass
 class Step:
     """What one mini-batch leaves for the epoch's train metrics, on the training device."""
@@ -404,9 +420,7 @@ def _train_step(
         loss_sum, weight = objective.loss.parts(outputs, targets)
         # Several processes: the global batch's weighted mean, its weight added up across processes.
         loss = loss_sum / (distributed.all_reduce_sum(weight.detach().clone()) if world > 1 else weight)
-        # This process's own mean; a process can get no rows of a short last batch (weight 0, sum 0).
-        own_loss = (loss_sum / weight.clamp(min=torch.finfo(weight.dtype).tiny)).detach()
-        weight = weight.detach()
+        own_loss, weight = _mean(loss_sum, weight).detach(), weight.detach()
     else:  # the common case: one mean-loss kernel
         loss, weight = objective.loss(outputs, targets), len(rows)
         own_loss = loss.detach()
