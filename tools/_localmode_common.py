@@ -2,9 +2,16 @@
 
 ``tools/sagemaker_local_v2.py`` and ``tools/sagemaker_local_v3.py`` run in two different virtual
 environments (SageMaker Python SDK v2 and v3 own the same ``sagemaker`` package name), so nothing here
-may import ``sagemaker``. This module holds what both drivers share: the command line, reading the
-CSV rows to predict, progress output, the JSON result line, and the Docker clean-up that both SDKs
-leave undone (they leave exited compose containers and the ``sagemaker-local`` network behind).
+may import ``sagemaker``. This module holds what both drivers (and the v2 batch-transform driver)
+share: the command line, reading the CSV rows to predict, progress output, the end-of-run summary, and
+the Docker clean-up that both SDKs leave undone (they leave exited compose containers and the
+``sagemaker-local`` network behind).
+
+Progress (the SDK's and the containers' output included) goes to stderr. A run ends with a short human
+summary on stdout — the model.tar.gz path, the final model's main validation metrics, the predictions —
+or, on failure, the reason on one line; the machine-readable summary (every metric, timings, a log tail,
+``error`` on failure) is written to a JSON file, ``<output>/summary.json`` unless ``--summary`` says
+otherwise, whose path the human summary gives.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import tempfile
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol, TextIO
@@ -43,6 +50,13 @@ _COMPOSE_PREFIX = re.compile(r"^[\w.-]+\s+\|\s?")
 # SDK v2 logs its config lookups to stdout; they are not the job's output.
 _SDK_LOG_PREFIXES = ("sagemaker.config ",)
 _METRIC = re.compile(r"([A-Za-z][\w:/.-]*)=([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
+# The container's per-epoch metric line (container/logs.py) and the trainer's note that early stopping
+# put an earlier epoch's weights back (train/trainer.py): the saved model is then that epoch's.
+_EPOCH_LINE = re.compile(r"(?:^|\s)epoch=(\d+) ")  # after any prefix a log driver adds
+_RESTORED = re.compile(r"restored the weights of epoch (\d+)")
+# The human summary's metric table: the few that say most, in this order; the rest are in the file.
+SUMMARY_METRICS = ("loss", "accuracy", "f1", "auc", "rmse", "mae", "r2")
+SUMMARY_FILE_NAME = "summary.json"
 
 
 class LocalModeError(RuntimeError):
@@ -54,22 +68,16 @@ class LocalModeError(RuntimeError):
 
 
 def log(message: str) -> None:
-    """Human-friendly progress on stderr (stdout is reserved for the final JSON line)."""
+    """Human-friendly progress on stderr (stdout is reserved for the end-of-run summary)."""
     print(f"[local-mode] {message}", file=sys.stderr, flush=True)
 
 
-def emit_result(result: dict[str, Any], stream: TextIO | None = None) -> None:
-    """Print the machine-readable result: one JSON object, the last line of stdout."""
-    out = stream if stream is not None else sys.stdout
-    out.write(json.dumps(result, sort_keys=True) + "\n")
-    out.flush()
-
-
 class _TeeToStderr(io.TextIOBase):
-    """A stdout stand-in: forwards everything to stderr and keeps the last lines.
+    """A stdout stand-in: forwards everything to stderr, keeps the last lines and the metric lines.
 
     Both SDKs copy the containers' output to ``sys.stdout`` (``_stream_output``); routing it to
-    stderr keeps stdout clean for the JSON result and lets the driver report a log tail.
+    stderr keeps stdout for the summary and lets the driver report a log tail. The metric lines are
+    kept apart because the epoch whose weights early stopping restores may be long out of the tail.
     """
 
     def __init__(self, target: TextIO, keep: int) -> None:
@@ -77,6 +85,7 @@ class _TeeToStderr(io.TextIOBase):
         self._target = target
         self._partial = ""
         self.lines: deque[str] = deque(maxlen=keep)
+        self.metric_lines: list[str] = []
 
     def writable(self) -> bool:
         return True
@@ -92,6 +101,8 @@ class _TeeToStderr(io.TextIOBase):
             cleaned = clean_log_line(line)
             if cleaned and not cleaned.startswith(_SDK_LOG_PREFIXES):
                 self.lines.append(cleaned)
+                if _EPOCH_LINE.search(cleaned) or _RESTORED.search(cleaned):
+                    self.metric_lines.append(cleaned)
         return len(text)
 
     def flush(self) -> None:
@@ -114,24 +125,123 @@ def clean_log_line(line: str) -> str:
     return _COMPOSE_PREFIX.sub("", line, count=1).rstrip()
 
 
-def last_metrics(lines: Sequence[str]) -> dict[str, float]:
-    """Metrics (``name=value`` pairs) of the last line that reports an ``epoch=``."""
+def final_metrics(lines: Sequence[str]) -> dict[str, float]:
+    """The saved model's metrics (``epoch`` included) from the log's metric lines.
+
+    That is the last ``epoch=`` line, unless early stopping restored an earlier epoch's weights: then
+    that epoch's line. Empty when no line matches.
+    """
+    restored = next((match.group(1) for line in reversed(lines) if (match := _RESTORED.search(line))), None)
     for line in reversed(lines):
-        if "epoch=" in line:
+        epoch = _EPOCH_LINE.search(line)
+        if epoch and restored in (None, epoch.group(1)):
             return {name: float(value) for name, value in _METRIC.findall(line)}
     return {}
+
+
+# --------------------------------------------------------------------------------------------------
+# The end-of-run summary: a JSON file for programs, a few lines on stdout for people
+
+
+def default_summary_path(output_dir: Path) -> Path:
+    return output_dir / SUMMARY_FILE_NAME
+
+
+def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter to read), else as is."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def aligned(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    """Indented lines of cells, each column as wide as its widest cell, two spaces apart."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))] if rows else []
+    return [
+        indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def metrics_table(metrics: Mapping[str, float]) -> list[str]:
+    """The :data:`SUMMARY_METRICS` of the validation channel (of ``train`` when there is none)."""
+    channel = "validation" if any(name.startswith("validation:") for name in metrics) else "train"
+    rows = [(name, f"{metrics[f'{channel}:{name}']:.4f}") for name in SUMMARY_METRICS if f"{channel}:{name}" in metrics]
+    if not rows:
+        return []
+    epoch = f" (epoch {int(metrics['epoch'])})" if "epoch" in metrics else ""
+    return [f"{channel} metrics of the final model{epoch}", *aligned(rows)]
+
+
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def run_summary_text(summary: Mapping[str, Any], rows: Sequence[str], summary_file: str) -> list[str]:
+    """What a successful train/deploy/predict run prints last (see the module docstring)."""
+    lines = ["", "done", *aligned([("model", shown_path(Path(summary["model_data"]))), ("summary", summary_file)])]
+    table = metrics_table(summary.get("metrics", {}))
+    if table:
+        lines += ["", *table]
+    predicted = zip(rows, summary["predictions"], strict=True)
+    lines += ["", "predictions"]
+    lines += aligned(
+        [("row", "prediction", "features")]
+        + [(str(number), prediction, clip(row, 60)) for number, (row, prediction) in enumerate(predicted, start=1)]
+    )
+    return lines
+
+
+def failure_line(error: str) -> str:
+    """The reason a run failed, on one line (SDK and container messages may span several)."""
+    return "failed: " + " ".join(error.split())
+
+
+def finish(
+    summary: Mapping[str, Any], summary_path: Path, exit_code: int, success_text: Callable[[str], list[str]]
+) -> int:
+    """Write the summary file, print the human summary (or the failure) to stdout; the exit code.
+
+    A summary file that cannot be written fails the run: programs that read it would find nothing.
+    """
+    failed = [failure_line(summary["error"])] if "error" in summary else []
+    try:
+        write_summary(summary_path, summary)
+    except OSError as exc:
+        print(*failed, failure_line(f"cannot write the summary file {summary_path}: {exc}"), sep="\n", flush=True)
+        return exit_code or 1
+    shown = shown_path(summary_path)
+    lines = [*failed, f"summary: {shown}"] if failed else success_text(shown)
+    print(*lines, sep="\n", flush=True)
+    return exit_code
 
 
 # --------------------------------------------------------------------------------------------------
 # Command line
 
 
+SUMMARY_HELP = "where to write the machine-readable summary, a JSON object (default: OUTPUT/summary.json)"
+
+
 def build_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog="Progress, the training log included, goes to stderr. The run ends with a short summary on "
+        "stdout: where model.tar.gz went, the final model's main validation metrics, each predicted row "
+        "and its prediction, and the path of the summary file. That file holds sdk, run, model_data, "
+        "metrics (every metric of the final model's epoch line), predictions, training_log_tail and "
+        "timings; on failure error and log_tail, and the exit code is non-zero.",
+    )
     parser.add_argument("--image", required=True, help="local Docker image, e.g. optml:latest")
     parser.add_argument("--train", required=True, help="train channel: a directory or file:// URI")
     parser.add_argument("--validation", help="validation channel: a directory or file:// URI")
     parser.add_argument("--output", required=True, help="directory for the run's artifacts")
+    parser.add_argument("--summary", help=SUMMARY_HELP)
     parser.add_argument("--instance-count", type=int, default=1, help="training hosts (default 1)")
     parser.add_argument(
         "--hyperparameters",
@@ -180,7 +290,16 @@ def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespa
         args.hyperparameters = parse_hyperparameters(args.hyperparameters)
     except ValueError as exc:
         parser.error(str(exc))
+    args.summary = summary_path_of(parser, args)
     return args
+
+
+def summary_path_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
+    """``--summary``, else ``summary.json`` in ``--output``; resolved now, so that a failure can be reported."""
+    try:
+        return local_path(args.summary) if args.summary else default_summary_path(local_path(args.output))
+    except LocalModeError as exc:
+        parser.error(str(exc))
 
 
 def parse_hyperparameters(pairs: Sequence[str]) -> dict[str, str]:
@@ -487,7 +606,7 @@ def run_driver(
     train: TrainFn,
     deploy_and_predict: DeployFn,
 ) -> int:
-    """Parse the command line, train, deploy, predict, clean up; print the JSON result line."""
+    """Parse the command line, train, deploy, predict, clean up; write the summary file and print the summary."""
     args = parse_args(argv, description)
     scratch = scratch_dir(f"{run_prefix}-")
     prepare_sdk_environment(scratch, args.allow_telemetry)
@@ -499,6 +618,7 @@ def run_driver(
     exit_code = 1
     janitor: DockerJanitor | None = None
     tee: _TeeToStderr | None = None
+    rows: list[str] = []
     try:
         with time_limit(args.timeout), capture_stdout() as tee:
             result["sdk"] = sdk_version()
@@ -528,9 +648,8 @@ def run_driver(
                 )
                 timings["train_s"] = round(time.monotonic() - started, 1)
                 janitor.remove_phase("train")
-                tail = list(tee.lines)
-                result["training_log_tail"] = tail[-20:]
-                result["metrics"] = last_metrics(tail)
+                result["training_log_tail"] = list(tee.lines)[-20:]
+                result["metrics"] = final_metrics(tee.metric_lines)
             result["model_data"] = str(model_data)
             tee.lines.clear()
 
@@ -545,21 +664,15 @@ def run_driver(
             )
             timings["serve_s"] = round(time.monotonic() - started, 1)
             result["predictions"] = predictions
-        for row, prediction in zip(rows, predictions, strict=True):
-            shown = row if len(row) <= 60 else row[:57] + "..."
-            log(f"prediction {prediction!r} for features {shown}")
         exit_code = 0
     except (LocalModeError, Deadline) as exc:
         result["error"] = str(exc)
-        log(f"error: {exc}")
     except KeyboardInterrupt:
         result["error"] = "interrupted"
-        log("interrupted")
         exit_code = 130
     except Exception as exc:  # the SDKs and Docker raise all sorts: show them, don't hide them
         traceback.print_exc(file=sys.stderr)
         result["error"] = f"{type(exc).__name__}: {exc}"
-        log(f"error: {result['error']}")
     finally:
         started = time.monotonic()
         if janitor is not None:
@@ -569,10 +682,7 @@ def run_driver(
     result["timings"] = timings
     if exit_code != 0 and tee is not None and tee.lines:
         result["log_tail"] = list(tee.lines)[-20:]
-    if exit_code == 0:
-        log(f"done: model {result.get('model_data')}, {len(result['predictions'])} prediction(s)")
-    emit_result(result)
-    return exit_code
+    return finish(result, args.summary, exit_code, lambda summary_file: run_summary_text(result, rows, summary_file))
 
 
 def sdk_version() -> str:

@@ -14,8 +14,9 @@ Run it with the SDK v3 environment's Python, from the repository root::
         --train data/breast_cancer/train --validation data/breast_cancer/validation \\
         --output demo-output --hyperparameters epochs=5 hidden_units=32,16
 
-Progress goes to stderr; the last line of stdout is one JSON object (``sdk``, ``model_data``,
-``predictions``, ``training_log_tail``, ``metrics``, ``timings``; ``error`` on failure, exit 1).
+Progress goes to stderr; the run ends with a short summary on stdout (model.tar.gz path, main
+validation metrics, predictions) and writes the machine-readable one to ``<output>/summary.json``
+(``--summary``): ``--help`` and ``tools/_localmode_common.py`` say what each holds.
 """
 
 from __future__ import annotations

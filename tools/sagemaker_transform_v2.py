@@ -11,8 +11,11 @@ Run it with the SDK v2 environment's Python, from the repository root::
     .venv-sdk2/bin/python tools/sagemaker_transform_v2.py --image optml:latest \\
         --model-data model.tar.gz --input batch-in/ --output batch-out/ --content-type text/csv
 
-The last line of stdout is one JSON object: ``outputs`` (output file → its lines), ``timings``;
-``error`` on failure (exit 1).
+Progress goes to stderr. The run ends with a short summary on stdout (each output file and its line
+count, the summary file's path; on failure the reason on one line, exit 1) and writes the
+machine-readable summary to ``<output>/summary.json`` (or ``--summary``): ``run``, ``output_dir``,
+``outputs`` (output file, relative to ``output_dir`` → its number of lines), ``timings``; ``error`` on
+failure.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ def transform(
     janitor: common.DockerJanitor,
     run_name: str,
     environment: dict[str, str] | None = None,
-) -> dict[str, list[str]]:
+) -> dict[str, int]:
+    """Run the transform; each output file (relative to ``output_dir``) and its number of lines."""
     model = local_v2.local_model(image, model_data, serving_port, run_name, environment)
     transformer = model.transformer(
         instance_count=1,
@@ -72,17 +76,36 @@ def transform(
             logs=False,
         )
     return {
-        str(path.relative_to(output_dir)): path.read_text(encoding="utf-8").split("\n")
+        str(path.relative_to(output_dir)): len(path.read_text(encoding="utf-8").splitlines())
         for path in sorted(output_dir.rglob("*.out"))
     }
 
 
+def summary_text(summary: dict[str, Any], summary_file: str) -> list[str]:
+    """What a successful transform prints last: where the outputs are, their line counts, the summary file."""
+    outputs = [(name, f"{lines} line(s)") for name, lines in summary["outputs"].items()]
+    return [
+        "",
+        "done",
+        *common.aligned([("output", common.shown_path(Path(summary["output_dir"]))), ("summary", summary_file)]),
+        "",
+        "output files",
+        *common.aligned(outputs),
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog="Progress goes to stderr. The run ends with a short summary on stdout: the output files with "
+        "their line counts and the path of the summary file, which holds run, output_dir, outputs (file -> "
+        "number of lines) and timings; on failure error, and the exit code is 1.",
+    )
     parser.add_argument("--image", required=True)
     parser.add_argument("--model-data", required=True, help="model.tar.gz (path or file:// URI)")
     parser.add_argument("--input", required=True, help="directory of input files, one record per line")
     parser.add_argument("--output", required=True, help="directory for the .out files (created)")
+    parser.add_argument("--summary", help=common.SUMMARY_HELP)
     parser.add_argument("--content-type", default="text/csv")
     parser.add_argument("--accept", default="text/csv")
     parser.add_argument("--serving-port", type=int, default=common.DEFAULT_SERVING_PORT)
@@ -91,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--env", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="container environment"
     )
     args = parser.parse_args(argv)
+    summary_path = common.summary_path_of(parser, args)
 
     scratch = common.scratch_dir(f"{RUN_PREFIX}-")
     common.prepare_sdk_environment(scratch, allow_telemetry=False)
@@ -107,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             janitor = common.DockerJanitor(run_name)
             output_dir = common.local_path(args.output)
             output_dir.mkdir(parents=True, exist_ok=True)
+            result["output_dir"] = str(output_dir)
             result["outputs"] = transform(
                 args.image,
                 common.local_path(args.model_data),
@@ -129,10 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             janitor.cleanup()
         shutil.rmtree(scratch, ignore_errors=True)
     result["timings"] = {"transform_s": round(time.monotonic() - started, 1)}
-    if "error" in result:
-        common.log(f"error: {result['error']}")
-    common.emit_result(result)
-    return exit_code
+    return common.finish(result, summary_path, exit_code, lambda summary_file: summary_text(result, summary_file))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The SDK starts the image with `serve` and SAGEMAKER_BATCH=true, asks GET /execution-parameters for the
 payload size, splits each input file by line into mini-batches and appends a newline after each answer
-(AssembleWith=Line). The output must hold exactly one line per input line, in order.
+(AssembleWith=Line). The output must hold exactly one line per input line, in order; the driver's
+summary file must count them.
 """
 
 from __future__ import annotations
@@ -48,18 +49,22 @@ def test_transformer_gives_one_output_line_per_input_line(
     (inputs / "big.csv").write_text("\n".join(",".join(map(repr, row)) for row in big.tolist()) + "\n")
     (inputs / "small.csv").write_text("\n".join(",".join(map(repr, row)) for row in small.tolist()))
 
+    output_dir = tmp_path / "out"
     result = subprocess.run(
         [
             str(PYTHON_SDK2), str(REPO / "tools" / "sagemaker_transform_v2.py"), "--image", image,
-            "--model-data", str(model_data), "--input", str(inputs), "--output", str(tmp_path / "out"),
+            "--model-data", str(model_data), "--input", str(inputs), "--output", str(output_dir),
             "--serving-port", str(free_port()), "--env", "SAGEMAKER_MAX_PAYLOAD_IN_MB=1",
         ],
         capture_output=True, text=True, timeout=900, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
-    outputs = json.loads(result.stdout.strip().splitlines()[-1])["outputs"]
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert summary["output_dir"] == str(output_dir)
+    assert summary["outputs"] == {"big.csv.out": len(big), "small.csv.out": len(small)}
+    assert f"summary  {output_dir / 'summary.json'}" in result.stdout
     model = load_model(trained_binary_model)
     for name, rows in (("big.csv.out", big), ("small.csv.out", small)):
-        lines = outputs[name]
+        lines = (output_dir / name).read_text().split("\n")
         assert lines[-1] == ""  # the file ends with the newline SageMaker appends
         assert lines[:-1] == [str(label) for label in model.predict(rows).labels], name

@@ -1,8 +1,8 @@
 """SageMaker SDK local mode, v3 and v2, driving the real image exactly as a user's script does.
 
 Each SDK lives in its own venv (both are the `sagemaker` package), so each driver runs as a subprocess
-with that venv's Python and reports one JSON line; the assertions compare the endpoint's predictions
-with the model from the produced model.tar.gz, loaded in-process.
+with that venv's Python and writes its summary file; the assertions compare the endpoint's predictions
+and the logged metrics with the model from the produced model.tar.gz, loaded in-process.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def test_train_deploy_predict(sdk: str, instances: int, image: str, tmp_path: Pa
     predict_csv = tmp_path / "predict.csv"
     predict_csv.write_text("\n".join(",".join(repr(float(v)) for v in row[1:]) for row in rows) + "\n")
 
+    summary_path = tmp_path / "out" / "summary.json"
     result = subprocess.run(
         [
             str(python), str(driver), "--image", image,
@@ -47,8 +48,9 @@ def test_train_deploy_predict(sdk: str, instances: int, image: str, tmp_path: Pa
         capture_output=True, text=True, timeout=900, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = json.loads(summary_path.read_text())
     assert report["sdk"].startswith(version_prefix)
+    assert f"summary  {summary_path}" in result.stdout
 
     model_data = Path(report["model_data"])
     assert model_data.name == "model.tar.gz" and model_data.is_file()
@@ -63,6 +65,10 @@ def test_train_deploy_predict(sdk: str, instances: int, image: str, tmp_path: Pa
     model = load_model(tmp_path / "model")
     assert model.metadata.hyperparameters["epochs"] == 10
     assert model.metadata.metrics["validation:accuracy"] >= 0.9
+    # The summary's metrics come from the last epoch line of the log, written with 6 significant digits.
+    assert report["metrics"]["epoch"] == 10
+    for name in ("validation:loss", "validation:accuracy", "validation:auc"):
+        assert report["metrics"][name] == pytest.approx(model.metadata.metrics[name], rel=1e-5), name
 
     expected = [str(label) for label in model.predict(rows[:, 1:]).labels]
     assert [str(p).split(",")[0] for p in report["predictions"]] == expected
