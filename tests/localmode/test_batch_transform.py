@@ -9,7 +9,6 @@ summary file must count them.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import tarfile
 from pathlib import Path
@@ -26,14 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON_SDK2 = REPO / ".venv-sdk2" / "bin" / "python"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_transformer_gives_one_output_line_per_input_line(
-    image: str, trained_binary_model: Path, tmp_path: Path
+    image: str, trained_binary_model: Path, tmp_path: Path, serving_port: int
 ) -> None:
     if not PYTHON_SDK2.exists():
         pytest.fail(f"{PYTHON_SDK2} is missing: run `make venv` (make test does)")
@@ -54,7 +47,7 @@ def test_transformer_gives_one_output_line_per_input_line(
         [
             str(PYTHON_SDK2), str(REPO / "tools" / "sagemaker_transform_v2.py"), "--image", image,
             "--model-data", str(model_data), "--input", str(inputs), "--output", str(output_dir),
-            "--serving-port", str(free_port()), "--env", "SAGEMAKER_MAX_PAYLOAD_IN_MB=1",
+            "--serving-port", str(serving_port), "--env", "SAGEMAKER_MAX_PAYLOAD_IN_MB=1",
         ],
         capture_output=True, text=True, timeout=900, cwd=REPO,
     )  # fmt: skip

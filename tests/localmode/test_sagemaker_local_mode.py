@@ -29,7 +29,7 @@ DRIVERS = {
 
 @pytest.mark.parametrize("instances", [1, 2], ids=["1-instance", "2-instances"])
 @pytest.mark.parametrize("sdk", sorted(DRIVERS))
-def test_train_deploy_predict(sdk: str, instances: int, image: str, tmp_path: Path) -> None:
+def test_train_deploy_predict(sdk: str, instances: int, image: str, tmp_path: Path, serving_port: int) -> None:
     python, driver, version_prefix = DRIVERS[sdk]
     if not python.exists():
         pytest.fail(f"{python} is missing: run `make venv` (make test does)")
@@ -43,6 +43,7 @@ def test_train_deploy_predict(sdk: str, instances: int, image: str, tmp_path: Pa
             str(python), str(driver), "--image", image,
             "--train", str(DATA / "train"), "--validation", str(DATA / "validation"),
             "--output", str(tmp_path / "out"), "--predict-csv", str(predict_csv), "--instance-count", str(instances),
+            "--serving-port", str(serving_port),
             "--hyperparameters", "epochs=10", "learning_rate=0.01", "hidden_units=16",
         ],
         capture_output=True, text=True, timeout=900, cwd=REPO,
