@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,10 +75,54 @@ def train_model(directory: Path) -> Path:
     return root / "model"
 
 
-def feature_rows(count: int) -> str:
+def feature_table(count: int) -> np.ndarray:
+    """`count` rows of the bundled validation features (repeated as needed), without the label."""
     table = np.loadtxt(sorted((DATA / "validation").iterdir())[0], delimiter=",")[:, 1:]
-    rows = table[np.arange(count) % len(table)]
-    return "\n".join(",".join(repr(float(v)) for v in row) for row in rows) + "\n"
+    return table[np.arange(count) % len(table)]
+
+
+def feature_rows(count: int) -> str:
+    return "\n".join(",".join(repr(float(v)) for v in row) for row in feature_table(count)) + "\n"
+
+
+def local_env() -> dict[str, str]:
+    """This process's environment for a server run from the working tree, without the settings of any
+    SageMaker job or optml server this shell may have exported."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "SM_", "OPTML_"))}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def optml_command(port: int, extra: list[str]) -> list[str]:
+    """optml's server from the working tree, configured as the image's `serve` configures it."""
+    return [sys.executable, "-m", "gunicorn", "--config", "python:serve.gunicorn_conf", *extra,
+            "--bind", f"127.0.0.1:{port}", "serve.wsgi:create_app_from_environment()"]  # fmt: skip
+
+
+def answers_ping(port: int, seconds: float, running: Callable[[], bool] = lambda: True) -> bool:
+    """Polls /ping until it answers 200 (True), or until `seconds` pass or `running()` is False (False)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and running():
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"http://127.0.0.1:{port}/ping", timeout=5).status_code == 200:
+                return True
+        time.sleep(0.01)
+    return False
+
+
+def run_container(image: str, model_dir: Path, port: int, env: dict[str, str] | None = None) -> str:
+    """`docker run -d` of the image serving the model on 127.0.0.1:`port`; the container's id."""
+    settings = [f"--env={name}={value}" for name, value in (env or {}).items()]
+    return subprocess.run(
+        ["docker", "run", "-d", "-p", f"127.0.0.1:{port}:8080", "-v", f"{model_dir}:/opt/ml/model:ro",
+         *settings, image, "serve"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def container_logs(container: str) -> str:
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+    return (logs.stdout + logs.stderr)[-2000:]
 
 
 @contextlib.contextmanager
@@ -102,15 +146,9 @@ def spawned(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Pope
 @contextlib.contextmanager
 def server(name: str, command: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
     with spawned(command, env) as process:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=10).status_code == 200:
-                    break
+        if not answers_ping(port, 60, lambda: process.poll() is None):
             if process.poll() is not None:
                 raise SystemExit(f"{name} exited with {process.returncode} before answering /ping")
-            time.sleep(0.05)
-        else:
             raise SystemExit(f"{name} did not answer /ping within 60 s")
         yield process
 
@@ -208,12 +246,14 @@ def _percentile(output: str, label: str) -> float:
 
 
 def memory_kib(pid: int) -> dict[str, int]:
-    """Rss and Pss (shared pages divided among the processes sharing them) from smaps_rollup."""
+    """Rss, Pss (shared pages divided among the processes sharing them) and Uss (the pages this process
+    alone maps: what a leak grows; Rss also grows as a worker first touches its master's pages) from
+    smaps_rollup."""
     fields = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
         key, value = line.split(":", 1)
         fields[key] = int(value.split()[0])
-    return {"rss": fields["Rss"], "pss": fields["Pss"]}
+    return {"rss": fields["Rss"], "pss": fields["Pss"], "uss": fields["Private_Clean"] + fields["Private_Dirty"]}
 
 
 def process_tree(pid: int) -> list[int]:
@@ -227,20 +267,10 @@ def cold_start(image: str, model_dir: Path, runs: int) -> list[float]:
     for _ in range(runs):
         port = free_port()
         started = time.monotonic()
-        container = subprocess.run(
-            ["docker", "run", "-d", "-p", f"127.0.0.1:{port}:8080",
-             "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+        container = run_container(image, model_dir, port)
         try:
-            while time.monotonic() - started < 60:
-                with contextlib.suppress(requests.RequestException):
-                    if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                        break
-                time.sleep(0.01)
-            else:
-                logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
-                raise SystemExit(f"{image} was not healthy within 60 s:\n{logs[-2000:]}")
+            if not answers_ping(port, 60 - (time.monotonic() - started)):
+                raise SystemExit(f"{image} was not healthy within 60 s:\n{container_logs(container)}")
             times.append(time.monotonic() - started)
         finally:
             subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
@@ -278,14 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model_dir = train_model(scratch)
         python = sys.executable
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "SM_", "OPTML_"))}
-        env["PYTHONPATH"] = str(REPO)
+        env = local_env()
         ports = {"baseline": free_port(), "optml": free_port()}
         commands = {
             "baseline": [python, "-m", "gunicorn", "--timeout", "60", "--workers", str(args.workers),
                          "--worker-class", "sync", "benchmarks.byoc_baseline:app"],
-            "optml": [python, "-m", "gunicorn", "--config", "python:serve.gunicorn_conf", *args.optml_args.split(),
-                      "--bind", f"127.0.0.1:{ports['optml']}", "serve.wsgi:create_app_from_environment()"],
+            "optml": optml_command(ports["optml"], args.optml_args.split()),
         }  # fmt: skip
         envs = {
             "baseline": env | {"BASELINE_MODEL_DIR": str(model_dir)},
