@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from string import Template
 
@@ -331,14 +332,29 @@ def format_sample(s: Sample) -> str:
     )
 
 
+def machine() -> str:
+    """The CPU model, the CPUs and the memory: what RESULTS.md records with each run."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
+    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return f"{model.group(1) if model else 'unknown CPU'}, {os.cpu_count()} CPUs, {memory_kb / 2**20:.0f} GiB"
+
+
 def report(
-    maximum: WrkRun, samples: list[Sample], kill: Kill | None, args: argparse.Namespace, flat_limit: float
+    maximum: WrkRun,
+    samples: list[Sample],
+    kill: Kill | None,
+    args: argparse.Namespace,
+    started: datetime,
 ) -> tuple[str, bool]:
     """The Markdown table and verdict, and whether the soak passed."""
     loads = [s.load for s in samples if s.load is not None]
     max_rate = maximum.requests / maximum.seconds
     rotated = ", ".join(f"{rows}-row {kind}" for rows in ROW_COUNTS for kind in CONTENT_TYPES)
+    load_averages = [s.load_average for s in samples]
     lines = [
+        f"{started:%Y-%m-%d %H:%M}-{datetime.now(UTC):%H:%M} UTC on {machine()};"
+        f" 1-minute load average {min(load_averages):.2f}-{max(load_averages):.2f} while it ran",
         f"server: {args.image or 'the working tree'}, {args.workers} workers;"
         f" wrk -t1 -c{args.connections or 2 * args.workers}, requests in turn: {rotated}",
         f"maximum: {max_rate:.1f} requests/s over {maximum.seconds:.0f} s (p99 {maximum.p99_ms:.1f} ms, errors"
@@ -387,7 +403,7 @@ def report(
         cells = []
         for key in ("rss", "uss"):
             slope = slope_mib_per_minute([(s.minute, s.workers[pid][key]) for s in points])
-            flat = abs(slope) <= flat_limit
+            flat = abs(slope) <= args.flat
             all_flat &= flat
             first, last = points[0].workers[pid][key] / 1024, points[-1].workers[pid][key] / 1024
             cells.append(
@@ -402,7 +418,7 @@ def report(
     verdict_lines.append(
         f"| **{'PASS' if passed else 'FAIL'}** | no errors but the killed worker's in-flight request:"
         f" {'yes' if total_errors - kill_errors == 0 and kill_errors <= 1 else 'no'};"
-        f" memory flat (|slope| <= {flat_limit} MiB/min): {'yes' if all_flat else 'no'}"
+        f" memory flat (|slope| <= {args.flat} MiB/min): {'yes' if all_flat else 'no'}"
         + ("" if kill is None else f"; killed worker replaced: {'yes' if kill.replacement else 'no'}")
         + " |"
     )
@@ -429,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
 
+    started = datetime.now(UTC)
     scratch = Path(tempfile.mkdtemp(prefix="optml-soak-"))
     try:
         model_dir = train_model(scratch)
@@ -437,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             maximum, samples, kill = soak(port, master, scratch, bodies, args)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    text, passed = report(maximum, samples, kill, args, args.flat)
+    text, passed = report(maximum, samples, kill, args, started)
     print(text)
     return 0 if passed else 1
 
