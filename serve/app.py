@@ -16,11 +16,11 @@ import logging
 from dataclasses import dataclass
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from container.artifact import ModelArtifact
 from serve.batch import ExecutionParameters
-from serve.body import read_body
+from serve.body import payload_too_large, read_body
 from serve.codecs import FeatureSchema, decode_request, encode_response
 from serve.errors import RequestError, bad_request
 from serve.multimodel import ModelRegistry
@@ -57,14 +57,13 @@ def create_app(
         raise ValueError("create_app needs exactly one of a model and a multi-model registry")
     config = config or ServeConfig()
     schema = FeatureSchema.for_model(model) if model else None
-    app = Flask("optml")
-    app.config["MAX_CONTENT_LENGTH"] = config.max_payload_bytes  # also caps chunked bodies
+    app = Flask("optml")  # every body is read through read_body, which enforces the payload limit
 
     @app.before_request
     def refuse_oversized_body() -> None:
-        # Decided from the header alone: the body is never read.
+        # Decided from the header alone: the body is never read (bodies without one: read_body).
         if request.content_length is not None and request.content_length > config.max_payload_bytes:
-            raise RequestEntityTooLarge()
+            raise payload_too_large(config.max_payload_bytes)
 
     @app.get("/ping")
     def ping() -> Response:
@@ -81,7 +80,7 @@ def create_app(
         check_options(options, served.task)
         response_type = choose_response_type(request.headers.get("Accept"), config.default_accept, request.mimetype)
         records = decode_request(
-            read_body(),
+            read_body(config.max_payload_bytes),
             request.mimetype,
             request.mimetype_params,
             served_schema,
@@ -112,7 +111,10 @@ def create_app(
 
         @app.post("/models")
         def load_model() -> Response:
-            document = request.get_json(silent=True)
+            try:
+                document = json.loads(read_body(config.max_payload_bytes))
+            except ValueError:  # not JSON, or not UTF-8
+                document = None
             if not isinstance(document, dict) or not all(
                 isinstance(document.get(key), str) for key in ("model_name", "url")
             ):
@@ -152,12 +154,7 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        if status == 413:
-            message = f"request body is larger than the {config.max_payload_bytes} bytes this endpoint accepts"
-        else:
-            message = error.description or error.name
-        return client_error(status, error.name.lower().replace(" ", "_"), message)
+        return client_error(error.code or 500, error.name.lower().replace(" ", "_"), error.description or error.name)
 
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> Response:

@@ -6,6 +6,7 @@
 import gc
 import os
 
+from serve.body import drain_or_close
 from serve.settings import ServerSettings
 
 _settings = ServerSettings.from_env(os.environ)
@@ -44,6 +45,10 @@ def when_ready(server: object) -> None:
     # permanent generation keeps the garbage collector from touching (and so copying) the shared pages
     # in each worker, and from scanning them on every collection.
     gc.freeze()
+
+
+def post_request(worker: object, req: object, environ: object, resp: object) -> None:
+    drain_or_close(req)  # the unread rest of a refused body, so that the client reads the answer
 
 
 def post_fork(server: object, worker: object) -> None:

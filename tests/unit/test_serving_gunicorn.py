@@ -3,18 +3,23 @@ which serve/body.py reads in one piece when the request has a Content-Length."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
-from gunicorn.http.body import Body, LengthReader
+from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.http.unreader import Unreader
 
 from container.artifact import load_model
@@ -40,15 +45,16 @@ class Server:
     log: Path  # the server's stdout and stderr
 
 
-@pytest.fixture(scope="module")
-def server(trained_binary_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextmanager
+def gunicorn_server(log: Path, **settings: str) -> Iterator[Server]:
+    """The real server (gunicorn with serve/gunicorn_conf.py) on a free port; `settings` are environment
+    variables (SM_MODEL_DIR, SAGEMAKER_BATCH, ...)."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
-    env |= {"SM_MODEL_DIR": str(trained_binary_model), "SAGEMAKER_MODEL_SERVER_WORKERS": "1", "PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_", "OPTML_ROOT"))}
+    env |= {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "PYTHONPATH": str(REPO)} | settings
     command = [sys.executable, "-m", "gunicorn", "--config", "python:serve.gunicorn_conf",
                "--bind", f"127.0.0.1:{port}", "serve.wsgi:create_app_from_environment()"]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("gunicorn") / "server.log"
     with (
         open(log, "wb") as output,
         subprocess.Popen(command, env=env, cwd=REPO, stdout=output, stderr=output) as process,
@@ -68,6 +74,13 @@ def server(trained_binary_model: Path, tmp_path_factory: pytest.TempPathFactory)
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(trained_binary_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("gunicorn") / "server.log"
+    with gunicorn_server(log, SM_MODEL_DIR=str(trained_binary_model)) as running:
+        yield running
 
 
 def expected_labels(model_dir: Path) -> list[str]:
@@ -121,8 +134,186 @@ def test_a_client_that_resets_mid_body_is_a_400_not_a_server_error(trained_binar
     environ = {"wsgi.input": stream, "CONTENT_LENGTH": str(len(BODY))}
     with app.test_request_context("/invocations", method="POST", content_type="text/csv", environ_overrides=environ):
         with pytest.raises(RequestError) as raised:
-            read_body()
+            read_body(LIMIT)
     assert raised.value.status == 400
     assert raised.value.message == (
         f"the request body could not be read ([Errno 104] Connection reset by peer); Content-Length said {len(BODY)}"
     )
+
+
+def test_a_chunked_body_cut_by_a_reset_or_broken_framing_is_a_400(trained_binary_model: Path) -> None:
+    app = create_app(load_model(trained_binary_model))
+    framed = b"4e20\r\n" + BODY[:20000] + b"\r\n"  # one 20000-byte chunk, then the client resets
+    for source, reason in (
+        (ResetAfter(framed), "([Errno 104] Connection reset by peer)"),
+        (ResetAfter(b"zz\r\n"), "(Invalid chunk size: b'zz')"),
+    ):
+        environ = {"wsgi.input": Body(ChunkedReader(None, source)), "wsgi.input_terminated": True}
+        headers = {"Transfer-Encoding": "chunked"}
+        with app.test_request_context(
+            "/invocations", method="POST", content_type="text/csv", headers=headers, environ_overrides=environ
+        ):
+            with pytest.raises(RequestError) as raised:
+                read_body(LIMIT)
+        assert (raised.value.status, raised.value.message) == (
+            400,
+            f"the chunked request body could not be read {reason}",
+        )
+
+
+# ---- the payload limit, for bodies with and without a Content-Length --------------------------------------
+
+LIMIT = 6 * 1024 * 1024  # SAGEMAKER_MAX_PAYLOAD_IN_MB's default
+TOO_LARGE = {
+    "error": "request_entity_too_large",
+    "message": f"request body is larger than the {LIMIT} bytes this endpoint accepts",
+}
+LINE = b"0.12345,-1.5,0.25,2.0\n"
+
+
+def csv_body(size: int) -> tuple[bytes, int]:
+    """Numeric CSV rows for the 4-feature model, exactly `size` bytes, ending on a newline; and its row count.
+    The last row's first number is padded with zeros (same value) to reach the size."""
+    count, extra = divmod(size, len(LINE))
+    return LINE * (count - 1) + LINE.replace(b"0.12345", b"0.12345" + b"0" * extra, 1), count
+
+
+def chunked(body: bytes, piece: int = 256 * 1024) -> Iterator[bytes]:
+    """A generator: requests sends it with Transfer-Encoding: chunked and no Content-Length."""
+    return (body[i : i + piece] for i in range(0, len(body), piece))
+
+
+def post_chunked(url: str, body: bytes, content_type: str) -> requests.Response:
+    return requests.post(url, data=chunked(body), headers={"Content-Type": content_type}, timeout=120)
+
+
+AT_LIMIT, AT_LIMIT_ROWS = csv_body(LIMIT)
+OVER_LIMIT = {
+    "one byte over": AT_LIMIT + b"\n",
+    # The case that lost data: 7 MiB whose first 6 MiB end on a newline got 200 and the first 6 MiB's rows.
+    "7 MiB, the first 6 MiB ending on a newline": AT_LIMIT + csv_body(1024 * 1024)[0],
+    "far over (24 MiB)": AT_LIMIT * 4,
+}
+
+
+def test_a_chunked_body_exactly_at_the_limit_gets_every_row_answered(server: Server) -> None:
+    response = post_chunked(f"{server.url}/invocations", AT_LIMIT, "text/csv")
+    assert response.status_code == 200, response.text[:500]
+    assert len(response.text.splitlines()) == AT_LIMIT_ROWS
+
+
+@pytest.mark.parametrize("body", OVER_LIMIT.values(), ids=OVER_LIMIT.keys())
+def test_a_chunked_body_over_the_limit_is_a_413_never_a_cut_body(server: Server, body: bytes) -> None:
+    response = post_chunked(f"{server.url}/invocations", body, "text/csv")
+    assert (response.status_code, response.json()) == (413, TOO_LARGE)
+
+
+def _rows_over_limit() -> np.ndarray:
+    return np.full((LIMIT // 32 + 1, 4), 0.123456789)  # float64: more than LIMIT bytes however written
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npz(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, instances=array)
+    return buffer.getvalue()
+
+
+OVER_LIMIT_BY_TYPE = {
+    "application/json": lambda rows: json.dumps({"instances": rows.tolist()}).encode(),
+    "application/jsonlines": lambda rows: "".join(json.dumps(row) + "\n" for row in rows.tolist()).encode(),
+    "application/x-npy": _npy,
+    "application/x-npz": _npz,
+}
+
+
+@pytest.mark.parametrize("content_type", OVER_LIMIT_BY_TYPE)
+def test_a_chunked_body_over_the_limit_is_a_413_in_every_content_type(server: Server, content_type: str) -> None:
+    body = OVER_LIMIT_BY_TYPE[content_type](_rows_over_limit())
+    assert len(body) > LIMIT
+    response = post_chunked(f"{server.url}/invocations", body, content_type)
+    assert (response.status_code, response.json()) == (413, TOO_LARGE)
+
+
+def send_then_read(port: int, head: bytes, body: bytes) -> tuple[int, dict[str, object]]:
+    """A client that sends its whole request before reading the answer (as most do): it only sees the answer
+    if the server takes the whole body off the wire, also when it refused it without reading."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def test_a_content_length_far_over_the_limit_is_a_413_the_client_can_read(server: Server) -> None:
+    """Refused from the header; the body is drained after the answer, so that the client reads the 413
+    instead of a connection reset (gunicorn alone lingers over 64 KiB only)."""
+    body = AT_LIMIT * 2
+    head = f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: {len(body)}\r\n\r\n"
+    assert send_then_read(server.port, head.encode(), body) == (413, TOO_LARGE)
+
+
+def test_a_chunked_body_far_over_the_limit_is_a_413_the_client_can_read(server: Server) -> None:
+    body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in chunked(AT_LIMIT * 2)) + b"0\r\n\r\n"
+    head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert send_then_read(server.port, head, body) == (413, TOO_LARGE)
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_a_body_beyond_the_drain_limit_gets_its_connection_shut(server: Server) -> None:
+    """The server drains at most 100 MiB of a refused body, then shuts the connection: the client's sending
+    fails after about that much (not at once, not never), and the worker is free again (it answers /ping)."""
+    sent = 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 10000000000\r\n\r\n"
+        )
+        try:
+            while sent < 400 * 2**20:
+                sent += sock.send(AT_LIMIT)
+        except OSError:  # the server shut the connection
+            pass
+    assert 100 * 2**20 <= sent < 200 * 2**20
+    assert requests.get(f"{server.url}/ping", timeout=10).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def models_root(trained_binary_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An /opt/ml for a multi-model endpoint: the model under models/alpha."""
+    root = tmp_path_factory.mktemp("mme") / "ml"
+    shutil.copytree(trained_binary_model, root / "models" / "alpha")
+    return root
+
+
+@pytest.mark.parametrize("mode", ["batch", "multi-model"])
+def test_the_limit_holds_for_chunked_bodies_in_batch_and_multi_model_endpoints(
+    mode: str, trained_binary_model: Path, models_root: Path, tmp_path: Path
+) -> None:
+    settings = (
+        {"SM_MODEL_DIR": str(trained_binary_model), "SAGEMAKER_BATCH": "true"}
+        if mode == "batch"
+        else {"OPTML_ROOT": str(models_root), "SAGEMAKER_MULTI_MODEL": "true"}
+    )
+    with gunicorn_server(tmp_path / "server.log", **settings) as running:
+        url = f"{running.url}/invocations"
+        if mode == "multi-model":
+            load = requests.post(f"{running.url}/models", json={"model_name": "alpha", "url": "alpha"}, timeout=30)
+            assert load.status_code == 200, load.text
+            url = f"{running.url}/models/alpha/invoke"
+            # POST /models reads its JSON body under the same limit
+            oversized = json.dumps({"model_name": "beta", "url": "x" * LIMIT}).encode()
+            response = post_chunked(f"{running.url}/models", oversized, "application/json")
+            assert (response.status_code, response.json()) == (413, TOO_LARGE)
+        response = post_chunked(url, AT_LIMIT, "text/csv")
+        assert response.status_code == 200, response.text[:500]
+        assert len(response.text.splitlines()) == AT_LIMIT_ROWS
+        for body in OVER_LIMIT.values():
+            response = post_chunked(url, body, "text/csv")
+            assert (response.status_code, response.json()) == (413, TOO_LARGE)
