@@ -5,17 +5,29 @@ Shared by training (channel `model`, incremental training) and serving (multi-mo
 from __future__ import annotations
 
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 
-class UnsafeArchive(ValueError):
+class ArchiveError(ValueError):
+    """A tarball that cannot be extracted whole: corrupt, cut short, or the disk is full."""
+
+
+class UnsafeArchive(ArchiveError):
     """A tarball member would land outside the extraction directory, or is not a file or directory."""
 
 
 def safe_extract(tarball: Path, destination: Path) -> None:
     """Extract `tarball` into `destination`, refusing absolute names, `..`, links that point outside,
-    and devices or FIFOs — checked for every member before anything is written."""
-    root = destination.resolve()
+    and devices or FIFOs — checked for every member before anything is written. Raises ArchiveError
+    (UnsafeArchive for those refusals) for anything that stops the extraction: never a partial model."""
+    try:
+        _extract(tarball, destination.resolve())
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:  # a truncated upload ends in EOFError
+        raise ArchiveError(f"{tarball.name} cannot be extracted whole ({error})") from None
+
+
+def _extract(tarball: Path, root: Path) -> None:
     with tarfile.open(tarball, "r:*") as archive:
         members = archive.getmembers()
         for member in members:

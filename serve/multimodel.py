@@ -9,13 +9,12 @@ every request sees every loaded model.
 from __future__ import annotations
 
 import shutil
-import tarfile
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from container.archive import UnsafeArchive, safe_extract
+from container.archive import ArchiveError, safe_extract
 from container.artifact import WEIGHTS_FILE, ModelArtifact, ModelLoadError, load_model
 from serve.codecs import FeatureSchema
 from serve.errors import RequestError, bad_request
@@ -71,7 +70,7 @@ class ModelRegistry:
                 extracted = Path(tempfile.mkdtemp(prefix="optml-model-", dir=self.scratch_dir))
                 try:
                     safe_extract(tarball, extracted)
-                except (UnsafeArchive, tarfile.TarError, OSError) as error:
+                except ArchiveError as error:
                     raise bad_request(f"cannot extract {url}: {error}") from None
                 model_dir = extracted
             memory = self._estimate_memory(model_dir)

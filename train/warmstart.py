@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from container.archive import UnsafeArchive, safe_extract
+from container.archive import ArchiveError, safe_extract
 from container.artifact import METADATA_FILE, ModelArtifact, ModelLoadError, load_model
 from container.errors import UserError
 from container.features import FeatureEncoder
@@ -72,9 +71,14 @@ def find_model_dir(channel_dir: Path, scratch: Path) -> Path:
             f"channel 'model' ({channel_dir}) holds neither {METADATA_FILE} nor a model.tar.gz from this image"
             f" (found: {', '.join(found) or 'nothing'})"
         )
+    if len(archives) > 1:  # which one was meant? Never guess: warm-starting from the wrong model is silent
+        raise UserError(
+            f"channel 'model' holds {len(archives)} archives ({', '.join(str(a) for a in archives[:5])}):"
+            " pass exactly one model.tar.gz"
+        )
     try:
         safe_extract(archives[0], scratch)
-    except (UnsafeArchive, tarfile.TarError) as error:
+    except ArchiveError as error:
         raise UserError(f"channel 'model': refusing to extract {archives[0]}: {error}") from None
     candidates = [p.parent for p in scratch.rglob(METADATA_FILE)]
     if not candidates:

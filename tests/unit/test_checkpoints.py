@@ -288,6 +288,24 @@ def test_unsafe_model_archives_are_refused(tmp_path: Path, name: str, kind: byte
     assert not (tmp_path / "escape.txt").exists()
 
 
+def test_a_truncated_or_ambiguous_model_channel_is_refused(tmp_path: Path, january_model: Path) -> None:
+    root = make_opt_ml(tmp_path, make_classification(50, 4, 2), None, {"epochs": "1"})
+    archive = tarball(january_model, root / "input/data/model")
+    whole = archive.read_bytes()
+    archive.write_bytes(whole[: len(whole) // 2])  # an upload cut short
+    with pytest.raises(UserError) as refused:
+        run(Paths(root=root))
+    assert str(refused.value) == (
+        f"channel 'model': refusing to extract {archive}: model.tar.gz cannot be extracted whole"
+        " (Compressed file ended before the end-of-stream marker was reached)"
+    )
+    archive.write_bytes(whole)
+    (archive.parent / "older").mkdir()
+    shutil.copy(archive, archive.parent / "older" / "model.tar.gz")
+    with pytest.raises(UserError, match=r"channel 'model' holds 2 archives \(.*\): pass exactly one model.tar.gz"):
+        run(Paths(root=root))
+
+
 def test_model_channel_without_a_model(tmp_path: Path) -> None:
     root = make_opt_ml(tmp_path, make_classification(50, 4, 2), None, {"epochs": "1"})
     (root / "input/data/model").mkdir(parents=True)

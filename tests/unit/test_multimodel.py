@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
+from container.archive import UnsafeArchive, safe_extract
 from container.artifact import Predictions, load_model
 from serve.app import create_app
-from serve.multimodel import ModelRegistry, UnsafeArchive, safe_extract
+from serve.multimodel import ModelRegistry
 from tests.conftest import make_classification
 
 ROWS = make_classification(4, 4, 2, seed=31)[:, 1:]
@@ -194,6 +195,20 @@ def test_unsafe_archive_load_is_400_and_leaves_nothing_behind(models_root: Path)
     assert response.status_code == 400
     assert "cannot extract evil.tar.gz: '../escape' would be written outside" in response.get_json()["message"]
     assert not list(models_root.parent.glob("optml-model-*"))  # the scratch extraction was removed
+
+
+def test_a_truncated_archive_is_a_400_never_a_partial_model(models_root: Path) -> None:
+    whole = (models_root / "beta" / "model.tar.gz").read_bytes()
+    (models_root / "cut.tar.gz").write_bytes(whole[: len(whole) // 2])  # an upload cut short
+    registry, client = registry_client(models_root)
+    response = client.post("/models", json={"model_name": "cut", "url": "cut.tar.gz"})
+    assert response.status_code == 400
+    assert response.get_json()["message"] == (
+        "cannot extract cut.tar.gz: cut.tar.gz cannot be extracted whole"
+        " (Compressed file ended before the end-of-stream marker was reached)"
+    )
+    assert not list(models_root.parent.glob("optml-model-*"))
+    assert client.get("/models/cut").status_code == 404
 
 
 def test_a_symlink_inside_the_archive_is_fine(tmp_path: Path) -> None:

@@ -324,3 +324,13 @@ def test_oversized_body_is_refused_from_content_length_without_reading_it(model:
         "error": "request_entity_too_large",
         "message": "request body is larger than the 1000 bytes this endpoint accepts",
     }
+
+
+def test_an_npz_that_would_inflate_past_its_cap_is_a_400(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compressed .npz is small on the wire: its arrays' declared size is checked before inflating them."""
+    monkeypatch.setattr("serve.codecs.NPZ_MAX_UNCOMPRESSED_BYTES", 1 << 20)
+    body = io.BytesIO()
+    np.savez_compressed(body, instances=np.zeros((40_000, 4)))  # 1.2 MiB of zeros in a few KiB
+    response = client.post("/invocations", data=body.getvalue(), headers={"Content-Type": "application/x-npz"})
+    assert response.status_code == 400
+    assert response.get_json()["message"] == ".npz arrays are larger than 1 MiB"
