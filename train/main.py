@@ -34,9 +34,9 @@ from container.features import FeatureEncoder
 from container.logs import configure_logging, format_metric_line
 from container.networks import INPUT_RANK, NetworkSpec, block_count, build_network, freeze_blocks
 from container.paths import Paths
-from train import crossval, distributed
+from train import crossval, distributed, memory
 from train.checkpoints import Checkpointer, CheckpointPolicy
-from train.data import DataOptions, Dataset, load_channel
+from train.data import DataOptions, Dataset, channel_files, load_channel
 from train.distributed import Topology, device_for, processes_per_host, topology_from
 from train.hyperparameters import Hyperparameters, parse_hyperparameters
 from train.interrupt import StopRequest, TrainingStopped
@@ -104,12 +104,14 @@ def load_channels(
             f"required channel 'train' is missing: no directory {train_dir}"
             f" (channels present: {', '.join(declared) or 'none'}); pass the training data as channel 'train'"
         )
-    datasets = {TRAIN: load_channel(TRAIN, train_dir, data_options(hp, job.channels.get(TRAIN)), encoder=encoder)}
+    with memory.loading_channel(TRAIN, channel_files(train_dir), paths.failure_file):
+        datasets = {TRAIN: load_channel(TRAIN, train_dir, data_options(hp, job.channels.get(TRAIN)), encoder=encoder)}
     for name in (VALIDATION, TEST):
         directory = paths.channel_dir(name)
         if directory.is_dir():
             options = data_options(hp, job.channels.get(name))
-            datasets[name] = load_channel(name, directory, options, encoder=datasets[TRAIN].encoder)
+            with memory.loading_channel(name, channel_files(directory), paths.failure_file):
+                datasets[name] = load_channel(name, directory, options, encoder=datasets[TRAIN].encoder)
             shape, train_shape = datasets[name].features.shape[1:], datasets[TRAIN].features.shape[1:]
             if shape != train_shape:
                 what = (
@@ -122,6 +124,26 @@ def load_channels(
                     " both need the same columns in the same order"
                 )
     return datasets
+
+
+def refuse_unsupported_input(job: JobConfig) -> None:
+    """Input SageMaker can deliver that this trainer cannot use yet: fail at the start with what to change,
+    instead of a misleading "channel missing" (Pipe mode makes FIFOs, not a directory) or a hang (hosts with
+    different shards disagree on the number of steps)."""
+    pipe = sorted(name for name, channel in job.channels.items() if channel.input_mode.lower() == "pipe")
+    if pipe:
+        raise UserError(
+            f"channel {', '.join(map(repr, pipe))} uses TrainingInputMode Pipe, which optml does not support yet:"
+            " use File or FastFile (input_mode='File' or 'FastFile' on the estimator or the channel's input)"
+        )
+    sharded = sorted(name for name, channel in job.channels.items() if channel.distribution == "ShardedByS3Key")
+    if sharded and len(job.resources.hosts) > 1:
+        raise UserError(
+            f"channel {', '.join(map(repr, sharded))} is ShardedByS3Key across {len(job.resources.hosts)} hosts:"
+            " each host receives different files, but optml's multi-host training needs every host to read the"
+            " same rows (sharded training is not supported yet); use S3 distribution FullyReplicated"
+            " (distribution='FullyReplicated' on the channel's input)"
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -349,6 +371,7 @@ def run(paths: Paths, stop_requested: Callable[[], bool] | None = None, local_ra
     """Train and save; returns the final model's metrics. Raises UserError for anything the user can fix,
     TrainingStopped after a stop request (with a checkpoint and a usable model saved)."""
     job = read_job_config(paths)
+    refuse_unsupported_input(job)
     hp = parse_hyperparameters(job.hyperparameters.values)
     if job.hyperparameters.ignored_keys:
         log.info("ignoring SDK keys: %s", ", ".join(job.hyperparameters.ignored_keys))

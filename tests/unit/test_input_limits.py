@@ -1,0 +1,140 @@
+"""Input the trainer cannot handle yet fails at the start with what to change; a channel that will not fit in
+memory is named before it is loaded."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from container.paths import Paths
+from tests.conftest import make_classification, make_opt_ml
+from train import memory
+from train.main import main, run
+
+
+def set_channels(root: Path, **channel: str) -> None:
+    config = root / "input" / "config" / "inputdataconfig.json"
+    channels = json.loads(config.read_text())
+    channels["train"] |= channel
+    config.write_text(json.dumps(channels))
+
+
+def set_hosts(root: Path, *hosts: str) -> None:
+    config = {"current_host": hosts[0], "hosts": list(hosts), "network_interface_name": "eth0"}
+    (root / "input" / "config" / "resourceconfig.json").write_text(json.dumps(config))
+
+
+def failure(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    monkeypatch.setenv("OPTML_ROOT", str(root))
+    code = main([])
+    return code, (root / "output" / "failure").read_text()
+
+
+def test_pipe_mode_is_refused_with_what_to_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_opt_ml(tmp_path / "ml", None, None, {"epochs": "1"})  # Pipe mode delivers FIFOs, no directory
+    (root / "input" / "config" / "inputdataconfig.json").write_text(
+        json.dumps({"train": {"TrainingInputMode": "Pipe", "ContentType": "text/csv"}})
+    )
+    assert failure(root, monkeypatch) == (
+        1,
+        "channel 'train' uses TrainingInputMode Pipe, which optml does not support yet: use File or FastFile"
+        " (input_mode='File' or 'FastFile' on the estimator or the channel's input)",
+    )
+
+
+def test_a_sharded_channel_on_several_hosts_fails_at_the_start_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hosts with 30,000 and 18,000 rows hung after "training mlp on N rows"; this host never even
+    tries to reach its peer (the test would hang, not fail, if it did)."""
+    root = make_opt_ml(tmp_path / "ml", make_classification(60, 4, 2), None, {"epochs": "1"})
+    set_channels(root, S3DistributionType="ShardedByS3Key")
+    set_hosts(root, "algo-1", "algo-2")
+    assert failure(root, monkeypatch) == (
+        1,
+        "channel 'train' is ShardedByS3Key across 2 hosts: each host receives different files, but optml's"
+        " multi-host training needs every host to read the same rows (sharded training is not supported yet);"
+        " use S3 distribution FullyReplicated (distribution='FullyReplicated' on the channel's input)",
+    )
+
+
+def test_a_sharded_channel_on_one_host_is_all_the_data_and_trains(tmp_path: Path) -> None:
+    root = make_opt_ml(tmp_path / "ml", make_classification(60, 4, 2), None, {"epochs": "1"})
+    set_channels(root, S3DistributionType="ShardedByS3Key", TrainingInputMode="FastFile")
+    run(Paths(root=root))
+    assert (root / "model" / "optml-model.json").is_file()
+
+
+# ---- memory ----------------------------------------------------------------------------------------------
+
+
+def fake_machine(root: Path, *, total_kb: int, available_kb: int, limit: int | None, usage: int = 0) -> Path:
+    """A /proc/meminfo and a cgroup v1 memory controller under `root`, as a container sees them."""
+    (root / "proc").mkdir(parents=True)
+    (root / "proc" / "meminfo").write_text(
+        f"MemTotal:       {total_kb} kB\nMemFree:        1 kB\nMemAvailable:   {available_kb} kB\n"
+    )
+    if limit is not None:
+        cgroup = root / "sys" / "fs" / "cgroup" / "memory"
+        cgroup.mkdir(parents=True)
+        (cgroup / "memory.limit_in_bytes").write_text(f"{limit}\n")
+        (cgroup / "memory.usage_in_bytes").write_text(f"{usage}\n")
+    return root
+
+
+def test_available_memory_is_the_container_limit_or_the_machine(tmp_path: Path) -> None:
+    limited = fake_machine(tmp_path / "a", total_kb=16_000_000, available_kb=12_000_000, limit=400_000_000, usage=50)
+    assert memory.available_memory(limited) == memory.Memory(399_999_950, 400_000_000, "the container's memory limit")
+    # cgroup v1 without a limit reports 2^63 rounded down to pages: the machine's memory is what counts
+    unlimited = fake_machine(tmp_path / "b", total_kb=16_000_000, available_kb=12_000_000, limit=9223372036854771712)
+    machine = memory.Memory(12_000_000 * 1024, 16_000_000 * 1024, "the machine's memory")
+    assert memory.available_memory(unlimited) == machine
+    # a limit with more free than the machine has: the machine's is what is left
+    roomy = fake_machine(tmp_path / "c", total_kb=16_000_000, available_kb=1_000, limit=8_000_000_000)
+    assert memory.available_memory(roomy) == memory.Memory(1_024_000, 16_384_000_000, "the machine's memory")
+    assert memory.available_memory(tmp_path / "nothing") is None
+
+
+def test_gzip_files_count_at_their_uncompressed_size(tmp_path: Path) -> None:
+    path = tmp_path / "part.csv.gz"
+    path.write_bytes(gzip.compress(b"1,2,3\n" * 100_000))
+    assert memory.uncompressed_size(path) == 600_000
+    plain = tmp_path / "part.csv"
+    plain.write_bytes(b"1,2,3\n")
+    assert memory.uncompressed_size(plain) == 6
+
+
+def test_a_channel_that_will_not_fit_is_named_in_the_log_and_the_failure_file_while_it_loads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "train" / "part-0.csv"
+    data.parent.mkdir()
+    data.write_bytes(b"0.5,1.5,2.5\n" * 10_000)  # 120 kB: loading it takes about 480 kB
+    machine = fake_machine(tmp_path / "host", total_kb=16_000_000, available_kb=12_000_000, limit=400_000, usage=0)
+    failure_file = tmp_path / "output" / "failure"
+    caplog.set_level(logging.WARNING, logger="train.memory")
+    expected = (
+        "channel 'train' is 120 kB of data, and loading it takes about 4x that (480 kB), but only 400 kB of the"
+        " container's memory limit (400 kB) is free: the job will probably be killed for memory (exit code 137)."
+        " Use an instance type with more memory, or less data in the channel"
+    )
+    with memory.loading_channel("train", [data], failure_file, machine):
+        assert caplog.messages == [expected]
+        # Killed here for memory, SageMaker would show this as the job's FailureReason:
+        assert failure_file.read_text() == f"Probably out of memory while loading the data: {expected}"
+    assert not failure_file.exists()  # loaded after all: no failure to report
+
+
+def test_a_channel_that_fits_leaves_no_warning_and_no_failure_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "part-0.csv"
+    data.write_bytes(b"0.5,1.5,2.5\n" * 10_000)
+    machine = fake_machine(tmp_path / "host", total_kb=16_000_000, available_kb=12_000_000, limit=4_000_000_000)
+    with memory.loading_channel("train", [data], tmp_path / "failure", machine):
+        assert not (tmp_path / "failure").exists()
+    assert caplog.messages == []
