@@ -44,7 +44,7 @@ image: wheelhouse/.complete ## build $(IMAGE) (falls back to a local Debian base
 	docker build --build-arg BASE_IMAGE=$$base -t $(IMAGE) .
 
 .PHONY: demo
-demo: $(VENV)/.installed image ## train on bundled data in SageMaker local mode, deploy locally, predict
+demo: $(VENV)/.installed image ## train on bundled data in SageMaker local mode, deploy, predict (summary: demo-output/summary.json)
 	$(VENV)/bin/python tools/sagemaker_local_v3.py --image $(IMAGE) \
 		--train data/breast_cancer/train --validation data/breast_cancer/validation \
 		--output demo-output
