@@ -1,7 +1,7 @@
 """Regenerate the README's hyperparameter tables from train/hyperparameters.py (the one source of truth).
 
-python tools/hyperparameter_table.py          # rewrite README.md between the markers
-python tools/hyperparameter_table.py --check  # exit 1 if README.md is out of date
+python -m tools.hyperparameter_table          # rewrite README.md between the markers
+python -m tools.hyperparameter_table --check  # exit 1 if README.md is out of date
 """
 
 from __future__ import annotations

@@ -102,6 +102,11 @@ def _class_weights(text: str) -> tuple[float, ...] | str | None:
     return weights
 
 
+def _patience(text: str) -> int | None:
+    value = text.strip().lower()
+    return None if value == "auto" else _int_at_least(0)(value)
+
+
 def _optional_text(text: str) -> str | None:
     return text.strip() or None
 
@@ -111,11 +116,14 @@ def _column_list(text: str) -> tuple[str, ...] | None:
     return parts or None
 
 
-def _hp(default: Any, parse: Callable[[str], Any], expected: str, help: str, group: str) -> Any:
-    return field(default=default, metadata={"parse": parse, "expected": expected, "help": help, "group": group})
+def _hp(default: Any, parse: Callable[[str], Any], expected: str, help: str, group: str, shown: str = "") -> Any:
+    """A hyperparameter; `shown` is how the docs write a default of None ("auto"), when not "none"."""
+    metadata = {"parse": parse, "expected": expected, "help": help, "group": group, "shown": shown}
+    return field(default=default, metadata=metadata)
 
 
 POSITIVE_INT = "a positive integer"
+AUTO_EARLY_STOPPING_PATIENCE = 5  # epochs, when early_stopping_patience=auto and a validation channel exists
 NON_NEGATIVE = "a number ≥ 0"
 
 
@@ -128,6 +136,7 @@ class Hyperparameters:
         f"one of auto, {', '.join(TASKS)}",
         "what to predict; inferred from the labels when auto",
         "data",
+        shown="auto",
     )
     num_classes: int | None = _hp(
         None,
@@ -311,12 +320,14 @@ class Hyperparameters:
         "L2 penalty on weights (weight decay; decoupled with adamw)",
         "regularization",
     )
-    early_stopping_patience: int = _hp(
-        0,
-        _int_at_least(0),
-        "an integer ≥ 0",
-        "stop after N epochs without improvement and restore the best weights; 0 = off",
+    early_stopping_patience: int | None = _hp(
+        None,
+        _patience,
+        "auto or an integer ≥ 0",
+        f"stop after N epochs without improvement and restore the best weights; auto ="
+        f" {AUTO_EARLY_STOPPING_PATIENCE} with a validation channel, else off; 0 = off",
         "regularization",
+        shown="auto",
     )
     early_stopping_metric: str = _hp(
         "validation:loss",
@@ -391,6 +402,14 @@ class Hyperparameters:
         "evaluation",
     )
 
+    def patience(self, has_validation: bool) -> int:
+        """early_stopping_patience with auto resolved: a validation channel to watch turns it on. Small data
+        overfits within a few epochs of a first run's learning rate (sklearn's diabetes table: validation R²
+        -0.02 after 100 epochs, 0.33 with early stopping), and the best weights are restored at the end."""
+        if self.early_stopping_patience is not None:
+            return self.early_stopping_patience
+        return AUTO_EARLY_STOPPING_PATIENCE if has_validation else 0
+
     def to_json(self) -> dict[str, Any]:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
@@ -402,14 +421,12 @@ def describe() -> list[dict[str, str]]:
         default = spec.default if spec.default is not MISSING else ""
         if isinstance(default, tuple):
             default = ",".join(str(v) for v in default)
+        if default is None:
+            default = spec.metadata["shown"] or "none"
         rows.append(
             {
                 "name": spec.name,
-                "default": "auto"
-                if default is None and spec.name == "task"
-                else (
-                    "none" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
-                ),
+                "default": str(default).lower() if isinstance(default, bool) else str(default),
                 "expected": spec.metadata["expected"],
                 "help": spec.metadata["help"],
                 "group": spec.metadata["group"],

@@ -6,6 +6,7 @@ which `main` turns into /opt/ml/output/failure and exit code 1.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -331,9 +332,22 @@ def set_up(hp: Hyperparameters, datasets: dict[str, Dataset], previous: Previous
     prepared = prepare(datasets, labels, scaler)
     spec = previous.spec if previous is not None else network_spec(hp, train_data.features, labels.output_size)
     objective = build_objective(hp, labels, prepared[TRAIN].split.targets.numpy())
-    if hp.early_stopping_patience and VALIDATION not in prepared:
+    if hp.early_stopping_patience and VALIDATION not in prepared:  # set explicitly (auto is resolved by now)
         raise UserError("early_stopping_patience needs a 'validation' channel to watch; add one or set it to 0")
     return Setup(task, labels, scaler, spec, prepared, objective)
+
+
+def resolve_auto_patience(hp: Hyperparameters, has_validation: bool) -> Hyperparameters:
+    """early_stopping_patience=auto becomes a number once the channels are known, for the folds of
+    cross-validation and the final fit alike, and so it is logged and saved with the model."""
+    if hp.early_stopping_patience is not None:
+        return hp
+    patience = hp.patience(has_validation)
+    log.info(
+        "early_stopping_patience=auto: %s",
+        f"{patience} epochs, watching {hp.early_stopping_metric}" if patience else "off (no validation channel)",
+    )
+    return dataclasses.replace(hp, early_stopping_patience=patience)
 
 
 def checkpointer_for(
@@ -398,6 +412,7 @@ def train_and_save(
     previous = load_previous_model(paths.channel_dir(MODEL)) if paths.channel_dir(MODEL).is_dir() else None
     datasets = load_channels(paths, job, hp, encoder=previous.encoder if previous else None)
     timings["load_data"] = time.perf_counter() - started
+    hp = resolve_auto_patience(hp, VALIDATION in datasets)
     train_data = datasets[TRAIN]
     setup = set_up(hp, datasets, previous)
     if previous is not None:
@@ -410,11 +425,12 @@ def train_and_save(
         cv_result = cross_validate(hp, setup.spec, train_data, setup.labels, setup.objective, topology)
         timings["cross_validation"] = time.perf_counter() - stage
 
-    def report(epoch: int, metrics: dict[str, float]) -> None:  # the master alone logs: the tuner reads one stream
-        line = format_metric_line(
-            f"epoch={epoch}", ordered_for_tuner(metrics, job.hyperparameters.tuning_objective_metric)
-        )
+    def report(prefix: str, metrics: dict[str, float]) -> None:  # the master alone logs: the tuner reads one stream
+        line = format_metric_line(prefix, ordered_for_tuner(metrics, job.hyperparameters.tuning_objective_metric))
         print(line, flush=True)
+
+    def report_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        report(f"epoch={epoch}", metrics)
 
     stage = time.perf_counter()
     log.info("training %s on %d rows (%s), %d epochs", setup.spec.kind, train_data.rows, setup.task, hp.epochs)
@@ -424,7 +440,8 @@ def train_and_save(
     try:
         history = fit(
             network, setup.prepared[TRAIN].split, validation, hp=hp, objective=setup.objective, frozen_blocks=frozen,
-            on_epoch_end=report if is_master else None, checkpointer=checkpointer_for(paths, job, hp, setup, topology),
+            on_epoch_end=report_epoch if is_master else None,
+            checkpointer=checkpointer_for(paths, job, hp, setup, topology),
             stop_requested=stop_requested, topology=topology,
         )  # fmt: skip
     except TrainingStopped as stopped:
@@ -434,6 +451,10 @@ def train_and_save(
         distributed.barrier()
         raise
     timings["training"] = time.perf_counter() - stage
+    if is_master and history.best_epoch is not None:
+        # The best epoch's weights were restored: its metrics once more, so that the last value the tuner
+        # reads (and its objective) is the model that ships, not the last epoch trained.
+        report(f"restored epoch={history.best_epoch}", history.final)
 
     results = final_results(network, setup.prepared, setup.labels, setup.objective)
     if TEST in results and is_master:

@@ -285,12 +285,13 @@ def fit(
     step and raises TrainingStopped.
     """
     optimizer = build_optimizer(network, hp)
-    watch = hp.early_stopping_patience > 0 or hp.lr_scheduler == "plateau"
+    patience = hp.patience(has_validation=validation is not None)
+    watch = patience > 0 or hp.lr_scheduler == "plateau"
     loop = Loop(
         network=network,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, hp),
-        stopping=EarlyStopping(hp.early_stopping_metric, hp.early_stopping_patience) if validation and watch else None,
+        stopping=EarlyStopping(hp.early_stopping_metric, patience) if validation and watch else None,
         state=LoopState(generator=torch.Generator().manual_seed(hp.seed)),
     )
     device = next(network.parameters()).device
@@ -362,7 +363,7 @@ def fit(
             scheduler.step(metrics.get(hp.early_stopping_metric, metrics["train:loss"]))
         elif scheduler is not None:
             scheduler.step()
-        if should_stop and stopping is not None and hp.early_stopping_patience > 0:
+        if should_stop and stopping is not None and patience > 0:
             log.info(
                 "early stopping after epoch %d: %s has not improved for %d epochs (best %.6g at epoch %d)",
                 state.epoch, stopping.metric, stopping.patience, stopping.best, stopping.best_epoch,
@@ -373,7 +374,7 @@ def fit(
         if distributed.any_rank(stop_requested is not None and stop_requested()):
             raise TrainingStopped(state.epoch, 0, state.history.last)
     history = state.history
-    if stopping and hp.early_stopping_patience > 0 and stopping.best_state is not None:
+    if stopping and patience > 0 and stopping.best_state is not None:
         network.load_state_dict(stopping.best_state)
         history.best_epoch = stopping.best_epoch
         log.info("restored the weights of epoch %d (best %s)", stopping.best_epoch, stopping.metric)

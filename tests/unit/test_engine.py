@@ -84,8 +84,14 @@ def test_cnn_pools_until_nothing_is_left_to_pool() -> None:
 def test_image_and_sequence_models_learn(kind: str, data, shape: tuple[int, ...]) -> None:
     features, labels = data(400, seed=0)
     validation_features, validation_labels = data(100, seed=1)
-    hp = Hyperparameters(
-        model=kind, epochs=15, learning_rate=0.01, hidden_units=(16,), conv_channels=(8,), hidden_size=16
+    hp = Hyperparameters(  # all 15 epochs: how well each network learns, not early stopping (tested below)
+        model=kind,
+        epochs=15,
+        learning_rate=0.01,
+        hidden_units=(16,),
+        conv_channels=(8,),
+        hidden_size=16,
+        early_stopping_patience=0,
     )
     torch.manual_seed(0)
     network = build_network(NetworkSpec(kind, shape, 1, hidden_units=(16,), conv_channels=(8,), hidden_size=16))

@@ -28,6 +28,15 @@ def test_string_values_are_typed() -> None:
     assert parse_hyperparameters({"hidden_units": "[8,4]"}).hidden_units == (8, 4)
 
 
+def test_early_stopping_patience_is_auto_a_number_or_off() -> None:
+    for text, value, with_validation, without in (("auto", None, 5, 0), ("3", 3, 3, 3), ("0", 0, 0, 0)):
+        hp = parse_hyperparameters({"early_stopping_patience": text})
+        assert hp.early_stopping_patience == value
+        assert (hp.patience(has_validation=True), hp.patience(has_validation=False)) == (with_validation, without)
+    with pytest.raises(UserError, match="early_stopping_patience='-1' is invalid: expected auto or an integer ≥ 0"):
+        parse_hyperparameters({"early_stopping_patience": "-1"})
+
+
 def test_every_problem_is_reported_at_once_naming_key_value_and_expectation() -> None:
     with pytest.raises(UserError) as raised:
         parse_hyperparameters(
@@ -54,6 +63,7 @@ def test_describe_lists_every_hyperparameter_with_default() -> None:
     rows = {row["name"]: row for row in describe()}
     assert rows["hidden_units"]["default"] == "64,32"
     assert rows["task"]["default"] == "auto"
+    assert rows["early_stopping_patience"]["default"] == "auto"
     assert set(rows) == set(Hyperparameters.__dataclass_fields__)
 
 

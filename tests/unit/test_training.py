@@ -145,3 +145,45 @@ def main_with_root(root: Path) -> int:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OPTML_ROOT", str(root))
         return main([])
+
+
+def diabetes_job(root: Path, hyperparameters: dict[str, str]) -> Path:
+    """scikit-learn's diabetes table (353 training rows): the small data a first run overfits."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.model_selection import train_test_split
+
+    features, target = load_diabetes(return_X_y=True)
+    x_train, x_validation, y_train, y_validation = train_test_split(features, target, test_size=0.2, random_state=0)
+    first_run = {"epochs": "100", "learning_rate": "0.01", "hidden_units": "32"}
+    return make_opt_ml(
+        root,
+        np.column_stack([y_train, x_train]),
+        np.column_stack([y_validation, x_validation]),
+        first_run | hyperparameters,
+    )
+
+
+def test_early_stopping_is_on_by_default_with_a_validation_channel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first run a user would try: off, validation R² is -0.02 (Ridge gets 0.34); auto restores the
+    epoch with the best validation loss, and logs its metrics last, for the tuner."""
+    overfit = run(Paths(root=diabetes_job(tmp_path / "off", {"early_stopping_patience": "0"})))
+    assert overfit["validation:r2"] < 0.05
+    capsys.readouterr()
+
+    root = diabetes_job(tmp_path / "auto", {})
+    final = run(Paths(root=root))
+    assert final["validation:r2"] > 0.3
+    lines = [line for line in capsys.readouterr().out.splitlines() if "epoch=" in line]
+    assert len(lines) < 100  # stopped early
+    best = int(lines[-1].split()[1].removeprefix("epoch="))
+    assert lines[-1] == "restored " + next(line for line in lines if line.startswith(f"epoch={best} "))
+    assert load_model(root / "model").metadata.hyperparameters["early_stopping_patience"] == 5
+
+
+def test_early_stopping_auto_is_off_without_a_validation_channel(tmp_path: Path) -> None:
+    root = make_opt_ml(tmp_path, make_classification(120, 4, 2), None, {"epochs": "3"})
+    run(Paths(root=root))
+    assert load_model(root / "model").metadata.hyperparameters["early_stopping_patience"] == 0
+    assert len(json.loads((root / "output" / "data" / "evaluation.json").read_text())["history"]) == 3
