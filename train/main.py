@@ -451,8 +451,8 @@ def train_and_save(
         distributed.barrier()
         raise
     timings["training"] = time.perf_counter() - stage
-    if is_master and history.best_epoch is not None:
-        # The best epoch's weights were restored: its metrics once more, so that the last value the tuner
+    if is_master and history.best_epoch not in (None, len(history.epochs)):
+        # An earlier epoch's weights were restored: its metrics once more, so that the last value the tuner
         # reads (and its objective) is the model that ships, not the last epoch trained.
         report(f"restored epoch={history.best_epoch}", history.final)
 

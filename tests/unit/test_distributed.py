@@ -39,9 +39,7 @@ def test_two_processes_reach_the_weights_of_one(
     output = capfd.readouterr().out
     for key in single:
         np.testing.assert_allclose(parallel[key], single[key], atol=1e-4, err_msg=key)
-    lines = output.splitlines()
-    assert sum(line.startswith("epoch=3 ") for line in lines) == 1  # only the master logs metrics
-    assert sum(line.startswith("restored epoch=") for line in lines) == 1
+    assert sum(line.startswith("epoch=3 ") for line in output.splitlines()) == 1  # only the master logs metrics
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [
         "checkpoint-algo-1-0-e00003-b0000000.pt",
         "checkpoint-algo-1-0-e00004-b0000000.pt",
