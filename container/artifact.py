@@ -110,10 +110,12 @@ class Predictions:
 
 def class_probabilities(task: str, outputs: torch.Tensor) -> torch.Tensor:
     """The output activation for classification: (rows, classes) probabilities from the raw logits —
-    sigmoid of the single logit (binary) or softmax (multiclass). Training's metrics use it too."""
+    sigmoid of the single logit (binary) or softmax (multiclass). Training's metrics use it too.
+    Binary: each class from its own sigmoid — 1 - P(positive) rounds a negative-class probability below
+    6e-8 to 0 in float32, and serving answers with every significant digit."""
     if task == BINARY:
-        positive = torch.sigmoid(outputs[:, 0])
-        return torch.stack([1 - positive, positive], dim=1)
+        logit = outputs[:, 0]
+        return torch.stack([torch.sigmoid(-logit), torch.sigmoid(logit)], dim=1)
     return torch.softmax(outputs, dim=1)
 
 

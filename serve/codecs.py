@@ -470,17 +470,23 @@ def _check_rows(rows: np.ndarray, feature_count: int, first_row: int = 1) -> np.
 # ---- responses ---------------------------------------------------------------------------------------
 
 
+def _score_text(value: float) -> str:
+    """A probability with 9 significant digits: every float32 reads back exactly, 3e-9 stays 3e-09 (a
+    ranking or a log-loss computed from the answer needs the small ones) and 1 - 6e-8 stays below 1."""
+    return f"{value:.9g}"
+
+
 def _score(value: float) -> float:
-    return round(float(value), 6)
+    return float(_score_text(value))
 
 
 def encode_csv(result: Result, output: str | None) -> bytes:
     """One line per record: the label (or the top-k labels), or with output=probabilities the class
     probabilities (or top-k `label,probability` pairs)."""
     if output == "probabilities" and result.top is not None:
-        lines = [",".join(f"{lbl},{_score(p)!r}" for lbl, p in top) for top in result.top]
+        lines = [",".join(f"{lbl},{_score_text(p)}" for lbl, p in top) for top in result.top]
     elif output == "probabilities" and result.scores is not None:
-        lines = [",".join(repr(_score(p)) for p in scores) for scores in result.scores]
+        lines = [",".join(map(_score_text, scores)) for scores in result.scores.tolist()]
     elif result.top is not None:
         lines = [",".join(str(label) for label, _ in top) for top in result.top]
     else:
@@ -492,7 +498,7 @@ def _json_records(result: Result, output: str | None) -> list[dict[str, Any]]:
     if result.scores is None:
         return [{"value": label} for label in result.labels]
     records: list[dict[str, Any]] = []
-    for index, (label, scores) in enumerate(zip(result.labels, result.scores, strict=True)):
+    for index, (label, scores) in enumerate(zip(result.labels, result.scores.tolist(), strict=True)):
         record: dict[str, Any] = {}
         if output != "probabilities":
             record["label"] = label

@@ -334,3 +334,29 @@ def test_an_npz_that_would_inflate_past_its_cap_is_a_400(client: FlaskClient, mo
     response = client.post("/invocations", data=body.getvalue(), headers={"Content-Type": "application/x-npz"})
     assert response.status_code == 400
     assert response.get_json()["message"] == ".npz arrays are larger than 1 MiB"
+
+
+def test_probabilities_round_trip_float32_tiny_and_near_one(client: FlaskClient, model: ModelArtifact) -> None:
+    """6 decimals made 3e-9 a 0.0 (a ranking or a log-loss from the answer broke): every response type now
+    reads back as the model's own float32 probabilities, exactly."""
+    candidates = np.outer(np.linspace(0, 12, 1201), [1.0, 0.5, 0.0, 0.0])  # from 50:50 to all but certain
+    scores = model.predict(candidates).scores
+    assert scores is not None and scores.dtype == np.float32
+    negative, positive = scores[:, 0], scores[:, 1]
+    tiny = int(np.argmin(np.where(negative > 0, negative, np.inf)))  # the smallest P(class 0) above zero
+    near_one = int(np.argmax(np.where(positive < 1, positive, -np.inf)))  # the largest P(class 1) below one
+    rows = candidates[[tiny, 0, near_one]]
+    expected = model.predict(rows).scores
+    assert expected is not None and 0 < expected[0, 0] < 1e-12 and 1 - 1e-6 < expected[2, 1] < 1
+
+    def served(accept: str) -> str:
+        headers = {"Content-Type": "text/csv", "Accept": accept, ATTRIBUTES: "output=probabilities"}
+        response = client.post("/invocations", data=csv_text(rows), headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_data(as_text=True)
+
+    from_csv = [[float(v) for v in line.split(",")] for line in served("text/csv").splitlines()]
+    from_json = [record["scores"] for record in json.loads(served("application/json"))["predictions"]]
+    from_lines = [json.loads(line)["scores"] for line in served("application/jsonlines").splitlines()]
+    for got in (from_csv, from_json, from_lines):
+        np.testing.assert_array_equal(np.asarray(got, dtype=np.float32), expected)
