@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from container.paths import Paths
 
@@ -27,6 +29,19 @@ def resolve_command(argv: Sequence[str], paths: Paths) -> tuple[str | None, list
     return (argv[0] if argv[0] in COMMANDS else None), list(argv[1:])
 
 
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def exit_on_stop_until_handled() -> None:
+    """Until the command installs its own handling (training checkpoints first, gunicorn drains), a stop
+    means exit now. As PID 1 the process would otherwise ignore SIGTERM — the kernel sends PID 1 no
+    signal it has no handler for — through the seconds torch takes to import, and SageMaker would
+    SIGKILL it 120 s later."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_now)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("-h", "--help", "help"):
@@ -42,4 +57,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_stop_until_handled()
     sys.exit(main())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from container.errors import UserError
 from container.failure import truncate_reason, write_failure
 from container.logs import format_metric_line, metric_definitions
 from container.paths import Paths
+from tests.conftest import REPO
 
 
 @pytest.mark.parametrize(
@@ -163,3 +166,15 @@ def test_metric_definitions_command_prints_valid_json(capsys: pytest.CaptureFixt
     assert {"train:loss", "validation:loss", "validation:accuracy", "validation:auc", "validation:r2"} <= set(names)
     assert len(names) == len(set(names)) <= 40
     assert all(len(d["Regex"]) <= 500 for d in definitions)
+
+
+def test_a_stop_before_the_command_takes_over_exits_at_once() -> None:
+    """As PID 1 an unhandled SIGTERM is ignored: a stop during torch's import waited for SageMaker's SIGKILL.
+    The entrypoint handles it from its first line; `python -m container.entrypoint` exits 143."""
+    script = (
+        "import os, signal, sys; sys.argv = ['entrypoint', 'train'];"
+        "import container.entrypoint as entry; entry.exit_on_stop_until_handled();"
+        "os.kill(os.getpid(), signal.SIGTERM); print('not reached')"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (143, "")
