@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from container.healthcheck import SERVER_APP
 from container.logs import configure_logging
 from serve.settings import ServerSettings, SettingsError
 
@@ -18,7 +19,7 @@ def gunicorn_command(extra: Sequence[str] = ()) -> list[str]:
         "--config",
         "python:serve.gunicorn_conf",
         *extra,
-        "serve.wsgi:create_app_from_environment()",
+        SERVER_APP,  # the health check recognises the server by it
     ]
 
 

@@ -22,11 +22,17 @@ log = logging.getLogger(__name__)
 # Peak memory while loading a channel ÷ its uncompressed size, measured for a 100 MB numeric CSV
 # (400,000 rows × 31 columns): 3.8× (pyarrow's table, the float arrays, the standardized copy).
 LOAD_FACTOR = 4
-# cgroup v1 reports "no limit" as a huge number (PAGE_COUNTER_MAX pages); anything above the machine's memory
-# is no limit either.
+# Limit, usage, and the memory.stat entry for page cache the kernel drops before it kills (usage counts it,
+# as `docker stats` subtracts it). cgroup v1 reports "no limit" as a huge number (PAGE_COUNTER_MAX pages);
+# anything above the machine's memory is no limit either.
 CGROUP_FILES = (
-    ("sys/fs/cgroup/memory.max", "sys/fs/cgroup/memory.current"),  # cgroup v2
-    ("sys/fs/cgroup/memory/memory.limit_in_bytes", "sys/fs/cgroup/memory/memory.usage_in_bytes"),  # v1
+    ("sys/fs/cgroup/memory.max", "sys/fs/cgroup/memory.current", "sys/fs/cgroup/memory.stat", "inactive_file"),
+    (
+        "sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "sys/fs/cgroup/memory/memory.usage_in_bytes",
+        "sys/fs/cgroup/memory/memory.stat",
+        "total_inactive_file",
+    ),
 )
 
 
@@ -47,6 +53,17 @@ def _read_int(path: Path) -> int | None:
     return int(text) if text.isdigit() else None  # cgroup v2 writes "max" for no limit
 
 
+def _stat(path: Path, name: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == name and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
 def _meminfo(root: Path) -> dict[str, int]:
     values = {}
     try:
@@ -64,11 +81,12 @@ def available_memory(root: Path = Path("/")) -> Memory | None:
     (or no limit is set); None when neither can be read."""
     meminfo = _meminfo(root)
     machine = Memory(meminfo["MemAvailable"], meminfo["MemTotal"], "the machine's memory") if meminfo else None
-    for limit_file, usage_file in CGROUP_FILES:
+    for limit_file, usage_file, stat_file, reclaimable in CGROUP_FILES:
         limit, usage = _read_int(root / limit_file), _read_int(root / usage_file)
         if limit is None or usage is None or (machine is not None and limit >= machine.limit):
             continue
-        container = Memory(max(0, limit - usage), limit, "the container's memory limit")
+        used = usage - _stat(root / stat_file, reclaimable)
+        container = Memory(max(0, limit - used), limit, "the container's memory limit")
         return container if machine is None or container.available <= machine.available else machine
     return machine
 

@@ -78,6 +78,7 @@ def test_logged_metrics_are_matched_by_the_published_metric_definitions(
     assert len(values["validation:accuracy"]) == 12
     assert float(values["validation:accuracy"][-1]) >= 0.9
     assert values["validation:rmse"] == []  # a classification job logs no regression metrics
+    assert "generated new fontManager" not in logs  # matplotlib's font cache is built into the image
 
 
 def test_bad_hyperparameters_fail_with_a_reason_in_the_failure_file(
@@ -192,3 +193,90 @@ def test_no_wheels_or_pip_are_left_in_the_image(run_container: RunContainer) -> 
     )
     status, output = wait_for_exit(container, 60)
     assert (status, output.strip()) == (0, "0 None")
+
+
+# ---- the health check: right for serving, training and a replaced entrypoint ------------------------------
+
+# The image's own health check command, polled faster (Docker keeps the image's test when none is given).
+FAST_HEALTH_CHECKS = {"interval": 500_000_000, "timeout": 3_000_000_000, "retries": 2, "start_period": 1_000_000}
+NO_SERVER = "no model server in this container (training or another command): nothing to check\n"
+
+
+def health_log_after(container: Container, status: str, checks: int, deadline_s: float = 90) -> list[dict]:
+    """Docker's health log once the container is `status` and has run at least `checks` checks."""
+    started = time.monotonic()
+    while time.monotonic() - started < deadline_s:
+        container.reload()
+        health = container.attrs["State"].get("Health") or {}
+        if health.get("Status") == status and len(health.get("Log") or []) >= checks:
+            return list(health["Log"])
+        if container.status == "exited":
+            break
+        time.sleep(0.2)
+    pytest.fail(f"not {status} after {checks} checks within {deadline_s}s: {container.attrs['State']}")
+
+
+def test_a_training_container_stays_healthy(tmp_path: Path, run_container: RunContainer) -> None:
+    """The old check polled /ping in every mode: `docker ps` showed a healthy training job as unhealthy."""
+    root = make_opt_ml(tmp_path, make_classification(400, 4, 2), None, {"epochs": "100000"})
+    container = run_container("train", volumes=mount(root), healthcheck=FAST_HEALTH_CHECKS)
+    log = health_log_after(container, "healthy", checks=4)
+    assert [(entry["ExitCode"], entry["Output"]) for entry in log] == [(0, NO_SERVER)] * len(log)
+    assert "training mlp on 400 rows" in container.logs().decode()  # healthy while training, not just starting
+
+
+def test_a_stop_while_the_job_starts_exits_at_once(tmp_path: Path, run_container: RunContainer) -> None:
+    """PID 1 ignores a signal it has no handler for: a stop while torch was importing (~2 s) waited for the
+    SIGKILL (120 s on SageMaker). The entrypoint now exits on it until training takes over."""
+    root = make_opt_ml(tmp_path, make_classification(400, 4, 2), None, {"epochs": "100000"})
+    container = run_container("train", volumes=mount(root))
+    started = time.monotonic()
+    while b"container.entrypoint" not in container.exec_run(["cat", "/proc/1/cmdline"]).output:
+        assert time.monotonic() - started < 30, "the entrypoint did not start"
+        time.sleep(0.02)
+    started = time.monotonic()
+    container.stop(timeout=60)
+    status, logs = wait_for_exit(container)
+    assert time.monotonic() - started < 20
+    assert status in (143, 0), logs  # 143: stopped while starting up; 0: training had taken over and saved
+
+
+def test_a_replaced_entrypoint_stays_healthy(run_container: RunContainer) -> None:
+    """SDK v3 script mode runs /bin/bash -c .../sm_train.sh: no optml code runs, the check still fits."""
+    container = run_container(entrypoint=["/bin/bash", "-c", "sleep 120"], healthcheck=FAST_HEALTH_CHECKS)
+    log = health_log_after(container, "healthy", checks=3)
+    assert [(entry["ExitCode"], entry["Output"]) for entry in log] == [(0, NO_SERVER)] * len(log)
+
+
+def test_a_server_that_stops_answering_turns_unhealthy(container_trained_model, run_container: RunContainer) -> None:
+    root, _, _ = container_trained_model
+    container = run_container(
+        "serve",
+        volumes=mount(root / "model", "/opt/ml/model"),
+        environment={"SAGEMAKER_MODEL_SERVER_WORKERS": "1"},
+        healthcheck=FAST_HEALTH_CHECKS,
+    )
+    assert health_log_after(container, "healthy", checks=1)[-1]["Output"] == (
+        "model server on port 8080: /ping answered 200\n"
+    )
+    # Freeze every process but PID 1 (gunicorn's master): the worker no longer answers /ping.
+    assert container.exec_run(["/bin/bash", "-c", "kill -STOP -1"]).exit_code == 0
+    last = health_log_after(container, "unhealthy", checks=2, deadline_s=60)[-1]
+    assert last["ExitCode"] == 1
+    assert last["Output"].startswith("http://127.0.0.1:8080/ping did not answer: ")
+
+
+def test_a_job_killed_for_memory_still_says_why(tmp_path: Path, run_container: RunContainer) -> None:
+    """A kill for memory (exit 137) gives the job no chance to write a failure file: the reason is written
+    before the channel that will not fit is loaded."""
+    root = make_opt_ml(tmp_path, None, None, {"epochs": "1"})
+    train = root / "input" / "data" / "train" / "part-0.csv"
+    train.parent.mkdir(parents=True)
+    train.write_bytes(b"1,0.5,0.25,0.125,2.0\n" * 7_500_000)  # 157.5 MB: loading it takes ~600 MB
+    (root / "input" / "config" / "inputdataconfig.json").write_text(json.dumps({"train": {"ContentType": "text/csv"}}))
+    status, logs = wait_for_exit(run_container("train", volumes=mount(root), mem_limit="400m"), timeout=300)
+    assert "WARNING train.memory: channel 'train' is 157.5 MB of data, and loading it takes about 4x" in logs
+    assert status == 137, logs[-2000:]
+    reason = (root / "output" / "failure").read_text()
+    assert reason.startswith("Probably out of memory while loading the data: channel 'train' is 157.5 MB of data")
+    assert "of the container's memory limit (419.4 MB) is free" in reason

@@ -72,8 +72,11 @@ def test_a_sharded_channel_on_one_host_is_all_the_data_and_trains(tmp_path: Path
 # ---- memory ----------------------------------------------------------------------------------------------
 
 
-def fake_machine(root: Path, *, total_kb: int, available_kb: int, limit: int | None, usage: int = 0) -> Path:
-    """A /proc/meminfo and a cgroup v1 memory controller under `root`, as a container sees them."""
+def fake_machine(
+    root: Path, *, total_kb: int, available_kb: int, limit: int | None, usage: int = 0, cache: int = 0
+) -> Path:
+    """A /proc/meminfo and a cgroup v1 memory controller under `root`, as a container sees them; `cache` is
+    the page cache the kernel can drop, which `usage` includes."""
     (root / "proc").mkdir(parents=True)
     (root / "proc" / "meminfo").write_text(
         f"MemTotal:       {total_kb} kB\nMemFree:        1 kB\nMemAvailable:   {available_kb} kB\n"
@@ -83,11 +86,14 @@ def fake_machine(root: Path, *, total_kb: int, available_kb: int, limit: int | N
         cgroup.mkdir(parents=True)
         (cgroup / "memory.limit_in_bytes").write_text(f"{limit}\n")
         (cgroup / "memory.usage_in_bytes").write_text(f"{usage}\n")
+        (cgroup / "memory.stat").write_text(f"cache 1000\ntotal_inactive_file {cache}\ntotal_rss 5\n")
     return root
 
 
 def test_available_memory_is_the_container_limit_or_the_machine(tmp_path: Path) -> None:
-    limited = fake_machine(tmp_path / "a", total_kb=16_000_000, available_kb=12_000_000, limit=400_000_000, usage=50)
+    limited = fake_machine(
+        tmp_path / "a", total_kb=16_000_000, available_kb=12_000_000, limit=400_000_000, usage=150, cache=100
+    )
     assert memory.available_memory(limited) == memory.Memory(399_999_950, 400_000_000, "the container's memory limit")
     # cgroup v1 without a limit reports 2^63 rounded down to pages: the machine's memory is what counts
     unlimited = fake_machine(tmp_path / "b", total_kb=16_000_000, available_kb=12_000_000, limit=9223372036854771712)
