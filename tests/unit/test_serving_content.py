@@ -167,6 +167,18 @@ def test_json_objects_keyed_by_feature_name(named_client: FlaskClient, model: Mo
         (True, "1,2,3,4\n1,2,-4e38,4", "text/csv", "row 2, column 3: -4e+38 is beyond the float32 range"),
         (True, "[1" + "0" * 400 + ", 2, 3, 4]", "application/json", "is too large for a float"),
         (True, "[[[1, 2, 3, 4]]]", "application/json", "instance 1 has 1 values"),
+        # Rows of several records take one numpy conversion; anything but plain numbers is still named:
+        (
+            True,
+            '{"instances": [[1, 2, 3, 4], [1, true, 3, 4]]}',
+            "application/json",
+            "instance 2, feature 2: bool is not a number",
+        ),
+        (True, '[[1, 2, 3, 4], [1, 2, "3", 4]]', "application/json", 'instance 2, feature 3: "3" is not a number'),
+        (True, "[[1, 2, 3, 4], [1, 2, null, 4]]", "application/json", "instance 2, feature 3: null is not a number"),
+        (True, "[[1, 2, 3, 4], [1, 2, 3]]", "application/json", "instance 2 has 3 values"),
+        (True, "[[1, 2, 3, 4], [1e999, 2, 3, 4]]", "application/json", "row 2, column 1: inf is not a finite"),
+        (True, "[[1, 2, 3, 4], [1" + "0" * 40 + ", 2, 3, 4]]", "application/json", "row 2, column 1: 1e+40 is beyond"),
         (True, "\n\n", "application/jsonlines", "empty JSON Lines body"),
         (True, b"", "application/x-npy", "empty body: expected an application/x-npy array"),
         (True, b"not numpy", "application/x-npy", "body is not a readable .npy array"),
