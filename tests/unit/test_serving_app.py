@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from container.artifact import ModelArtifact, load_model
+from container.artifact import ModelArtifact
 from serve.app import ServeConfig, create_app
 from serve.settings import ServerSettings, SettingsError
 from tests.conftest import make_classification
 
 ROWS = make_classification(5, 4, 2, seed=9)[:, 1:]
 CSV_BODY = "\n".join(",".join(str(v) for v in row) for row in ROWS) + "\n"
-
-
-@pytest.fixture
-def model(trained_binary_model: Path) -> ModelArtifact:
-    return load_model(trained_binary_model)
 
 
 @pytest.fixture

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
-from container.artifact import ModelArtifact, load_model
+from container.artifact import ModelArtifact
 from serve.app import ServeConfig, create_app
 from serve.batch import ExecutionParameters
 from serve.settings import ServerSettings, SettingsError
 from tests.conftest import make_classification
 
 ROWS = make_classification(25, 4, 2, seed=21)[:, 1:]
-
-
-@pytest.fixture
-def model(trained_binary_model: Path) -> ModelArtifact:
-    return load_model(trained_binary_model)
 
 
 @pytest.fixture

@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
-from container.artifact import ModelArtifact, load_model
+from container.artifact import ModelArtifact
 from serve.app import ServeConfig, create_app
 from serve.negotiation import OutputOptions, choose_response_type, parse_custom_attributes
 from tests.conftest import make_classification
@@ -35,11 +34,6 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
-
-
-@pytest.fixture
-def model(trained_binary_model: Path) -> ModelArtifact:
-    return load_model(trained_binary_model)
 
 
 @pytest.fixture
