@@ -13,32 +13,22 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from container.artifact import ModelArtifact
-from serve.batch import ExecutionParameters
 from serve.body import payload_too_large, read_body
 from serve.codecs import FeatureSchema, decode_request, encode_response
 from serve.errors import RequestError, bad_request
 from serve.multimodel import ModelRegistry
 from serve.negotiation import CUSTOM_ATTRIBUTES_HEADER, choose_response_type, parse_custom_attributes
 from serve.outputs import check_options, shape_result
+from serve.settings import ServerSettings
 
 log = logging.getLogger("optml.serve")
 
-DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time limit: 6 MiB
 TARGET_MODEL_HEADER = "X-Amzn-SageMaker-Target-Model"
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    default_accept: str | None = None  # SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-    batch: bool = False  # SAGEMAKER_BATCH: answer line-per-record bodies line by line
-    execution_parameters: ExecutionParameters = ExecutionParameters(1, "MULTI_RECORD", 6)
 
 
 def json_response(document: object, status: int = 200) -> Response:
@@ -50,20 +40,20 @@ def _json_error(status: int, error: str, message: str) -> Response:
 
 
 def create_app(
-    model: ModelArtifact | None, config: ServeConfig | None = None, registry: ModelRegistry | None = None
+    model: ModelArtifact | None, settings: ServerSettings | None = None, registry: ModelRegistry | None = None
 ) -> Flask:
     """A single-model server over `model`, or with `registry` (and no model) a multi-model one."""
     if (model is None) == (registry is None):
         raise ValueError("create_app needs exactly one of a model and a multi-model registry")
-    config = config or ServeConfig()
+    settings = settings or ServerSettings()
     schema = FeatureSchema.for_model(model) if model else None
     app = Flask("optml")  # every body is read through read_body, which enforces the payload limit
 
     @app.before_request
     def refuse_oversized_body() -> None:
         # Decided from the header alone: the body is never read (bodies without one: read_body).
-        if request.content_length is not None and request.content_length > config.max_payload_bytes:
-            raise payload_too_large(config.max_payload_bytes)
+        if request.content_length is not None and request.content_length > settings.max_payload_bytes:
+            raise payload_too_large(settings.max_payload_bytes)
 
     @app.get("/ping")
     def ping() -> Response:
@@ -72,23 +62,23 @@ def create_app(
 
     @app.get("/execution-parameters")
     def execution_parameters() -> Response:
-        return json_response(config.execution_parameters.to_json())
+        return json_response(settings.execution_parameters.to_json())
 
     def invoke(served: ModelArtifact, served_schema: FeatureSchema) -> Response:
         attributes = request.headers.get(CUSTOM_ATTRIBUTES_HEADER)
         options = parse_custom_attributes(attributes)
         check_options(options, served.task)
-        response_type = choose_response_type(request.headers.get("Accept"), config.default_accept, request.mimetype)
+        response_type = choose_response_type(request.headers.get("Accept"), settings.default_accept, request.mimetype)
         records = decode_request(
-            read_body(config.max_payload_bytes),
+            read_body(settings.max_payload_bytes),
             request.mimetype,
             request.mimetype_params,
             served_schema,
-            config.batch,
+            settings.batch,
         )
         predictions = served.predict(records.features)
         result = shape_result(predictions, served.metadata.classes, options)
-        body = encode_response(result, response_type, options.output, config.batch and records.one_per_line)
+        body = encode_response(result, response_type, options.output, settings.batch and records.one_per_line)
         response = Response(body, status=200, mimetype=response_type)
         if attributes:
             response.headers[CUSTOM_ATTRIBUTES_HEADER] = attributes  # SageMaker returns it only if echoed
@@ -112,7 +102,7 @@ def create_app(
         @app.post("/models")
         def load_model() -> Response:
             try:
-                document = json.loads(read_body(config.max_payload_bytes))
+                document = json.loads(read_body(settings.max_payload_bytes))
             except ValueError:  # not JSON, or not UTF-8
                 document = None
             if not isinstance(document, dict) or not all(

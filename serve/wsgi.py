@@ -10,8 +10,7 @@ from flask import Flask
 from container.artifact import ModelLoadError, load_model
 from container.logs import configure_logging
 from container.paths import Paths
-from serve.app import ServeConfig, create_app
-from serve.batch import ExecutionParameters
+from serve.app import create_app
 from serve.codecs import FeatureSchema, warm_up_csv
 from serve.multimodel import ModelRegistry
 from serve.settings import ServerSettings
@@ -23,23 +22,12 @@ def create_app_from_environment() -> Flask:
     configure_logging()
     settings = ServerSettings.from_env(os.environ)
     paths = Paths.from_env(os.environ)
-    config = ServeConfig(
-        default_accept=settings.default_accept,
-        max_payload_bytes=settings.max_payload_mb << 20,
-        batch=settings.batch,
-        execution_parameters=ExecutionParameters.for_server(
-            settings.workers,
-            settings.max_payload_mb,
-            settings.batch_strategy,
-            settings.max_concurrent_transforms,
-        ),
-    )
     if settings.safe_port_range is not None:
         log.info("SAGEMAKER_SAFE_PORT_RANGE=%s-%s: no auxiliary port is opened", *settings.safe_port_range)
     if settings.multi_model:
         log.info("multi-model endpoint: models load through POST /models from %s", paths.models_dir)
         registry = ModelRegistry(paths.models_dir, settings.model_memory_mb << 20)
-        return create_app(None, config, registry=registry)
+        return create_app(None, settings, registry=registry)
     try:
         model = load_model(paths.model_dir)
     except ModelLoadError as error:
@@ -47,4 +35,4 @@ def create_app_from_environment() -> Flask:
         raise SystemExit(3) from None
     log.info("loaded %s model from %s (%d features)", model.task, paths.model_dir, model.feature_count)
     warm_up_csv(FeatureSchema.for_model(model))
-    return create_app(model, config)
+    return create_app(model, settings)

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from container.artifact import ModelArtifact
-from serve.app import ServeConfig, create_app
+from serve.app import create_app
 from serve.settings import ServerSettings, SettingsError
 from tests.conftest import make_classification
 
@@ -20,7 +20,7 @@ CSV_BODY = "\n".join(",".join(str(v) for v in row) for row in ROWS) + "\n"
 
 @pytest.fixture
 def app(model: ModelArtifact) -> Flask:
-    return create_app(model, ServeConfig(max_payload_bytes=4096))
+    return create_app(model, ServerSettings(max_payload_bytes=4096))
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_accept_negotiation(client: FlaskClient, accept: str | None, expected: s
 
 
 def test_default_accept_comes_from_the_environment_setting(model: ModelArtifact) -> None:
-    app = create_app(model, ServeConfig(default_accept="application/json"))
+    app = create_app(model, ServerSettings(default_accept="application/json"))
     response = app.test_client().post("/invocations", data=CSV_BODY, headers={"Content-Type": "text/csv"})
     assert response.mimetype == "application/json"
 

@@ -11,8 +11,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from container.artifact import ModelArtifact
-from serve.app import ServeConfig, create_app
+from serve.app import create_app
 from serve.negotiation import OutputOptions, choose_response_type, parse_custom_attributes
+from serve.settings import ServerSettings
 from tests.conftest import make_classification
 
 ROWS = make_classification(6, 4, 2, seed=11)[:, 1:]
@@ -307,7 +308,7 @@ def test_oversized_body_is_refused_from_content_length_without_reading_it(model:
 
         readline = read
 
-    client = create_app(model, ServeConfig(max_payload_bytes=1000)).test_client()
+    client = create_app(model, ServerSettings(max_payload_bytes=1000)).test_client()
     response = client.post(
         "/invocations",
         input_stream=Unreadable(b"1,2,3,4\n" * 200),
