@@ -7,11 +7,12 @@ import os
 
 from flask import Flask
 
-from container.artifact import ModelLoadError, load_model
+from container.artifact import ModelLoadError
 from container.logs import configure_logging
 from container.paths import Paths
 from serve.app import create_app
-from serve.codecs import FeatureSchema, warm_up_csv
+from serve.builtin import BuiltinModel
+from serve.codecs import warm_up_csv
 from serve.multimodel import ModelRegistry
 from serve.settings import ServerSettings
 
@@ -26,13 +27,14 @@ def create_app_from_environment() -> Flask:
         log.info("SAGEMAKER_SAFE_PORT_RANGE=%s-%s: no auxiliary port is opened", *settings.safe_port_range)
     if settings.multi_model:
         log.info("multi-model endpoint: models load through POST /models from %s", paths.models_dir)
-        registry = ModelRegistry(paths.models_dir, settings.model_memory_mb << 20)
+        registry = ModelRegistry(paths.models_dir, settings.model_memory_mb << 20, BuiltinModel.load)
         return create_app(None, settings, registry=registry)
     try:
-        model = load_model(paths.model_dir)
+        model = BuiltinModel.load(paths.model_dir)
     except ModelLoadError as error:
         log.error("cannot start: %s", error)
         raise SystemExit(3) from None
-    log.info("loaded %s model from %s (%d features)", model.task, paths.model_dir, model.feature_count)
-    warm_up_csv(FeatureSchema.for_model(model))
+    artifact = model.artifact
+    log.info("loaded %s model from %s (%d features)", artifact.task, paths.model_dir, artifact.feature_count)
+    warm_up_csv(model.schema)
     return create_app(model, settings)

@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from container.artifact import ModelArtifact
 from serve.app import create_app
 from serve.batch import ExecutionParameters
+from serve.builtin import BuiltinModel
 from serve.settings import ServerSettings, SettingsError
 from tests.conftest import make_classification
 
@@ -19,7 +20,7 @@ ROWS = make_classification(25, 4, 2, seed=21)[:, 1:]
 
 @pytest.fixture
 def batch_client(model: ModelArtifact) -> FlaskClient:
-    return create_app(model, ServerSettings(batch=True)).test_client()
+    return create_app(BuiltinModel(model), ServerSettings(batch=True)).test_client()
 
 
 @pytest.mark.parametrize(
@@ -44,7 +45,7 @@ def test_execution_parameters_respect_sagemaker_limits(
 
 
 def test_execution_parameters_endpoint(model: ModelArtifact) -> None:
-    response = create_app(model, ServerSettings(workers=3)).test_client().get("/execution-parameters")
+    response = create_app(BuiltinModel(model), ServerSettings(workers=3)).test_client().get("/execution-parameters")
     assert response.status_code == 200
     assert response.get_json() == {
         "MaxConcurrentTransforms": 3,
@@ -125,6 +126,6 @@ def test_a_single_json_document_still_gets_a_json_document_in_batch(batch_client
 def test_batch_of_the_largest_payload_is_parsed_fast_and_right(model: ModelArtifact) -> None:
     rows = np.round(np.random.default_rng(3).normal(size=(20000, 4)), 6)
     body = "\n".join(",".join(map(repr, row)) for row in rows.tolist())
-    client = create_app(model, ServerSettings(batch=True)).test_client()
+    client = create_app(BuiltinModel(model), ServerSettings(batch=True)).test_client()
     response = client.post("/invocations", data=body, headers={"Content-Type": "text/csv"})
     assert response.get_data(as_text=True).splitlines() == [str(label) for label in model.predict(rows).labels]

@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 
 from container.artifact import ModelArtifact
 from serve.app import create_app
+from serve.builtin import BuiltinModel
 from serve.negotiation import OutputOptions, choose_response_type, parse_custom_attributes
 from serve.settings import ServerSettings
 from tests.conftest import make_classification
@@ -50,12 +51,12 @@ def named_model(model: ModelArtifact) -> ModelArtifact:
 
 @pytest.fixture
 def client(model: ModelArtifact) -> FlaskClient:
-    return create_app(model).test_client()
+    return create_app(BuiltinModel(model)).test_client()
 
 
 @pytest.fixture
 def named_client(named_model: ModelArtifact) -> FlaskClient:
-    return create_app(named_model).test_client()
+    return create_app(BuiltinModel(named_model)).test_client()
 
 
 def expected_labels(model: ModelArtifact, rows: np.ndarray = ROWS) -> list[str]:
@@ -308,7 +309,7 @@ def test_oversized_body_is_refused_from_content_length_without_reading_it(model:
 
         readline = read
 
-    client = create_app(model, ServerSettings(max_payload_bytes=1000)).test_client()
+    client = create_app(BuiltinModel(model), ServerSettings(max_payload_bytes=1000)).test_client()
     response = client.post(
         "/invocations",
         input_stream=Unreadable(b"1,2,3,4\n" * 200),
