@@ -6,19 +6,40 @@ argument we train when hyperparameters.json is there and serve otherwise.
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from container.paths import Paths
 
-COMMANDS = {
-    "train": "train.main",
-    "serve": "serve.main",
-    "metric-definitions": "train.metric_definitions",
+# Each command imports its package only when it runs: `serve` never loads the training code, nor `train`
+# the server's, and a stop during those imports is already handled (exit_on_stop_until_handled).
+
+
+def run_training(args: list[str]) -> int:
+    from train.main import main
+
+    return main(args)
+
+
+def run_server(args: list[str]) -> int:
+    from serve.main import main
+
+    return main(args)
+
+
+def print_metric_definitions(args: list[str]) -> int:
+    from train.metric_definitions import main
+
+    return main(args)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": run_training,
+    "serve": run_server,
+    "metric-definitions": print_metric_definitions,
 }
 USAGE = "usage: IMAGE [train | serve | metric-definitions]"
 
@@ -51,9 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         print(f"unknown command {args[0]!r}; {USAGE}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command])
-    result: int = module.main(rest)
-    return result
+    return COMMANDS[command](rest)
 
 
 if __name__ == "__main__":

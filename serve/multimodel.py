@@ -11,13 +11,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from container.archive import ArchiveError, safe_extract
-from container.artifact import WEIGHTS_FILE, ModelArtifact, ModelLoadError, load_model
-from serve.codecs import FeatureSchema
+from container.artifact import WEIGHTS_FILE, ModelLoadError
 from serve.errors import RequestError, bad_request
+from serve.invocation import ServedModel
 
 MAX_NAME_LENGTH = 256
 DEFAULT_PAGE_SIZE = 100
@@ -28,8 +29,7 @@ MAX_PAGE_SIZE = 1000
 class LoadedModel:
     name: str
     url: str
-    model: ModelArtifact
-    schema: FeatureSchema
+    model: ServedModel
     memory_bytes: int
     extracted_dir: Path | None  # our copy of a tarball's contents, removed on unload
 
@@ -37,18 +37,21 @@ class LoadedModel:
         return {"modelName": self.name, "modelUrl": self.url}
 
     def describe(self) -> dict[str, object]:
-        return {
-            **self.summary(),
-            "task": self.model.task,
-            "featureCount": self.model.feature_count,
-            "memoryBytes": self.memory_bytes,
-        }
+        return {**self.summary(), **self.model.describe(), "memoryBytes": self.memory_bytes}
 
 
 class ModelRegistry:
-    def __init__(self, models_root: Path, memory_budget_bytes: int, scratch_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        models_root: Path,
+        memory_budget_bytes: int,
+        load: Callable[[Path], ServedModel],
+        scratch_dir: Path | None = None,
+    ) -> None:
+        """`load` makes a model directory a ServedModel, raising ModelLoadError when it cannot."""
         self.models_root = models_root
         self.memory_budget_bytes = memory_budget_bytes
+        self.load_model_dir = load
         self.scratch_dir = scratch_dir
         self._models: dict[str, LoadedModel] = {}
         self._loading: set[str] = set()
@@ -84,17 +87,10 @@ class ModelRegistry:
                     " byte budget are in use: unload a model first",
                 )
             try:
-                artifact = load_model(model_dir)
+                model = self.load_model_dir(model_dir)
             except ModelLoadError as error:
                 raise bad_request(f"cannot load model {name!r}: {error}") from None
-            entry = LoadedModel(
-                name,
-                url,
-                artifact,
-                FeatureSchema.for_model(artifact),
-                memory,
-                extracted,
-            )
+            entry = LoadedModel(name, url, model, memory, extracted)
             with self._lock:
                 self._models[name] = entry
             extracted = None  # owned by the entry now

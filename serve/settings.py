@@ -6,6 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from serve.batch import ExecutionParameters
+
+DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker's limit for a real-time request body
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the server cannot use."""
@@ -53,10 +57,14 @@ def _port_range(env: Mapping[str, str], name: str) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class ServerSettings:
+    """The server's every setting, resolved once: gunicorn_conf.py sizes the processes with it and
+    create_app answers requests with it."""
+
     port: int = 8080
     workers: int = 1
     timeout: int = 60
-    max_payload_mb: int = 6
+    # SAGEMAKER_MAX_PAYLOAD_IN_MB, in bytes: the unit the body checks compare with (tests use small limits)
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_MB << 20
     default_accept: str | None = None
     batch: bool = False  # SAGEMAKER_BATCH: a batch transform job, not a real-time endpoint
     batch_strategy: str = "MULTI_RECORD"
@@ -69,6 +77,17 @@ class ServerSettings:
     access_log: bool = False  # OPTML_ACCESS_LOG: a line per request (failed requests are always logged)
 
     @property
+    def max_payload_mb(self) -> int:
+        return self.max_payload_bytes >> 20
+
+    @property
+    def execution_parameters(self) -> ExecutionParameters:
+        """What GET /execution-parameters tells batch transform, derived from the same settings."""
+        return ExecutionParameters.for_server(
+            self.workers, self.max_payload_mb, self.batch_strategy, self.max_concurrent_transforms
+        )
+
+    @property
     def threads_per_worker(self) -> int:
         """torch intra-op threads per worker, so workers together use each core once."""
         return max(1, (os.cpu_count() or 1) // self.workers)
@@ -79,7 +98,7 @@ class ServerSettings:
             port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
             workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", os.cpu_count() or 1, 1),
             timeout=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, 1),
-            max_payload_mb=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, 1, 100),
+            max_payload_bytes=_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB, 1, 100) << 20,
             default_accept=env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or None,
             batch=_bool(env, "SAGEMAKER_BATCH"),
             batch_strategy=_choice(env, "SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD", ("MULTI_RECORD", "SINGLE_RECORD")),

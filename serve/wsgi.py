@@ -7,12 +7,12 @@ import os
 
 from flask import Flask
 
-from container.artifact import ModelLoadError, load_model
+from container.artifact import ModelLoadError
 from container.logs import configure_logging
 from container.paths import Paths
-from serve.app import ServeConfig, create_app
-from serve.batch import ExecutionParameters
-from serve.codecs import FeatureSchema, warm_up_csv
+from serve.app import create_app
+from serve.builtin import BuiltinModel
+from serve.codecs import warm_up_csv
 from serve.multimodel import ModelRegistry
 from serve.settings import ServerSettings
 
@@ -23,28 +23,18 @@ def create_app_from_environment() -> Flask:
     configure_logging()
     settings = ServerSettings.from_env(os.environ)
     paths = Paths.from_env(os.environ)
-    config = ServeConfig(
-        default_accept=settings.default_accept,
-        max_payload_bytes=settings.max_payload_mb << 20,
-        batch=settings.batch,
-        execution_parameters=ExecutionParameters.for_server(
-            settings.workers,
-            settings.max_payload_mb,
-            settings.batch_strategy,
-            settings.max_concurrent_transforms,
-        ),
-    )
     if settings.safe_port_range is not None:
         log.info("SAGEMAKER_SAFE_PORT_RANGE=%s-%s: no auxiliary port is opened", *settings.safe_port_range)
     if settings.multi_model:
         log.info("multi-model endpoint: models load through POST /models from %s", paths.models_dir)
-        registry = ModelRegistry(paths.models_dir, settings.model_memory_mb << 20)
-        return create_app(None, config, registry=registry)
+        registry = ModelRegistry(paths.models_dir, settings.model_memory_mb << 20, BuiltinModel.load)
+        return create_app(None, settings, registry=registry)
     try:
-        model = load_model(paths.model_dir)
+        model = BuiltinModel.load(paths.model_dir)
     except ModelLoadError as error:
         log.error("cannot start: %s", error)
         raise SystemExit(3) from None
-    log.info("loaded %s model from %s (%d features)", model.task, paths.model_dir, model.feature_count)
-    warm_up_csv(FeatureSchema.for_model(model))
-    return create_app(model, config)
+    artifact = model.artifact
+    log.info("loaded %s model from %s (%d features)", artifact.task, paths.model_dir, artifact.feature_count)
+    warm_up_csv(model.schema)
+    return create_app(model, settings)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import docker
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from container.artifact import ModelArtifact
 
 ENV_PREFIXES = ("SM_", "SAGEMAKER_", "OPTML_ROOT")
 REPO = Path(__file__).resolve().parents[1]
@@ -102,22 +104,9 @@ def trained_binary_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "model"
 
 
-@pytest.fixture(scope="session")
-def docker_client() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        pytest.fail(f"these tests need a running Docker engine ({error}); .ci/run starts one, or run make test-quick")
-    return client
+@pytest.fixture
+def model(trained_binary_model: Path) -> ModelArtifact:
+    """That model loaded, a fresh object per test: a test may patch its methods."""
+    from container.artifact import load_model
 
-
-@pytest.fixture(scope="session")
-def image(docker_client: docker.DockerClient) -> str:
-    """The image under test: $OPTML_IMAGE, built with `make image` if it is not there yet."""
-    name = os.environ.get("OPTML_IMAGE", "optml:latest")
-    try:
-        docker_client.images.get(name)
-    except docker.errors.ImageNotFound:
-        subprocess.run(["make", "image", f"IMAGE={name}"], cwd=REPO, check=True)
-    return name
+    return load_model(trained_binary_model)

@@ -1,9 +1,10 @@
-"""Container fixtures: containers that are always removed, and polling helpers.
-
-The session-wide `docker_client` and `image` fixtures live in tests/conftest.py (local mode uses them too)."""
+"""Container fixtures: the Docker engine, the image under test, containers that are always removed, and
+polling helpers. Local mode's tests use `docker_client` and `image` too (tests/localmode/conftest.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 
@@ -11,6 +12,29 @@ import docker
 import pytest
 import requests
 from docker.models.containers import Container
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        pytest.fail(f"these tests need a running Docker engine ({error}); .ci/run starts one, or run make test-quick")
+    return client
+
+
+@pytest.fixture(scope="session")
+def image(docker_client: docker.DockerClient) -> str:
+    """The image under test: $OPTML_IMAGE, built with `make image` if it is not there yet."""
+    name = os.environ.get("OPTML_IMAGE", "optml:latest")
+    try:
+        docker_client.images.get(name)
+    except docker.errors.ImageNotFound:
+        subprocess.run(["make", "image", f"IMAGE={name}"], cwd=REPO, check=True)
+    return name
 
 
 @pytest.fixture

@@ -6,6 +6,9 @@ import socket
 
 import pytest
 
+# The Docker engine and the image under test, as the container tests have them.
+from tests.docker.conftest import docker_client, image  # noqa: F401
+
 
 @pytest.fixture
 def serving_port() -> int:

@@ -178,3 +178,16 @@ def test_a_stop_before_the_command_takes_over_exits_at_once() -> None:
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (143, "")
+
+
+@pytest.mark.parametrize("command_module", ["serve.wsgi", "train.main"])
+def test_each_command_imports_only_its_own_package(command_module: str) -> None:
+    """The entrypoint imports a command's package only when it runs it; the server (all that gunicorn's master
+    loads) never loads the training code, nor training the server's: neither start-up pays for the other."""
+    script = (
+        "import importlib, sys; loaded = lambda: sorted({m.split('.')[0] for m in sys.modules} & {'serve', 'train'});"
+        f"import container.entrypoint; print(loaded()); importlib.import_module({command_module!r}); print(loaded())"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", str([command_module.split(".")[0]])]

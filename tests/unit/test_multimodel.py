@@ -14,8 +14,10 @@ from flask.testing import FlaskClient
 from container.archive import UnsafeArchive, safe_extract
 from container.artifact import Predictions, load_model
 from serve.app import create_app
+from serve.builtin import BuiltinModel
 from serve.multimodel import ModelRegistry
 from tests.conftest import make_classification
+from tests.unit.test_serving_app import EchoModel
 
 ROWS = make_classification(4, 4, 2, seed=31)[:, 1:]
 CSV = "\n".join(",".join(map(repr, row)) for row in ROWS.tolist())
@@ -39,7 +41,7 @@ def models_root(tmp_path: Path, trained_binary_model: Path) -> Path:
 
 
 def registry_client(root: Path, budget: int = 1 << 30) -> tuple[ModelRegistry, FlaskClient]:
-    registry = ModelRegistry(root, budget, scratch_dir=root.parent)
+    registry = ModelRegistry(root, budget, BuiltinModel.load, scratch_dir=root.parent)
     return registry, create_app(None, registry=registry).test_client()
 
 
@@ -141,7 +143,9 @@ def test_one_failing_model_does_not_affect_the_others(models_root: Path, caplog:
     def explode(features: np.ndarray) -> Predictions:
         raise RuntimeError("bad model internals")
 
-    registry.get("bad").model.predict = explode  # type: ignore[method-assign]
+    bad_model = registry.get("bad").model
+    assert isinstance(bad_model, BuiltinModel)
+    bad_model.artifact.predict = explode  # type: ignore[method-assign]
     bad = client.post("/models/bad/invoke", data=CSV, headers={"Content-Type": "text/csv"})
     assert bad.status_code == 500
     assert b"internals" not in bad.data
@@ -226,3 +230,14 @@ def test_invocations_without_a_target_model_say_where_to_go(client: FlaskClient)
     response = client.post("/invocations", data=CSV, headers={"Content-Type": "text/csv"})
     assert response.status_code == 400
     assert "POST /models/<name>/invoke" in response.get_json()["message"]
+
+
+def test_the_registry_holds_any_kind_of_served_model(tmp_path: Path) -> None:
+    (tmp_path / "echo").mkdir()
+    registry = ModelRegistry(tmp_path, 1 << 20, lambda model_dir: EchoModel(), scratch_dir=tmp_path)
+    client = create_app(None, registry=registry).test_client()
+    assert client.post("/models", json={"model_name": "e", "url": "echo"}).status_code == 200
+    description = client.get("/models/e").get_json()
+    assert description == {"modelName": "e", "modelUrl": "echo", "kind": "echo", "memoryBytes": 0}
+    response = client.post("/models/e/invoke", data=b"x", headers={"Content-Type": "application/x-thing"})
+    assert (response.status_code, response.data) == (200, b"echo:x")

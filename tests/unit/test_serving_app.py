@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from container.artifact import ModelArtifact, load_model
-from serve.app import ServeConfig, create_app
+from container.artifact import ModelArtifact
+from serve.app import create_app
+from serve.builtin import BuiltinModel
+from serve.invocation import InferenceRequest, InferenceResponse
 from serve.settings import ServerSettings, SettingsError
 from tests.conftest import make_classification
 
@@ -20,13 +21,8 @@ CSV_BODY = "\n".join(",".join(str(v) for v in row) for row in ROWS) + "\n"
 
 
 @pytest.fixture
-def model(trained_binary_model: Path) -> ModelArtifact:
-    return load_model(trained_binary_model)
-
-
-@pytest.fixture
 def app(model: ModelArtifact) -> Flask:
-    return create_app(model, ServeConfig(max_payload_bytes=4096))
+    return create_app(BuiltinModel(model), ServerSettings(max_payload_bytes=4096))
 
 
 @pytest.fixture
@@ -83,7 +79,7 @@ def test_accept_negotiation(client: FlaskClient, accept: str | None, expected: s
 
 
 def test_default_accept_comes_from_the_environment_setting(model: ModelArtifact) -> None:
-    app = create_app(model, ServeConfig(default_accept="application/json"))
+    app = create_app(BuiltinModel(model), ServerSettings(default_accept="application/json"))
     response = app.test_client().post("/invocations", data=CSV_BODY, headers={"Content-Type": "text/csv"})
     assert response.mimetype == "application/json"
 
@@ -158,7 +154,7 @@ def test_unexpected_errors_are_500_without_traceback(
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(model, "predict", explode)
-    client = create_app(model).test_client()
+    client = create_app(BuiltinModel(model)).test_client()
     response = client.post("/invocations", data=CSV_BODY, headers={"Content-Type": "text/csv"})
     assert response.status_code == 500
     assert response.get_json() == {
@@ -195,3 +191,37 @@ def test_server_settings_from_environment() -> None:
 def test_bad_server_settings_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
         ServerSettings.from_env(env)
+
+
+class EchoModel:
+    """Another kind of ServedModel, as a user's inference script will be: it decodes and encodes itself."""
+
+    def __init__(self) -> None:
+        self.requests: list[InferenceRequest] = []
+
+    def invoke(self, request: InferenceRequest, settings: ServerSettings) -> InferenceResponse:
+        self.requests.append(request)
+        return InferenceResponse(b"echo:" + request.body, "application/x-echo; v=1")
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "echo"}
+
+
+def test_a_served_model_gets_the_request_as_sent_and_answers_in_its_own_type() -> None:
+    model = EchoModel()
+    headers = {
+        "Content-Type": "application/x-thing; charset=latin-1",
+        "Accept": "application/x-echo",
+        "X-Amzn-SageMaker-Custom-Attributes": "trace=7",
+    }
+    response = create_app(model).test_client().post("/invocations", data=b"\x00raw", headers=headers)
+    assert response.status_code == 200
+    assert (response.data, response.headers["Content-Type"]) == (b"echo:\x00raw", "application/x-echo; v=1")
+    assert response.headers["X-Amzn-SageMaker-Custom-Attributes"] == "trace=7"
+    [request] = model.requests
+    assert (request.content_type, dict(request.content_type_params), request.accept, request.custom_attributes) == (
+        "application/x-thing",
+        {"charset": "latin-1"},
+        "application/x-echo",
+        "trace=7",
+    )

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
-from container.artifact import ModelArtifact, load_model
-from serve.app import ServeConfig, create_app
+from container.artifact import ModelArtifact
+from serve.app import create_app
 from serve.batch import ExecutionParameters
+from serve.builtin import BuiltinModel
 from serve.settings import ServerSettings, SettingsError
 from tests.conftest import make_classification
 
@@ -19,13 +19,8 @@ ROWS = make_classification(25, 4, 2, seed=21)[:, 1:]
 
 
 @pytest.fixture
-def model(trained_binary_model: Path) -> ModelArtifact:
-    return load_model(trained_binary_model)
-
-
-@pytest.fixture
 def batch_client(model: ModelArtifact) -> FlaskClient:
-    return create_app(model, ServeConfig(batch=True)).test_client()
+    return create_app(BuiltinModel(model), ServerSettings(batch=True)).test_client()
 
 
 @pytest.mark.parametrize(
@@ -50,8 +45,7 @@ def test_execution_parameters_respect_sagemaker_limits(
 
 
 def test_execution_parameters_endpoint(model: ModelArtifact) -> None:
-    config = ServeConfig(execution_parameters=ExecutionParameters.for_server(3, 6, "MULTI_RECORD"))
-    response = create_app(model, config).test_client().get("/execution-parameters")
+    response = create_app(BuiltinModel(model), ServerSettings(workers=3)).test_client().get("/execution-parameters")
     assert response.status_code == 200
     assert response.get_json() == {
         "MaxConcurrentTransforms": 3,
@@ -132,6 +126,6 @@ def test_a_single_json_document_still_gets_a_json_document_in_batch(batch_client
 def test_batch_of_the_largest_payload_is_parsed_fast_and_right(model: ModelArtifact) -> None:
     rows = np.round(np.random.default_rng(3).normal(size=(20000, 4)), 6)
     body = "\n".join(",".join(map(repr, row)) for row in rows.tolist())
-    client = create_app(model, ServeConfig(batch=True)).test_client()
+    client = create_app(BuiltinModel(model), ServerSettings(batch=True)).test_client()
     response = client.post("/invocations", data=body, headers={"Content-Type": "text/csv"})
     assert response.get_data(as_text=True).splitlines() == [str(label) for label in model.predict(rows).labels]

@@ -5,15 +5,16 @@ from __future__ import annotations
 import copy
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
-from container.artifact import ModelArtifact, load_model
-from serve.app import ServeConfig, create_app
+from container.artifact import ModelArtifact
+from serve.app import create_app
+from serve.builtin import BuiltinModel
 from serve.negotiation import OutputOptions, choose_response_type, parse_custom_attributes
+from serve.settings import ServerSettings
 from tests.conftest import make_classification
 
 ROWS = make_classification(6, 4, 2, seed=11)[:, 1:]
@@ -38,11 +39,6 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
 
 
 @pytest.fixture
-def model(trained_binary_model: Path) -> ModelArtifact:
-    return load_model(trained_binary_model)
-
-
-@pytest.fixture
 def named_model(model: ModelArtifact) -> ModelArtifact:
     """The same network, saved as if training had seen a header row with these column names."""
     metadata = copy.deepcopy(model.metadata)
@@ -55,12 +51,12 @@ def named_model(model: ModelArtifact) -> ModelArtifact:
 
 @pytest.fixture
 def client(model: ModelArtifact) -> FlaskClient:
-    return create_app(model).test_client()
+    return create_app(BuiltinModel(model)).test_client()
 
 
 @pytest.fixture
 def named_client(named_model: ModelArtifact) -> FlaskClient:
-    return create_app(named_model).test_client()
+    return create_app(BuiltinModel(named_model)).test_client()
 
 
 def expected_labels(model: ModelArtifact, rows: np.ndarray = ROWS) -> list[str]:
@@ -325,7 +321,7 @@ def test_oversized_body_is_refused_from_content_length_without_reading_it(model:
 
         readline = read
 
-    client = create_app(model, ServeConfig(max_payload_bytes=1000)).test_client()
+    client = create_app(BuiltinModel(model), ServerSettings(max_payload_bytes=1000)).test_client()
     response = client.post(
         "/invocations",
         input_stream=Unreadable(b"1,2,3,4\n" * 200),

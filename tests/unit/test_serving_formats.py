@@ -16,6 +16,7 @@ from container.artifact import ModelArtifact, load_model
 from container.features import FeatureEncoder
 from container.paths import Paths
 from serve.app import create_app
+from serve.builtin import BuiltinModel
 from tests.conftest import make_opt_ml
 from train.main import run
 
@@ -67,7 +68,7 @@ def expected(model: ModelArtifact, raw: list[list[object]]) -> list[str]:
 
 @pytest.fixture
 def churn(churn_model: ModelArtifact) -> FlaskClient:
-    return create_app(churn_model).test_client()
+    return create_app(BuiltinModel(churn_model)).test_client()
 
 
 RAW = [["basic", -2.0, 0.5], ["pro", -2.0, 0.5], ["team", 1.5, -1.0], ["enterprise", 0.1, 0.0]]
@@ -122,7 +123,7 @@ def test_bad_values_for_text_column_models_are_400(
 
 def test_sequences_as_npy_and_nested_json(sequence_model: ModelArtifact) -> None:
     assert sequence_model.input_shape == (6, 2)
-    client = create_app(sequence_model).test_client()
+    client = create_app(BuiltinModel(sequence_model)).test_client()
     sequences = np.random.default_rng(7).normal(size=(3, 6, 2))
     want = [str(label) for label in sequence_model.predict(sequences.reshape(3, -1)).labels]
     buffer = io.BytesIO()

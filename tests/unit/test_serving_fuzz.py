@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from container.artifact import load_model
-from serve.app import ServeConfig, create_app
+from serve.app import create_app
+from serve.builtin import BuiltinModel
+from serve.settings import ServerSettings
 
 FUZZ = settings(
     max_examples=450,
@@ -134,7 +136,7 @@ STATUSES: dict[str, list[int]] = collections.defaultdict(list)
 
 @pytest.fixture(scope="module")
 def client(trained_binary_model: Path) -> FlaskClient:
-    app = create_app(load_model(trained_binary_model), ServeConfig(max_payload_bytes=64 * 1024))
+    app = create_app(BuiltinModel(load_model(trained_binary_model)), ServerSettings(max_payload_bytes=64 * 1024))
     return app.test_client()
 
 

@@ -25,6 +25,7 @@ from gunicorn.http.unreader import Unreader
 from container.artifact import load_model
 from serve.app import create_app
 from serve.body import read_body
+from serve.builtin import BuiltinModel
 from serve.errors import RequestError
 from tests.conftest import REPO, make_classification
 
@@ -129,7 +130,7 @@ class ResetAfter(Unreader):
 def test_a_client_that_resets_mid_body_is_a_400_not_a_server_error(trained_binary_model: Path) -> None:
     """Seen from gunicorn's reader, deterministically: the reset surfaces as OSError while the body is read.
     SageMaker must not count it as a 5XX, and the message says what happened."""
-    app = create_app(load_model(trained_binary_model))
+    app = create_app(BuiltinModel.load(trained_binary_model))
     stream = Body(LengthReader(ResetAfter(BODY[:20000]), len(BODY)))
     environ = {"wsgi.input": stream, "CONTENT_LENGTH": str(len(BODY))}
     with app.test_request_context("/invocations", method="POST", content_type="text/csv", environ_overrides=environ):
@@ -142,7 +143,7 @@ def test_a_client_that_resets_mid_body_is_a_400_not_a_server_error(trained_binar
 
 
 def test_a_chunked_body_cut_by_a_reset_or_broken_framing_is_a_400(trained_binary_model: Path) -> None:
-    app = create_app(load_model(trained_binary_model))
+    app = create_app(BuiltinModel.load(trained_binary_model))
     framed = b"4e20\r\n" + BODY[:20000] + b"\r\n"  # one 20000-byte chunk, then the client resets
     for source, reason in (
         (ResetAfter(framed), "([Errno 104] Connection reset by peer)"),
