@@ -19,10 +19,11 @@ import torch
 
 from container.artifact import BINARY
 from container.networks import NetworkSpec, build_network
+from train.callbacks import Checkpointing
 from train.checkpoints import Checkpointer, CheckpointPolicy
 from train.hyperparameters import Hyperparameters
 from train.losses import LossFunction, per_row_loss
-from train.trainer import Objective, Split, fit
+from train.trainer import Objective, Split, Trainer
 
 
 def data(rows: int, features: int) -> Split:
@@ -54,7 +55,8 @@ def train_once(split: Split, hp: Hyperparameters, checkpointer: Checkpointer | N
         BINARY, LossFunction("bce", per_row_loss("bce", BINARY, huber_delta=1, focal_gamma=2, focal_alpha=0.25))
     )
     started = time.perf_counter()
-    fit(network, split, None, hp=hp, objective=objective, checkpointer=checkpointer)
+    callbacks = [Checkpointing(checkpointer)] if checkpointer is not None else []
+    Trainer(network, split, None, hp=hp, objective=objective, callbacks=callbacks).fit()
     return time.perf_counter() - started
 
 

@@ -30,7 +30,7 @@ from container.networks import build_network
 from train.hyperparameters import Hyperparameters, parse_hyperparameters
 from train.main import build_objective, network_spec
 from train.preprocessing import LabelEncoding
-from train.trainer import Split, fit
+from train.trainer import Split, Trainer
 
 GOAL = 0.95
 
@@ -72,7 +72,7 @@ def trainer_run(hp: Hyperparameters, data: Data) -> Timing:
     torch.manual_seed(hp.seed)
     network = build_network(network_spec(hp, data.features, labels.output_size))
     watch = Stopwatch()
-    fit(network, split, None, hp=hp, objective=objective)
+    Trainer(network, split, None, hp=hp, objective=objective).fit()
     return watch.stop()
 
 

@@ -52,6 +52,17 @@ def make_regression(rows: int, features: int, seed: int = 0) -> np.ndarray:
     return np.column_stack([np.round(y, 5), np.round(x, 5)])
 
 
+class StopAfter:
+    """A stop request after `steps` mini-batches, like a SIGTERM arriving mid-training."""
+
+    def __init__(self, steps: int) -> None:
+        self.remaining = steps
+
+    def __call__(self) -> bool:
+        self.remaining -= 1
+        return self.remaining < 0
+
+
 def make_opt_ml(
     root: Path,
     train: np.ndarray | None,

@@ -36,6 +36,7 @@ from container.logs import configure_logging, format_metric_line
 from container.networks import INPUT_RANK, NetworkSpec, block_count, build_network, freeze_blocks
 from container.paths import Paths
 from train import crossval, distributed, memory
+from train.callbacks import Callback, Checkpointing, MetricLogging, StopOnRequest
 from train.checkpoints import Checkpointer, CheckpointPolicy
 from train.data import DataOptions, Dataset, channel_files, load_channel
 from train.distributed import Topology, device_for, processes_per_host, topology_from
@@ -51,7 +52,7 @@ from train.report import (
     write_model_card,
     write_plots,
 )
-from train.trainer import Objective, Split, fit, predict_outputs
+from train.trainer import History, Objective, Split, Trainer, predict_outputs
 from train.warmstart import PreviousModel, check_compatible, load_previous_model
 
 log = logging.getLogger("optml.train")
@@ -256,9 +257,9 @@ def cross_validate(
         fold_validation = Split.from_arrays(features[validation_rows], targets[validation_rows])
         network, frozen = new_network(hp, spec)
         network.to(device_for(topology) if topology else "cpu")
-        history = fit(
+        history = Trainer(
             network, fold_train, fold_validation, hp=hp, objective=objective, frozen_blocks=frozen, topology=topology
-        )
+        ).fit()
         scores = {k.split(":", 1)[1]: v for k, v in history.final.items() if k.startswith("validation:")}
         per_fold.append(scores)
         log.info(
@@ -273,15 +274,6 @@ def cross_validate(
             flush=True,
         )
     return {"k_folds": hp.k_folds, "strategy": strategy, "folds": per_fold, "summary": summary}
-
-
-def ordered_for_tuner(metrics: dict[str, float], objective_metric: str | None) -> dict[str, float]:
-    """The tuning objective goes last on each line: the tuner and its early stopping read the last value."""
-    if objective_metric and objective_metric in metrics:
-        return {k: v for k, v in metrics.items() if k != objective_metric} | {
-            objective_metric: metrics[objective_metric]
-        }
-    return metrics
 
 
 def final_results(
@@ -405,75 +397,101 @@ def train_and_save(
     topology: Topology,
     stop_requested: Callable[[], bool] | None,
 ) -> dict[str, float]:
+    """The job's phases: data and set-up, cross-validation, the final fit, evaluation and saving."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    is_master = topology.is_master
-
     previous = load_previous_model(paths.channel_dir(MODEL)) if paths.channel_dir(MODEL).is_dir() else None
     datasets = load_channels(paths, job, hp, encoder=previous.encoder if previous else None)
     timings["load_data"] = time.perf_counter() - started
     hp = resolve_auto_patience(hp, VALIDATION in datasets)
-    train_data = datasets[TRAIN]
     setup = set_up(hp, datasets, previous)
     if previous is not None:
         explicit = {key: getattr(hp, key) for key in job.hyperparameters.values}
-        check_compatible(previous, explicit, hp.task, tuple(train_data.features.shape[1:]))
+        check_compatible(previous, explicit, hp.task, tuple(datasets[TRAIN].features.shape[1:]))
 
     cv_result = None
     if hp.k_folds >= 2:
         stage = time.perf_counter()
-        cv_result = cross_validate(hp, setup.spec, train_data, setup.labels, setup.objective, topology)
+        cv_result = cross_validate(hp, setup.spec, datasets[TRAIN], setup.labels, setup.objective, topology)
         timings["cross_validation"] = time.perf_counter() - stage
 
-    def report(prefix: str, metrics: dict[str, float]) -> None:  # the master alone logs: the tuner reads one stream
-        line = format_metric_line(prefix, ordered_for_tuner(metrics, job.hyperparameters.tuning_objective_metric))
-        print(line, flush=True)
-
-    def report_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        report(f"epoch={epoch}", metrics)
-
     stage = time.perf_counter()
-    log.info("training %s on %d rows (%s), %d epochs", setup.spec.kind, train_data.rows, setup.task, hp.epochs)
-    network, frozen = new_network(hp, setup.spec, previous)
-    network.to(device_for(topology))
-    validation = setup.prepared[VALIDATION].split if VALIDATION in setup.prepared else None
-    try:
-        history = fit(
-            network, setup.prepared[TRAIN].split, validation, hp=hp, objective=setup.objective, frozen_blocks=frozen,
-            on_epoch_end=report_epoch if is_master else None,
-            checkpointer=checkpointer_for(paths, job, hp, setup, topology),
-            stop_requested=stop_requested, topology=topology,
-        )  # fmt: skip
-    except TrainingStopped as stopped:
-        if is_master:  # a stopped job still uploads /opt/ml/model: leave the weights reached so far there
-            save_model(paths.model_dir, network, model_metadata(hp, setup, train_data, stopped.metrics))
-            log.info("saved the model as of the stop to %s", paths.model_dir)
-        distributed.barrier()
-        raise
+    metric_lines = MetricLogging(job.hyperparameters.tuning_objective_metric)
+    network, history = train_final_model(paths, job, hp, setup, previous, topology, metric_lines, stop_requested)
     timings["training"] = time.perf_counter() - stage
-    if is_master and history.best_epoch not in (None, len(history.epochs)):
-        # An earlier epoch's weights were restored: its metrics once more, so that the last value the tuner
-        # reads (and its objective) is the model that ships, not the last epoch trained.
-        report(f"restored epoch={history.best_epoch}", history.final)
-
-    results = final_results(network, setup.prepared, setup.labels, setup.objective)
-    if TEST in results and is_master:
-        test_metrics = {f"test:{k}": float(v) for k, v in results[TEST].metrics.items() if isinstance(v, float)}
-        print(format_metric_line("final", test_metrics), flush=True)
-    metadata = model_metadata(hp, setup, train_data, history.final)
-    if is_master:
-        save_model(paths.model_dir, network, metadata)
-        timings["total"] = time.perf_counter() - started
-        training_report = TrainingReport(
-            metadata, results, history.epochs, history.best_epoch, history.stopped_early, cv_result, timings
-        )
-        write_evaluation(paths.output_data_dir, training_report)
-        write_plots(paths.output_data_dir, training_report)
-        write_model_card(paths.model_dir, training_report)
-        log.info("model saved to %s; report in %s", paths.model_dir, paths.output_data_dir)
+    if topology.is_master:
+        save_results(paths, hp, setup, network, history, metric_lines, cv_result, timings, started)
     # Local mode stops every container when the first exits: workers wait until the master has saved.
     distributed.barrier()
     return history.final
+
+
+def train_final_model(
+    paths: Paths,
+    job: JobConfig,
+    hp: Hyperparameters,
+    setup: Setup,
+    previous: PreviousModel | None,
+    topology: Topology,
+    metric_lines: MetricLogging,
+    stop_requested: Callable[[], bool] | None,
+) -> tuple[torch.nn.Module, History]:
+    """The fit on the whole train channel, checkpointed and stoppable; a stopped job saves what it reached."""
+    train_data = setup.prepared[TRAIN]
+    log.info("training %s on %d rows (%s), %d epochs", setup.spec.kind, len(train_data.split), setup.task, hp.epochs)
+    network, frozen = new_network(hp, setup.spec, previous)
+    network.to(device_for(topology))
+    validation = setup.prepared[VALIDATION].split if VALIDATION in setup.prepared else None
+    callbacks: list[Callback] = [Checkpointing(checkpointer_for(paths, job, hp, setup, topology))]
+    if topology.is_master:  # the master alone logs: the tuner reads one stream
+        callbacks.append(metric_lines)
+    if stop_requested is not None:
+        callbacks.append(StopOnRequest(stop_requested))
+    try:
+        history = Trainer(
+            network, train_data.split, validation, hp=hp, objective=setup.objective, callbacks=callbacks,
+            frozen_blocks=frozen, topology=topology,
+        ).fit()  # fmt: skip
+    except TrainingStopped as stopped:
+        if topology.is_master:  # a stopped job still uploads /opt/ml/model: leave the weights reached so far there
+            save_model(paths.model_dir, network, model_metadata(hp, setup, train_data.dataset, stopped.metrics))
+            log.info("saved the model as of the stop to %s", paths.model_dir)
+        distributed.barrier()
+        raise
+    if topology.is_master and history.best_epoch not in (None, len(history.epochs)):
+        # An earlier epoch's weights were restored: its metrics once more, so that the last value the tuner
+        # reads (and its objective) is the model that ships, not the last epoch trained.
+        metric_lines.print(f"restored epoch={history.best_epoch}", history.final)
+    return network, history
+
+
+def save_results(
+    paths: Paths,
+    hp: Hyperparameters,
+    setup: Setup,
+    network: torch.nn.Module,
+    history: History,
+    metric_lines: MetricLogging,
+    cv_result: dict[str, object] | None,
+    timings: dict[str, float],
+    started: float,
+) -> None:
+    """The master's last phase: every channel scored by the final model, the model, the report and plots."""
+    results = final_results(network, setup.prepared, setup.labels, setup.objective)
+    if TEST in results:
+        metric_lines.print(
+            "final", {f"test:{k}": float(v) for k, v in results[TEST].metrics.items() if isinstance(v, float)}
+        )
+    metadata = model_metadata(hp, setup, setup.prepared[TRAIN].dataset, history.final)
+    save_model(paths.model_dir, network, metadata)
+    timings["total"] = time.perf_counter() - started
+    training_report = TrainingReport(
+        metadata, results, history.epochs, history.best_epoch, history.stopped_early, cv_result, timings
+    )
+    write_evaluation(paths.output_data_dir, training_report)
+    write_plots(paths.output_data_dir, training_report)
+    write_model_card(paths.model_dir, training_report)
+    log.info("model saved to %s; report in %s", paths.model_dir, paths.output_data_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,31 +1,33 @@
-"""The training loop: shuffled mini-batches, loss + penalties, optimizer and schedule, early stopping.
+"""The training loop: shuffled mini-batches, loss + penalties, backward, optimizer step; metrics per epoch.
 
-`fit` trains a network in place and returns its per-epoch history. Everything random (shuffling,
-augmentation) draws from one seeded generator, so a run is reproducible on CPU.
+`Trainer(...).fit()` trains a network in place and returns its per-epoch history, in four phases: set up
+(the constructor), resume, run the epochs, finish — over one state object, `TrainState`. Everything around
+the loop (early stopping, the learning-rate schedule, metric lines, checkpoints, the stop signal) is a
+callback (train/callbacks.py). Everything random (shuffling, augmentation) draws from one seeded generator,
+so a run is reproducible on CPU.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from container.artifact import MULTICLASS, REGRESSION, class_probabilities
 from train import distributed
-from train.checkpoints import Checkpointer, restore_rng_states, rng_states
+from train.callbacks import Callback, Control, EarlyStopping, LearningRateSchedule, defines
+from train.checkpoints import restore_rng_states, rng_states
 from train.distributed import Topology
 from train.hyperparameters import Hyperparameters
 from train.interrupt import TrainingStopped
 from train.losses import LossFunction
-from train.metrics import classification_metrics, is_lower_better, regression_metrics
-from train.optim import Scheduler, build_optimizer, build_scheduler, l1_penalty
+from train.metrics import classification_metrics, regression_metrics
+from train.optim import build_optimizer, build_scheduler, l1_penalty
 
 log = logging.getLogger(__name__)
 
@@ -148,41 +150,81 @@ class History:
         return self.epochs[self.best_epoch - 1] if self.best_epoch else self.last
 
 
-class EarlyStopping:
-    def __init__(self, metric: str, patience: int) -> None:
-        self.metric = metric
-        self.patience = patience
-        self.lower_is_better = is_lower_better(metric)
-        self.best: float | None = None
-        self.best_epoch = 0
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.waited = 0
+@dataclass
+class Step:
+    """What one mini-batch leaves for the epoch's train metrics, on the training device."""
 
-    def update(self, epoch: int, metrics: dict[str, float], network: nn.Module) -> bool:
-        """Record this epoch; True when training should stop."""
-        value = metrics[self.metric]
-        improved = self.best is None or (value < self.best if self.lower_is_better else value > self.best)
-        if improved and np.isfinite(value):
-            self.best, self.best_epoch, self.waited = value, epoch, 0
-            self.best_state = copy.deepcopy(network.state_dict())
-            return False
-        self.waited += 1
-        return self.patience > 0 and self.waited >= self.patience
+    outputs: torch.Tensor  # detached
+    loss: torch.Tensor  # this process's rows: the weighted mean of their losses (detached, no L1) ...
+    weight: torch.Tensor | int  # ... and the sum of their weights (the row count without class weights)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "best_state": self.best_state, "waited": self.waited}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch = state["best"], state["best_epoch"]
-        self.best_state, self.waited = state["best_state"], state["waited"]
+def _mean(loss_sum: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The weighted mean, 0 for no rows: a process can get none of a short last batch (sum 0, weight 0)."""
+    return loss_sum / weight.clamp(min=torch.finfo(weight.dtype).tiny)
 
 
 @dataclass
-class LoopState:
-    """Where the loop is. With the network, optimizer, scheduler and early-stopping states this is all a
-    checkpoint needs to continue exactly: same batches, same augmentation draws, same metrics."""
+class TrainingStep:
+    """One mini-batch of this process (its share `rows` of the global batch): forward, loss (+ L1), backward,
+    gradients summed across processes, clip, step. `targets` are the channel's, as the loss reads them."""
 
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    features: torch.Tensor
+    targets: torch.Tensor
+    objective: Objective
+    hp: Hyperparameters
+    generator: torch.Generator  # augmentation draws, shared with the row order
+    world: int
+    device: torch.device
+
+    def __call__(self, rows: torch.Tensor) -> Step:
+        self.optimizer.zero_grad(set_to_none=True)  # first, as in the textbook loop: the memory is reused below
+        inputs, targets = self.features[rows], self.targets[rows]
+        if self.hp.augment:
+            inputs = augment_images(inputs, self.generator)
+        if self.device.type != "cpu":
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
+        outputs = self.network(inputs)
+        loss, own_loss, weight = self._loss(outputs, targets, len(rows))
+        if self.hp.l1 > 0:
+            loss = loss + self.hp.l1 * l1_penalty(self.network) / self.world  # summed over processes: once
+        loss.backward()
+        if self.world > 1:
+            for parameter in self.network.parameters():
+                if parameter.requires_grad:
+                    if parameter.grad is None:
+                        parameter.grad = torch.zeros_like(parameter)
+                    distributed.all_reduce_sum(parameter.grad)
+        if self.hp.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.hp.grad_clip)
+        self.optimizer.step()
+        return Step(outputs.detach(), own_loss, weight)
+
+    def _loss(
+        self, outputs: torch.Tensor, targets: torch.Tensor, rows: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | int]:
+        """The loss to minimize, and this process's own weighted mean loss and weight for the metrics."""
+        if self.world == 1 and self.objective.loss.class_weights is None:  # the common case: one mean kernel
+            loss = self.objective.loss(outputs, targets)
+            return loss, loss.detach(), rows
+        loss_sum, weight = self.objective.loss.parts(outputs, targets)
+        # Several processes: the global batch's weighted mean, its weight added up across processes.
+        total = distributed.all_reduce_sum(weight.detach().clone()) if self.world > 1 else weight
+        return loss_sum / total, _mean(loss_sum, weight).detach(), weight.detach()
+
+
+@dataclass
+class TrainState:
+    """One training run: what the loop updates and the callbacks read. With the callbacks' own states this is
+    all a checkpoint needs to continue exactly: same batches, same augmentation draws, same metrics."""
+
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
     generator: torch.Generator
+    callbacks: list[Callback]
+    world_size: int = 1
     history: History = field(default_factory=History)
     epoch: int = 1  # the epoch in progress, 1-based
     batches_done: int = 0  # batches of that epoch already trained
@@ -193,6 +235,14 @@ class LoopState:
     weights_seen: list[torch.Tensor | int] = field(default_factory=list)
     outputs_seen: list[torch.Tensor] = field(default_factory=list)
     targets_seen: list[torch.Tensor] = field(default_factory=list)
+
+    def record(self, step: Step, targets: torch.Tensor | None) -> None:
+        """Keep a step's loss and weight, and its outputs when `targets` are given (a sampled batch)."""
+        self.losses_seen.append(step.loss)
+        self.weights_seen.append(step.weight)
+        if targets is not None:
+            self.outputs_seen.append(step.outputs.cpu())
+            self.targets_seen.append(targets)
 
     def epoch_loss(self) -> float:
         """The weighted mean loss over every row the epoch trained on, on every process together."""
@@ -208,245 +258,155 @@ class LoopState:
         self.epoch, self.batches_done, self.order = self.epoch + 1, 0, None
         self.losses_seen, self.weights_seen, self.outputs_seen, self.targets_seen = [], [], [], []
 
-
-@dataclass
-class Loop:
-    """The objects one training run updates, bundled so they can be checkpointed and restored together."""
-
-    network: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Scheduler | None
-    stopping: EarlyStopping | None
-    state: LoopState
-
     def checkpoint_state(self) -> dict[str, Any]:
-        state = self.state
         return {
             "network": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "early_stopping": self.stopping.state_dict() if self.stopping else None,
-            "history": {"epochs": state.history.epochs, "stopped_early": state.history.stopped_early},
-            "order": state.order,
-            "generator": state.generator.get_state(),
+            "history": {"epochs": self.history.epochs, "stopped_early": self.history.stopped_early},
+            "order": self.order,
+            "generator": self.generator.get_state(),
             # One tensor and plain numbers: hundreds of small tensors would make every save slow.
-            "losses_seen": torch.stack(state.losses_seen).cpu() if state.losses_seen else None,
-            "weights_seen": [w if isinstance(w, int) else float(w) for w in state.weights_seen],
-            "outputs_seen": torch.cat(state.outputs_seen) if state.outputs_seen else None,
-            "targets_seen": torch.cat(state.targets_seen) if state.targets_seen else None,
+            "losses_seen": torch.stack(self.losses_seen).cpu() if self.losses_seen else None,
+            "weights_seen": [w if isinstance(w, int) else float(w) for w in self.weights_seen],
+            "outputs_seen": torch.cat(self.outputs_seen) if self.outputs_seen else None,
+            "targets_seen": torch.cat(self.targets_seen) if self.targets_seen else None,
             "rng": rng_states(),
-        }
+        } | {callback.name: callback.state_dict() for callback in self.callbacks if callback.name}
 
     def restore(self, saved: dict[str, Any]) -> None:
         self.network.load_state_dict(saved["network"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        # The optimizer has stepped, in the process that wrote the checkpoint. torch's schedulers look for a
-        # step in this process: resumed after the first epoch's last batch, the scheduler would warn that it
-        # steps first (and the test suite turns warnings into errors).
-        self.optimizer._opt_called = True  # type: ignore[attr-defined]
-        if self.scheduler and saved["scheduler"] is not None:
-            self.scheduler.load_state_dict(saved["scheduler"])
-        if self.stopping and saved["early_stopping"] is not None:
-            self.stopping.load_state_dict(saved["early_stopping"])
-        state = self.state
-        state.history = History(
-            epochs=list(saved["history"]["epochs"]), stopped_early=saved["history"]["stopped_early"]
-        )
-        state.epoch, state.batches_done, state.order = saved["epoch"], saved["batches_done"], saved["order"]
-        state.generator.set_state(saved["generator"])
+        for callback in self.callbacks:
+            if callback.name and saved.get(callback.name) is not None:
+                callback.load_state_dict(saved[callback.name])
+        self.history = History(epochs=list(saved["history"]["epochs"]), stopped_early=saved["history"]["stopped_early"])
+        self.epoch, self.batches_done, self.order = saved["epoch"], saved["batches_done"], saved["order"]
+        self.generator.set_state(saved["generator"])
         device = next(self.network.parameters()).device  # checkpoints load onto the CPU
-        losses = saved.get("losses_seen")  # absent in checkpoints of earlier versions: see fit()
-        state.losses_seen = list(losses.to(device).unbind()) if losses is not None else []
-        state.weights_seen = [
-            w if isinstance(w, int) else torch.tensor(w, device=device) for w in saved.get("weights_seen", [])
-        ]
-        state.outputs_seen = [saved["outputs_seen"]] if saved["outputs_seen"] is not None else []
-        state.targets_seen = [saved["targets_seen"]] if saved["targets_seen"] is not None else []
+        losses = saved["losses_seen"]
+        self.losses_seen = list(losses.to(device).unbind()) if losses is not None else []
+        self.weights_seen = [w if isinstance(w, int) else torch.tensor(w, device=device) for w in saved["weights_seen"]]
+        self.outputs_seen = [saved["outputs_seen"]] if saved["outputs_seen"] is not None else []
+        self.targets_seen = [saved["targets_seen"]] if saved["targets_seen"] is not None else []
         restore_rng_states(saved["rng"])
 
 
-def fit(
-    network: nn.Module,
-    train: Split,
-    validation: Split | None,
-    *,
-    hp: Hyperparameters,
-    objective: Objective,
-    frozen_blocks: list[nn.Module] | None = None,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-    checkpointer: Checkpointer | None = None,
-    stop_requested: Callable[[], bool] | None = None,
-    topology: Topology | None = None,
-) -> History:
-    """Train `network` in place on `train`, scoring `validation` after each epoch.
+class Trainer:
+    """Trains `network` in place on `train`, scoring `validation` after each epoch.
 
-    With a `checkpointer`, training resumes from its newest checkpoint and saves new ones as its policy
-    says and at each epoch end. When `stop_requested()` turns true, the loop checkpoints after the current
-    step and raises TrainingStopped.
-    """
-    optimizer = build_optimizer(network, hp)
-    patience = hp.patience(has_validation=validation is not None)
-    watch = patience > 0 or hp.lr_scheduler == "plateau"
-    loop = Loop(
-        network=network,
-        optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, hp),
-        stopping=EarlyStopping(hp.early_stopping_metric, patience) if validation and watch else None,
-        state=LoopState(generator=torch.Generator().manual_seed(hp.seed)),
-    )
-    device = next(network.parameters()).device
-    saved = checkpointer.load_latest() if checkpointer else None
-    if checkpointer is not None and topology is not None and topology.distributed:
-        saved = agree_on_resume_point(checkpointer, saved)
-    if saved is not None:
-        loop.restore(saved)
-        if "losses_seen" not in saved and loop.state.outputs_seen:
-            # Written by an earlier version, which kept every output of the epoch so far instead of the batch
-            # losses: those outputs give the loss of the batches already trained.
-            outputs, targets = torch.cat(loop.state.outputs_seen), torch.cat(loop.state.targets_seen)
-            loss_sum, weight = objective.loss.parts(outputs, objective.loss_targets(targets))
-            loop.state.losses_seen = [_mean(loss_sum, weight).to(device)]
-            loop.state.weights_seen = [weight.to(device)]
-    state, stopping, scheduler = loop.state, loop.stopping, loop.scheduler
-    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules())
-    rank, world = (topology.rank, topology.world_size) if topology else (0, 1)
-    keep_every = sampled_batches(len(train))
-    loss_targets = objective.loss_targets(train.targets)
+    `callbacks` extend the loop (train/callbacks.py): metric lines, checkpoints and resume, stop requests;
+    early stopping and the learning-rate schedule come from `hp`. `fit()` returns the per-epoch history."""
 
-    def checkpoint() -> None:
-        if checkpointer is not None:
-            checkpointer.save(loop.checkpoint_state(), state.epoch, state.batches_done)
+    def __init__(
+        self,
+        network: nn.Module,
+        train: Split,
+        validation: Split | None,
+        *,
+        hp: Hyperparameters,
+        objective: Objective,
+        callbacks: Sequence[Callback] = (),
+        frozen_blocks: Sequence[nn.Module] = (),
+        topology: Topology | None = None,
+    ) -> None:
+        self.train, self.validation, self.hp, self.objective = train, validation, hp, objective
+        self.frozen_blocks = list(frozen_blocks)
+        self.rank, self.world = (topology.rank, topology.world_size) if topology else (0, 1)
+        optimizer = build_optimizer(network, hp)
+        generator = torch.Generator().manual_seed(hp.seed)
+        # Callbacks passed in come first: the epoch's metric line is logged before early stopping says why.
+        everything = [*callbacks, *training_callbacks(optimizer, hp, has_validation=validation is not None)]
+        self.run = TrainState(network, optimizer, generator, everything, world_size=self.world)
+        self.step_callbacks = [callback for callback in everything if defines(callback, "on_step_end")]
+        device = next(network.parameters()).device
+        targets = objective.loss_targets(train.targets)
+        self.step = TrainingStep(
+            network, optimizer, train.features, targets, objective, hp, generator, self.world, device
+        )
+        self.keep_every = sampled_batches(len(train))
+        # Rows each process needs for a batch to train. Batch norm cannot normalize one row: such a short last
+        # batch trains in another epoch's order. Otherwise a process may have none (its collectives still run).
+        self.min_rows = 2 if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules()) else 0
 
-    while state.epoch <= hp.epochs and not state.history.stopped_early:
-        network.train()
-        for block in frozen_blocks or []:
+    def fit(self) -> History:
+        self.resume()
+        self.run_epochs()
+        return self.finish()
+
+    def resume(self) -> None:
+        for callback in self.run.callbacks:
+            callback.on_fit_start(self.run)
+
+    def run_epochs(self) -> None:
+        run = self.run
+        while run.epoch <= self.hp.epochs and not run.history.stopped_early:
+            self.train_epoch()
+            metrics = self.epoch_metrics()
+            run.history.epochs.append(metrics)
+            control = Control()
+            for callback in run.callbacks:
+                callback.on_epoch_end(run, metrics, control)
+            run.history.stopped_early = control.end_training
+            run.next_epoch()
+            self.act_on(control)
+
+    def train_epoch(self) -> None:
+        run, batch_size = self.run, self.hp.batch_size
+        run.network.train()
+        for block in self.frozen_blocks:
             block.eval()  # frozen batch-norm statistics stay frozen too
-        if state.order is None:
-            state.order = torch.randperm(len(train), generator=state.generator)
-        starts = range(state.batches_done * hp.batch_size, len(train), hp.batch_size)
-        for start in starts:
-            batch = state.order[start : start + hp.batch_size]
-            # Batch norm cannot normalize one row: such a short last batch trains in another epoch's order.
-            if not (has_batch_norm and len(batch) // world < 2):
-                rows = batch if world == 1 else batch[rank::world]
-                step = _train_step(
-                    network, optimizer, train.features, loss_targets, rows, hp, objective, state, world, device
-                )
-                state.losses_seen.append(step.loss)
-                state.weights_seen.append(step.weight)
-                if state.batches_done % keep_every == 0:
-                    state.outputs_seen.append(step.outputs.cpu())
-                    state.targets_seen.append(train.targets[rows])
-            state.batches_done += 1
-            stop, due = distributed.any_rank_each(
-                stop_requested is not None and stop_requested(), checkpointer is not None and checkpointer.due()
-            )
-            if stop:
-                checkpoint()
-                raise TrainingStopped(state.epoch, state.batches_done, state.history.last)
-            if due:
-                checkpoint()
+        if run.order is None:
+            run.order = torch.randperm(len(self.train), generator=run.generator)
+        control = Control()
+        for start in range(run.batches_done * batch_size, len(self.train), batch_size):
+            batch = run.order[start : start + batch_size]
+            step = None
+            if len(batch) // self.world >= self.min_rows:
+                rows = batch if self.world == 1 else batch[self.rank :: self.world]
+                step = self.step(rows)
+                run.record(step, self.train.targets[rows] if run.batches_done % self.keep_every == 0 else None)
+            run.batches_done += 1
+            control.checkpoint = control.stop = False
+            for callback in self.step_callbacks:
+                callback.on_step_end(run, step, control)
+            self.act_on(control)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        run = self.run
         scores = train_scores(
-            objective,
-            distributed.all_gather_tensor(torch.cat(state.outputs_seen)),
-            distributed.all_gather_tensor(torch.cat(state.targets_seen)),
-            state.epoch_loss(),
+            self.objective,
+            distributed.all_gather_tensor(torch.cat(run.outputs_seen)),
+            distributed.all_gather_tensor(torch.cat(run.targets_seen)),
+            run.epoch_loss(),
         )
         metrics = {f"train:{k}": v for k, v in scores.items()}
-        if validation is not None:
-            metrics |= {f"validation:{k}": v for k, v in evaluate(network, validation, objective).items()}
-        state.history.epochs.append(metrics)
-        if on_epoch_end is not None:
-            on_epoch_end(state.epoch, metrics)
-        should_stop = stopping.update(state.epoch, metrics, network) if stopping else False
-        if isinstance(scheduler, ReduceLROnPlateau):
-            scheduler.step(metrics.get(hp.early_stopping_metric, metrics["train:loss"]))
-        elif scheduler is not None:
-            scheduler.step()
-        if should_stop and stopping is not None and patience > 0:
-            log.info(
-                "early stopping after epoch %d: %s has not improved for %d epochs (best %.6g at epoch %d)",
-                state.epoch, stopping.metric, stopping.patience, stopping.best, stopping.best_epoch,
-            )  # fmt: skip
-            state.history.stopped_early = True
-        state.next_epoch()
-        checkpoint()
-        if distributed.any_rank(stop_requested is not None and stop_requested()):
-            raise TrainingStopped(state.epoch, 0, state.history.last)
-    history = state.history
-    if stopping and patience > 0 and stopping.best_state is not None:
-        network.load_state_dict(stopping.best_state)
-        history.best_epoch = stopping.best_epoch
-        log.info("restored the weights of epoch %d (best %s)", stopping.best_epoch, stopping.metric)
-    return history
+        if self.validation is not None:
+            metrics |= {f"validation:{k}": v for k, v in evaluate(run.network, self.validation, self.objective).items()}
+        return metrics
+
+    def act_on(self, control: Control) -> None:
+        """Checkpoint and stop as asked by a callback of any process (one collective)."""
+        stop, checkpoint = distributed.any_rank_each(control.stop, control.checkpoint)
+        if checkpoint or stop:
+            state = self.run.checkpoint_state()
+            for callback in self.run.callbacks:
+                callback.on_checkpoint(self.run, state)
+        if stop:
+            raise TrainingStopped(self.run.epoch, self.run.batches_done, self.run.history.last)
+
+    def finish(self) -> History:
+        for callback in self.run.callbacks:
+            callback.on_fit_end(self.run)
+        return self.run.history
 
 
-def _mean(loss_sum: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The weighted mean, 0 for no rows: a process can get none of a short last batch (sum 0, weight 0)."""
-    return loss_sum / weight.clamp(min=torch.finfo(weight.dtype).tiny)
-
-
-@dataclass
-class Step:
-    """What one mini-batch leaves for the epoch's train metrics, on the training device."""
-
-    outputs: torch.Tensor  # detached
-    loss: torch.Tensor  # this process's rows: the weighted mean of their losses (detached, no L1) ...
-    weight: torch.Tensor | int  # ... and the sum of their weights (the row count without class weights)
-
-
-def _train_step(
-    network: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    features: torch.Tensor,
-    targets: torch.Tensor,
-    rows: torch.Tensor,
-    hp: Hyperparameters,
-    objective: Objective,
-    state: LoopState,
-    world: int,
-    device: torch.device,
-) -> Step:
-    """One mini-batch (this process's share `rows` of it): forward, loss (+ L1), backward, gradients summed
-    across processes, clip, step. `targets` are the channel's, as the loss reads them (loss_targets)."""
-    optimizer.zero_grad(set_to_none=True)  # first, as in the textbook loop: the freed memory is reused below
-    inputs, targets = features[rows], targets[rows]
-    if hp.augment:
-        inputs = augment_images(inputs, state.generator)
-    if device.type != "cpu":
-        inputs, targets = inputs.to(device), targets.to(device)
-    outputs = network(inputs)
-    weight: torch.Tensor | int
-    if world > 1 or objective.loss.class_weights is not None:
-        loss_sum, weight = objective.loss.parts(outputs, targets)
-        # Several processes: the global batch's weighted mean, its weight added up across processes.
-        loss = loss_sum / (distributed.all_reduce_sum(weight.detach().clone()) if world > 1 else weight)
-        own_loss, weight = _mean(loss_sum, weight).detach(), weight.detach()
-    else:  # the common case: one mean-loss kernel
-        loss, weight = objective.loss(outputs, targets), len(rows)
-        own_loss = loss.detach()
-    if hp.l1 > 0:
-        loss = loss + hp.l1 * l1_penalty(network) / world  # summed over processes: counted once
-    loss.backward()
-    if world > 1:
-        for parameter in network.parameters():
-            if parameter.requires_grad:
-                if parameter.grad is None:
-                    parameter.grad = torch.zeros_like(parameter)
-                distributed.all_reduce_sum(parameter.grad)
-    if hp.grad_clip > 0:
-        nn.utils.clip_grad_norm_(network.parameters(), hp.grad_clip)
-    optimizer.step()
-    return Step(outputs.detach(), own_loss, weight)
-
-
-def agree_on_resume_point(checkpointer: Checkpointer, saved: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Every process must resume from the same step: the oldest newest-checkpoint among them."""
-    mine = (saved["epoch"], saved["batches_done"]) if saved else (0, 0)
-    agreed = distributed.min_position(mine)
-    if agreed == mine:
-        return saved
-    if agreed == (0, 0):
-        log.warning("another process has no checkpoint: starting over on every process")
-        return None
-    return checkpointer.load_at(*agreed)
+def training_callbacks(optimizer: torch.optim.Optimizer, hp: Hyperparameters, has_validation: bool) -> list[Callback]:
+    """What the hyperparameters switch on: early stopping (it needs a validation channel) and the schedule."""
+    callbacks: list[Callback] = []
+    patience = hp.patience(has_validation)
+    if has_validation and patience > 0:
+        callbacks.append(EarlyStopping(hp.early_stopping_metric, patience))
+    scheduler = build_scheduler(optimizer, hp)
+    if scheduler is not None:
+        callbacks.append(LearningRateSchedule(scheduler, hp.early_stopping_metric))
+    return callbacks

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import load_file
 
 from container.errors import UserError
 from container.paths import Paths
-from tests.conftest import make_classification, make_opt_ml
+from tests.conftest import StopAfter, make_classification, make_opt_ml
 from train.interrupt import TrainingStopped
 from train.main import main, run
 
@@ -62,17 +61,6 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, n
     return weights(root), evaluation
 
 
-class StopAfter:
-    """Asks to stop after `steps` mini-batches, like a SIGTERM arriving mid-training."""
-
-    def __init__(self, steps: int) -> None:
-        self.remaining = steps
-
-    def __call__(self) -> bool:
-        self.remaining -= 1
-        return self.remaining < 0
-
-
 @pytest.mark.parametrize(
     "stops", [[3], [6], [7], [1, 5, 9]], ids=["mid-epoch", "after-the-last-batch", "epoch-end", "three-stops"]
 )
@@ -100,28 +88,6 @@ def test_a_class_weighted_run_resumes_mid_epoch_with_the_same_train_loss(tmp_pat
     assert_same_weights(weights(root), weights(whole))
     history = json.loads((root / "output/data/evaluation.json").read_text())["history"]
     assert history == json.loads((whole / "output/data/evaluation.json").read_text())["history"]
-
-
-@pytest.mark.parametrize("steps", [10, 6], ids=["mid-epoch", "after-the-last-batch"])
-def test_a_checkpoint_of_an_earlier_version_resumes_with_the_same_train_loss(
-    tmp_path: Path, uninterrupted, steps: int
-) -> None:
-    """Earlier versions kept every output of the epoch so far and no batch losses (what a new checkpoint of a
-    small channel holds, minus those): the loss of the batches already trained comes from the outputs."""
-    _, expected_evaluation = uninterrupted
-    root = job(tmp_path)
-    with pytest.raises(TrainingStopped):
-        run(Paths(root=root), StopAfter(steps))
-    newest = sorted((root / "checkpoints").glob("*.pt"))[-1]
-    payload = torch.load(newest, weights_only=True)
-    assert payload["losses_seen"] is not None
-    assert len(payload["outputs_seen"]) == min(16 * payload["batches_done"], 100)  # every row so far
-    del payload["losses_seen"], payload["weights_seen"]
-    torch.save(payload, newest)
-    run(Paths(root=root))
-    history = json.loads((root / "output/data/evaluation.json").read_text())["history"]
-    expected = [epoch["train:loss"] for epoch in expected_evaluation["history"]]
-    np.testing.assert_allclose([epoch["train:loss"] for epoch in history], expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("keep", [2, 9, 17])

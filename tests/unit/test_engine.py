@@ -21,7 +21,7 @@ from train.hyperparameters import Hyperparameters, parse_hyperparameters
 from train.losses import LossFunction, balanced_class_weights, per_row_loss
 from train.main import main, run
 from train.optim import build_optimizer, build_scheduler
-from train.trainer import Objective, Split, augment_images, fit
+from train.trainer import Objective, Split, Trainer, augment_images
 
 LOSS_OPTIONS = {"huber_delta": 1.0, "focal_gamma": 2.0, "focal_alpha": 0.25}
 
@@ -95,13 +95,13 @@ def test_image_and_sequence_models_learn(kind: str, data, shape: tuple[int, ...]
     )
     torch.manual_seed(0)
     network = build_network(NetworkSpec(kind, shape, 1, hidden_units=(16,), conv_channels=(8,), hidden_size=16))
-    history = fit(
+    history = Trainer(
         network,
         Split.from_arrays(features, labels),
         Split.from_arrays(validation_features, validation_labels),
         hp=hp,
         objective=objective(BINARY, "bce"),
-    )
+    ).fit()
     assert history.last["validation:accuracy"] >= 0.85
 
 
@@ -111,14 +111,14 @@ def test_frozen_blocks_keep_their_weights_while_the_head_trains() -> None:
     before = {k: v.clone() for k, v in network.state_dict().items()}
     freeze_blocks(network, 1)
     data = make_classification(64, 4, 2)
-    fit(
+    Trainer(
         network,
         Split.from_arrays(data[:, 1:].astype(np.float32), data[:, 0].astype(np.int64)),
         None,
         hp=Hyperparameters(epochs=2, learning_rate=0.05),
         objective=objective(BINARY, "bce"),
         frozen_blocks=[network.get_submodule("blocks.0")],
-    )
+    ).fit()
     after = network.state_dict()
     assert torch.equal(before["blocks.0.0.weight"], after["blocks.0.0.weight"])
     assert not torch.equal(before["blocks.1.0.weight"], after["blocks.1.0.weight"])
@@ -204,13 +204,13 @@ def train_mlp(hp: Hyperparameters) -> nn.Module:
     torch.manual_seed(0)
     network = build_network(NetworkSpec("mlp", (4,), 1, hidden_units=(16,)))
     data = make_classification(200, 4, 2)
-    fit(
+    Trainer(
         network,
         Split.from_arrays(data[:, 1:].astype(np.float32), data[:, 0].astype(np.int64)),
         None,
         hp=hp,
         objective=objective(BINARY, "bce"),
-    )
+    ).fit()
     return network
 
 
@@ -255,7 +255,7 @@ def frozen_fit(rows: int, batch_size: int, loss: LossFunction) -> tuple[nn.Modul
     data = make_classification(rows, 4, 2, seed=5)
     split = Split.from_arrays(data[:, 1:].astype(np.float32), data[:, 0].astype(np.int64))
     hp = Hyperparameters(epochs=1, batch_size=batch_size, optimizer="sgd", momentum=0.0, learning_rate=1e-12)
-    history = fit(network, split, None, hp=hp, objective=Objective(BINARY, loss))
+    history = Trainer(network, split, None, hp=hp, objective=Objective(BINARY, loss)).fit()
     return network, split, history.epochs[0]
 
 
