@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from container.files import atomic_write
 from container.networks import NetworkSpec, build_network
 
 FORMAT_VERSION = 1
@@ -162,26 +161,12 @@ class ModelArtifact:
             return Predictions(labels=[classes[i] for i in indices], scores=probabilities.numpy())
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write via a temp file in the same directory, fsync, then rename: a reader never sees half a file."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        write(temp_name)
-        with open(temp_name, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-
-
 def save_model(model_dir: Path, network: torch.nn.Module, metadata: ModelMetadata) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
-    _atomic_write_bytes(model_dir / WEIGHTS_FILE, lambda name: save_file(state, name))
+    atomic_write(model_dir / WEIGHTS_FILE, lambda temp: save_file(state, str(temp)))
     text = json.dumps(metadata.to_json(), indent=2, sort_keys=False) + "\n"
-    _atomic_write_bytes(model_dir / METADATA_FILE, lambda name: Path(name).write_text(text, encoding="utf-8"))
+    atomic_write(model_dir / METADATA_FILE, lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
 class ModelLoadError(Exception):

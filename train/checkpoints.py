@@ -2,19 +2,17 @@
 
 A checkpoint holds the model, optimizer, scheduler and early-stopping state, the epoch and the number
 of batches already trained in it, that epoch's row order, the shuffling generator, the python / numpy /
-torch (and CUDA) RNG states, the history so far and the resolved configuration. Files are written to a
-temporary name, fsynced and renamed, so a kill at any moment leaves either the old or the new file, and
-are named per host (`checkpoint-algo-1-e00003-b000120.pt`) because every host of a job shares one S3
+torch (and CUDA) RNG states, the history so far and the resolved configuration. Files are written
+atomically (`container.files.atomic_write`), so a kill at any moment leaves either the old or the new file,
+and are named per host (`checkpoint-algo-1-e00003-b000120.pt`) because every host of a job shares one S3
 prefix. Loading uses `torch.load(weights_only=True)`: tensors and plain data, no arbitrary objects.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 
 from container.errors import UserError
+from container.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +90,8 @@ class Checkpointer:
     def save(self, state: dict[str, Any], epoch: int, batches_done: int) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"checkpoint-{self.host}-e{epoch:05d}-b{batches_done:07d}.pt"
-        payload = {"format": 1, "config": self.config, "epoch": epoch, "batches_done": batches_done} | state
-        handle, temp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(handle, "wb") as temp:
-                torch.save(payload, temp)
-                temp.flush()
-                os.fsync(temp.fileno())
-            os.replace(temp_name, path)
-        finally:
-            if os.path.exists(temp_name):
-                os.unlink(temp_name)
+        payload = {"format": 1, "config": self.config, "epoch": epoch, "batches_done": batches_done}
+        atomic_write(path, lambda temp: torch.save(payload | state, temp))
         for old in self.files()[self.policy.keep :]:
             old.unlink(missing_ok=True)
         self._last_save, self._steps_since_save = time.monotonic(), 0
