@@ -87,9 +87,7 @@ class ModelMetadata:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelMetadata:
-        version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"model format version {version!r}; this image reads version {FORMAT_VERSION}")
+        check_format_version(data.get("format_version"))
         return cls(
             task=data["task"],
             network=NetworkSpec.from_json(data["network"]),
@@ -105,6 +103,26 @@ class ModelMetadata:
             metrics={k: float("nan") if v is None else float(v) for k, v in data.get("metrics", {}).items()},
             versions=dict(data.get("versions", {})),
         )
+
+
+def check_format_version(version: object) -> None:
+    """Refuse a model this image cannot read, saying what to do.
+
+    Version 1 is the first format, so no older model exists yet. When version 2 comes, an older file is
+    not refused: its dict is upgraded here, one function per step (1→2, 2→3, …), before `from_json` reads
+    the fields, because users keep the models they trained. A newer file cannot be upgraded: this image
+    does not know what changed.
+    """
+    if version == FORMAT_VERSION:
+        return
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ValueError(
+            f"model format version {version} is newer than this image reads (version {FORMAT_VERSION}): the model"
+            " was saved by a newer optml image; serve it, or train from it, with that image or a newer one"
+        )
+    raise ValueError(
+        f"model format version {version!r} is not one optml writes; this image reads version {FORMAT_VERSION}"
+    )
 
 
 def export_description(metadata: ModelMetadata) -> dict[str, Any]:
@@ -240,8 +258,8 @@ def save_model(model_dir: Path, network: torch.nn.Module, metadata: ModelMetadat
     exported = export_predictor(metadata, state)
     info = {EXPORT_INFO: json.dumps(export_description(metadata), indent=2) + "\n"}
     atomic_write(model_dir / WEIGHTS_FILE, lambda temp: save_file(state, str(temp)))
-    # save_to_buffer is torch.jit.save without its deprecation warning (see below), and gives the same bytes
-    # for the same weights (a file name would go into the archive: a temp name, different each time).
+    # save_to_buffer is torch.jit.save without its deprecation warning (see below), and without the file name
+    # that saving to a path writes into the archive (here a temp name, different each time).
     exported_bytes = exported.save_to_buffer(_extra_files=info)
     atomic_write(model_dir / EXPORT_FILE, lambda temp: temp.write_bytes(exported_bytes))
     text = json.dumps(metadata.to_json(), indent=2, sort_keys=False) + "\n"

@@ -1,8 +1,10 @@
-"""The saved model's format: model.pt predicts what optml predicts."""
+"""The saved model's format: models saved by earlier code still load and predict the same, newer formats are
+refused by name, and model.pt predicts what optml predicts."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -19,11 +21,17 @@ from container.artifact import (
     REGRESSION,
     WEIGHTS_FILE,
     Label,
+    ModelLoadError,
     ModelMetadata,
     load_model,
     save_model,
 )
+from container.features import FeatureEncoder
 from container.networks import NetworkSpec, build_network
+from tools.make_model_fixtures import prediction_platform
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "models"
+FIXTURE_DIRS = sorted(path.parent for path in FIXTURES.glob("v*/*/expected.json"))
 
 
 def load_export(path: Path) -> tuple[torch.jit.ScriptModule, dict[str, object]]:
@@ -34,6 +42,92 @@ def load_export(path: Path) -> tuple[torch.jit.ScriptModule, dict[str, object]]:
         warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", DeprecationWarning)
         module = torch.jit.load(str(path), _extra_files=files)
     return module, json.loads(files[EXPORT_INFO])
+
+
+# --- models saved by earlier code -------------------------------------------------------------------
+
+
+def test_there_are_fixtures_of_every_kind_of_task() -> None:
+    assert [path.relative_to(FIXTURES).as_posix() for path in FIXTURE_DIRS] == [
+        "v1/binary_mlp",
+        "v1/multiclass_mlp",
+        "v1/regression_mlp",
+    ]
+
+
+@pytest.mark.parametrize("fixture", FIXTURE_DIRS, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_a_model_saved_by_earlier_code_loads_and_predicts_the_same(fixture: Path) -> None:
+    """tools/make_model_fixtures.py saved these models and the predictions of its day. If this fails, models
+    users already have would stop loading or change their answers: fix the code, not the fixture."""
+    expected = json.loads((fixture / "expected.json").read_text())
+    model = load_model(fixture / "model")
+    assert f"v{model_format_version(fixture / 'model')}" == fixture.parent.name
+    encoder = FeatureEncoder.from_json(model.metadata.encoder) if model.metadata.encoder else None
+    features = encoder.transform(expected["rows"]) if encoder else np.asarray(expected["rows"], dtype=np.float32)
+    predictions = model.predict(features)
+    exported, _ = load_export(fixture / "model" / EXPORT_FILE)
+    outputs = exported(torch.from_numpy(features)).numpy()
+    if expected["scores"] is None:  # regression: the labels are the predicted values
+        assert predictions.scores is None
+        assert_same_float32(np.asarray(predictions.labels, dtype=np.float32), expected["labels"], expected["platform"])
+        assert_same_float32(outputs, expected["labels"], expected["platform"])
+    else:
+        assert predictions.labels == expected["labels"]
+        assert predictions.scores is not None
+        assert_same_float32(predictions.scores, expected["scores"], expected["platform"])
+        assert_same_float32(outputs, expected["scores"], expected["platform"])
+
+
+def assert_same_float32(actual: np.ndarray, expected: list[object], saved_on: dict[str, str]) -> None:
+    """Bit for bit on the platform the fixture was saved on; elsewhere within a few float32 steps, because
+    torch's kernels round differently per version and CPU instruction set (a softmax on AVX2 and without
+    SIMD differs in the last bit), and a fixture that fails on a newer CPU would only teach regenerating it."""
+    expected_float32 = np.asarray(expected, dtype=np.float32)
+    if saved_on == prediction_platform():
+        np.testing.assert_array_equal(actual, expected_float32)
+    else:
+        np.testing.assert_allclose(actual, expected_float32, rtol=1e-5, atol=0)
+
+
+def model_format_version(model_dir: Path) -> int:
+    return int(json.loads((model_dir / METADATA_FILE).read_text())["format_version"])
+
+
+# --- format versions --------------------------------------------------------------------------------
+
+
+def fixture_copy(tmp_path: Path, format_version: object) -> Path:
+    model_dir = tmp_path / "model"
+    shutil.copytree(FIXTURES / "v1" / "binary_mlp" / "model", model_dir)
+    metadata = json.loads((model_dir / METADATA_FILE).read_text())
+    (model_dir / METADATA_FILE).write_text(json.dumps(metadata | {"format_version": format_version}))
+    return model_dir
+
+
+def test_a_model_of_a_newer_format_is_refused_naming_both_versions(tmp_path: Path) -> None:
+    model_dir = fixture_copy(tmp_path, 2)
+    with pytest.raises(ModelLoadError) as refused:
+        load_model(model_dir)
+    assert str(refused.value) == (
+        f"cannot load the model in {model_dir}: model format version 2 is newer than this image reads"
+        " (version 1): the model was saved by a newer optml image; serve it, or train from it, with that image"
+        " or a newer one"
+    )
+
+
+@pytest.mark.parametrize("format_version", [None, "1", 0])
+def test_a_model_without_a_known_format_version_is_refused(tmp_path: Path, format_version: object) -> None:
+    model_dir = fixture_copy(tmp_path, format_version)
+    with pytest.raises(ModelLoadError) as refused:
+        load_model(model_dir)
+    assert str(refused.value) == (
+        f"cannot load the model in {model_dir}: model format version {format_version!r} is not one optml"
+        " writes; this image reads version 1"
+    )
+
+
+def test_a_model_of_the_current_format_loads(tmp_path: Path) -> None:
+    assert load_model(fixture_copy(tmp_path, 1)).metadata.classes == ["no", "yes"]
 
 
 # --- the portable export (model.pt) -----------------------------------------------------------------
@@ -108,8 +202,27 @@ def test_model_pt_describes_what_it_takes_and_returns(tmp_path: Path) -> None:
     }
 
 
-def test_saving_the_same_weights_twice_writes_the_same_files(tmp_path: Path) -> None:
+def test_a_categorical_models_export_takes_the_one_hot_columns() -> None:
+    description = json.loads((FIXTURES / "v1/binary_mlp/model" / METADATA_FILE).read_text())["export"]
+    assert description["input"]["columns"] == ["tenure", "usage", "plan=basic", "plan=pro", "plan=team"]
+    assert description["input"]["one_hot_encoded"] == ["plan"]
+    regression = json.loads((FIXTURES / "v1/regression_mlp/model" / METADATA_FILE).read_text())["export"]
+    assert regression["output"] == {
+        "dtype": "float32",
+        "shape": ["rows"],
+        "meaning": "predicted values, in the label's units",
+    }
+
+
+def test_saving_a_model_again_replaces_its_files_and_leaves_nothing_else(tmp_path: Path) -> None:
     spec = EXPORT_CASES["lstm"][1]
+    saved_model(tmp_path / "first", BINARY, spec)
+    saved_model(tmp_path / "first", BINARY, spec)
+    saved_model(tmp_path / "second", BINARY, spec)
+    assert sorted(path.name for path in (tmp_path / "first").iterdir()) == [EXPORT_FILE, WEIGHTS_FILE, METADATA_FILE]
+    # model.pt is not compared: TorchScript orders some constants by string hash, which differs per process.
+    for name in (WEIGHTS_FILE, METADATA_FILE):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name
     saved_model(tmp_path / "first", BINARY, spec)
     saved_model(tmp_path / "second", BINARY, spec)
     for name in (WEIGHTS_FILE, EXPORT_FILE, METADATA_FILE):
