@@ -7,7 +7,7 @@ Every network is a sequence of *blocks* (`network.blocks`), the unit `freeze_lay
 an MLP block is Linear → [BatchNorm] → activation → [Dropout]; a CNN block is Conv → [BatchNorm] →
 activation → MaxPool; a recurrent network's first block is the whole RNN/LSTM/GRU stack. The output
 layer (`network.head`) is never a block, so it always trains. Outputs are raw logits: the task decides
-the output activation (sigmoid, softmax or none), in the loss and in `ModelArtifact.predict`.
+the output activation (sigmoid, softmax or none), in the loss and in `container.artifact.Predictor`.
 """
 
 from __future__ import annotations
@@ -152,6 +152,8 @@ class RecurrentNet(nn.Module):
     """RNN / LSTM / GRU over sequences shaped time × features; the last hidden state feeds the head."""
 
     CELLS: dict[str, Callable[..., nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+    # TorchScript (the model.pt export) compiles properties too, and cannot type this one: leave it out.
+    __jit_unused_properties__ = ["recurrent"]
 
     def __init__(self, spec: NetworkSpec) -> None:
         super().__init__()
@@ -175,13 +177,14 @@ class RecurrentNet(nn.Module):
         return layer
 
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:
-        _, hidden = self.recurrent(sequences)
+        _, hidden = self.blocks[0](sequences)  # the recurrent stack (`self.recurrent`, which TorchScript skips)
         if isinstance(hidden, tuple):  # LSTM returns (h_n, c_n)
             hidden = hidden[0]
         # h_n is (layers × directions, batch, hidden): keep the last layer, both directions.
         last = hidden[-self.directions :].transpose(0, 1).flatten(1)
         for block in self.blocks[1:]:
-            last = block(last)
+            # .forward: TorchScript cannot call a module taken from a slice of a ModuleList (no hooks here).
+            last = block.forward(last)
         return self.head(last)
 
 

@@ -2,19 +2,17 @@
 
 A checkpoint holds the model, optimizer, scheduler and early-stopping state, the epoch and the number
 of batches already trained in it, that epoch's row order, the shuffling generator, the python / numpy /
-torch (and CUDA) RNG states, the history so far and the resolved configuration. Files are written to a
-temporary name, fsynced and renamed, so a kill at any moment leaves either the old or the new file, and
-are named per host (`checkpoint-algo-1-e00003-b000120.pt`) because every host of a job shares one S3
-prefix. Loading uses `torch.load(weights_only=True)`: tensors and plain data, no arbitrary objects.
+torch (and CUDA) RNG states, the history so far, the resolved configuration and a format version. Files
+are written atomically (`container.files.atomic_write`), so a kill at any moment leaves either the old or
+the new file, and are named per host (`checkpoint-algo-1-e00003-b000120.pt`) because every host of a job
+shares one S3 prefix. Loading uses `torch.load(weights_only=True)`: tensors and plain data, no arbitrary objects.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +22,14 @@ import numpy as np
 import torch
 
 from container.errors import UserError
+from container.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 NAME = re.compile(r"^checkpoint-(?P<host>.+)-e(?P<epoch>\d{5})-b(?P<batch>\d{7})\.pt$")
+# The layout of a checkpoint's payload. Raise it when a change would make an older image misread a newer
+# checkpoint; such a checkpoint is then refused by name instead of resumed wrongly.
+FORMAT_VERSION = 1
 
 
 def rng_states() -> dict[str, Any]:
@@ -91,17 +93,8 @@ class Checkpointer:
     def save(self, state: dict[str, Any], epoch: int, batches_done: int) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"checkpoint-{self.host}-e{epoch:05d}-b{batches_done:07d}.pt"
-        payload = {"format": 1, "config": self.config, "epoch": epoch, "batches_done": batches_done} | state
-        handle, temp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(handle, "wb") as temp:
-                torch.save(payload, temp)
-                temp.flush()
-                os.fsync(temp.fileno())
-            os.replace(temp_name, path)
-        finally:
-            if os.path.exists(temp_name):
-                os.unlink(temp_name)
+        payload = {"format": FORMAT_VERSION, "config": self.config, "epoch": epoch, "batches_done": batches_done}
+        atomic_write(path, lambda temp: torch.save(payload | state, temp))
         for old in self.files()[self.policy.keep :]:
             old.unlink(missing_ok=True)
         self._last_save, self._steps_since_save = time.monotonic(), 0
@@ -115,6 +108,7 @@ class Checkpointer:
             except Exception as error:  # any unreadable file: try the next older one
                 log.warning("skipping unreadable checkpoint %s: %s", path, str(error).splitlines()[0][:200])
                 continue
+            self._check_format(path, payload)
             self._check_compatible(path, payload.get("config", {}))
             log.info(
                 "resuming from %s: epoch %d, batch %d of that epoch",
@@ -136,8 +130,33 @@ class Checkpointer:
                 f" of them reached) cannot be read: {str(error).splitlines()[0][:200]}; remove the checkpoints"
                 " to start over"
             ) from None
+        self._check_format(path, payload)
         log.info("resuming from %s, the newest step every process has", path.name)
         return dict(payload)
+
+    def _check_format(self, path: Path, payload: dict[str, Any]) -> None:
+        """A checkpoint of another format is refused, not skipped: resuming from an older one instead, or
+        starting over, would silently throw the newer one's training away.
+
+        Version 1 is the first format. When version 2 comes, a version-1 payload will be upgraded here (one
+        function per step) rather than refused, so a job restarted on a newer image still resumes."""
+        version = payload.get("format")
+        if version == FORMAT_VERSION:
+            return
+        remedy = (
+            f"remove the checkpoints from {self.directory} (and checkpoint_s3_uri) to start over, which loses"
+            " the training they hold"
+        )
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise UserError(
+                f"checkpoint {path} has format version {version}, newer than this image reads (version"
+                f" {FORMAT_VERSION}): it was written by a newer optml image; resume with that image or a newer"
+                f" one, or {remedy}"
+            )
+        raise UserError(
+            f"checkpoint {path} has format version {version!r}, not one optml writes (this image reads version"
+            f" {FORMAT_VERSION}); {remedy}"
+        )
 
     def _check_compatible(self, path: Path, saved: dict[str, Any]) -> None:
         changed = [key for key in sorted(set(saved) | set(self.config)) if saved.get(key) != self.config.get(key)]

@@ -50,6 +50,7 @@ def test_no_command_with_hyperparameters_trains_and_writes_the_model(container_t
     assert status == 0, logs
     assert sorted(p.name for p in (root / "model").iterdir()) == [
         "MODEL_CARD.md",
+        "model.pt",
         "model.safetensors",
         "model_card.json",
         "optml-model.json",

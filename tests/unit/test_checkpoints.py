@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from container.errors import UserError
 from container.paths import Paths
 from tests.conftest import StopAfter, make_classification, make_opt_ml
+from train.checkpoints import Checkpointer
 from train.interrupt import TrainingStopped
 from train.main import main, run
 
@@ -147,6 +149,41 @@ def test_resuming_with_a_different_network_shape_is_refused(tmp_path: Path) -> N
         UserError, match=r"was written for a different model \(network: checkpoint .*'hidden_units': \[16, 8\]"
     ):
         run(Paths(root=root))
+
+
+def test_a_checkpoint_of_a_newer_format_fails_the_job_naming_it_and_both_versions(tmp_path: Path) -> None:
+    root = job(tmp_path)
+    with pytest.raises(TrainingStopped):
+        run(Paths(root=root), StopAfter(3))
+    newest = sorted((root / "checkpoints").glob("*.pt"))[-1]
+    payload = torch.load(newest, weights_only=True)
+    assert payload["format"] == 1
+    torch.save(payload | {"format": 2}, newest)
+    with pytest.raises(UserError) as refused:
+        run(Paths(root=root))  # not skipped for the older checkpoint beside it: that would lose training
+    assert str(refused.value) == (
+        f"checkpoint {newest} has format version 2, newer than this image reads (version 1): it was written by a"
+        " newer optml image; resume with that image or a newer one, or remove the checkpoints from"
+        f" {root / 'checkpoints'} (and checkpoint_s3_uri) to start over, which loses the training they hold"
+    )
+
+
+def test_checkpoints_of_the_current_format_load_and_others_are_refused_at_any_step(tmp_path: Path) -> None:
+    checkpointer = Checkpointer(tmp_path, "algo-1")
+    path = checkpointer.save({"weights": torch.ones(2)}, epoch=1, batches_done=3)
+    assert (checkpointer.load_latest() or {})["format"] == 1
+    assert checkpointer.load_at(1, 3)["format"] == 1
+    payload = torch.load(path, weights_only=True)
+    del payload["format"]
+    torch.save(payload, path)
+    message = (
+        f"checkpoint {path} has format version None, not one optml writes (this image reads version 1); remove"
+        f" the checkpoints from {tmp_path} (and checkpoint_s3_uri) to start over, which loses the training they hold"
+    )
+    with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+        checkpointer.load_latest()
+    with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+        checkpointer.load_at(1, 3)  # the step every process of a distributed job agreed on
 
 
 def test_sigterm_in_main_saves_checkpoint_and_model_and_exits_0(
