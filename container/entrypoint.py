@@ -7,12 +7,11 @@ argument we train when hyperparameters.json is there and serve otherwise.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
-from types import FrameType
 
 from container.paths import Paths
+from container.signals import exit_on_stop_until_handled
 
 # Each command imports its package only when it runs: `serve` never loads the training code, nor `train`
 # the server's, and a stop during those imports is already handled (exit_on_stop_until_handled).
@@ -48,19 +47,6 @@ def resolve_command(argv: Sequence[str], paths: Paths) -> tuple[str | None, list
     if not argv:
         return ("train" if paths.hyperparameters_file.exists() else "serve"), []
     return (argv[0] if argv[0] in COMMANDS else None), list(argv[1:])
-
-
-def _exit_now(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
-def exit_on_stop_until_handled() -> None:
-    """Until the command installs its own handling (training checkpoints first, gunicorn drains), a stop
-    means exit now. As PID 1 the process would otherwise ignore SIGTERM — the kernel sends PID 1 no
-    signal it has no handler for — through the seconds torch takes to import, and SageMaker would
-    SIGKILL it 120 s later."""
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _exit_now)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""`serve`: check the settings, then replace this process with gunicorn so signals reach it directly."""
+"""`serve`: check the settings, then replace this process with gunicorn (serve/run.py) so signals reach it
+directly."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def gunicorn_command(extra: Sequence[str] = ()) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "gunicorn",
+        "serve.run",  # gunicorn, with a stop handled from the start
         "--config",
         "python:serve.gunicorn_conf",
         *extra,

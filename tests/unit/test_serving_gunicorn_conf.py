@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import gc
 import importlib
+import subprocess
+import sys
 from types import ModuleType
 
 import pytest
+
+from tests.conftest import REPO
 
 
 def load_conf(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ModuleType:
@@ -15,6 +19,18 @@ def load_conf(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ModuleTyp
     import serve.gunicorn_conf
 
     return importlib.reload(serve.gunicorn_conf)
+
+
+def test_a_stop_before_gunicorn_takes_over_exits_at_once() -> None:
+    """`serve` execs `python -m serve.run`: a stop before gunicorn has its own handlers (it loads the model
+    first) exits 143 instead of waiting, as PID 1, for SageMaker's SIGKILL."""
+    script = (
+        "import os, signal, gunicorn.app.wsgiapp as wsgiapp;"
+        "wsgiapp.run = lambda prog: os.kill(os.getpid(), signal.SIGTERM);"  # a stop while gunicorn starts
+        "import serve.run; serve.run.main(); print('not reached')"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (143, "")
 
 
 def test_single_model_uses_sync_workers_sharing_a_preloaded_model(monkeypatch: pytest.MonkeyPatch) -> None:
