@@ -30,14 +30,17 @@ COPY --from=deps /opt/venv /opt/venv
 # matplotlib's font cache, built once here instead of in every training job (~0.6 s, "generated new
 # fontManager"); the directory stays writable for a job that runs as another user.
 RUN python -c "import matplotlib.font_manager" && chmod -R a+rwX /opt/optml-cache
-COPY container /opt/optml/container
-COPY train /opt/optml/train
-COPY serve /opt/optml/serve
+# One import name, optml: the top-level folders become optml.container, optml.train and optml.serve, and
+# nothing a user's own train.py or serve.py could shadow (or be shadowed by) is on the path.
+COPY optml/__init__.py /opt/optml/optml/__init__.py
+COPY container /opt/optml/optml/container
+COPY train /opt/optml/optml/train
+COPY serve /opt/optml/optml/serve
 RUN python -m compileall -q /opt/optml
 WORKDIR /opt/optml
 EXPOSE 8080
 # Right for every start: /ping when a model server runs, healthy otherwise (training, a replaced
 # entrypoint); see container/healthcheck.py. -I: standard library only, whatever the caller's PYTHONPATH.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["/opt/venv/bin/python", "-I", "/opt/optml/container/healthcheck.py"]
-ENTRYPOINT ["python", "-m", "container.entrypoint"]
+    CMD ["/opt/venv/bin/python", "-I", "/opt/optml/optml/container/healthcheck.py"]
+ENTRYPOINT ["python", "-m", "optml.container.entrypoint"]

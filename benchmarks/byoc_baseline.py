@@ -18,7 +18,7 @@ import flask
 import pandas as pd
 import torch
 
-from container.artifact import BINARY, REGRESSION, ModelArtifact, load_model
+from optml.container.artifact import BINARY, REGRESSION, ModelArtifact, load_model
 
 model_path = Path(os.environ.get("BASELINE_MODEL_DIR", "/opt/ml/model"))
 

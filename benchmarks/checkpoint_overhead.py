@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from container.artifact import BINARY
-from container.networks import NetworkSpec, build_network
-from train.callbacks import Checkpointing
-from train.checkpoints import Checkpointer, CheckpointPolicy
-from train.hyperparameters import Hyperparameters
-from train.losses import LossFunction, per_row_loss
-from train.trainer import Objective, Split, Trainer
+from optml.container.artifact import BINARY
+from optml.container.networks import NetworkSpec, build_network
+from optml.train.callbacks import Checkpointing
+from optml.train.checkpoints import Checkpointer, CheckpointPolicy
+from optml.train.hyperparameters import Hyperparameters
+from optml.train.losses import LossFunction, per_row_loss
+from optml.train.trainer import Objective, Split, Trainer
 
 
 def data(rows: int, features: int) -> Split:

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import csv
 
-from train.data import DataOptions, load_channel
+from optml.train.data import DataOptions, load_channel
 
 FEATURES = 30
 CATEGORIES = np.array([f"city_{i}" for i in range(12)])

@@ -58,8 +58,8 @@ def free_port() -> int:
 def train_model(directory: Path) -> Path:
     """A model like a user's: the bundled table, the default 64-32 network, a few epochs."""
     sys.path.insert(0, str(REPO))
-    from container.paths import Paths
-    from train.main import run
+    from optml.container.paths import Paths
+    from optml.train.main import run
 
     root = directory / "ml"
     config = root / "input" / "config"
@@ -95,8 +95,8 @@ def local_env() -> dict[str, str]:
 
 def optml_command(port: int, extra: list[str]) -> list[str]:
     """optml's server from the working tree, configured as the image's `serve` configures it."""
-    return [sys.executable, "-m", "gunicorn", "--config", "python:serve.gunicorn_conf", *extra,
-            "--bind", f"127.0.0.1:{port}", "serve.wsgi:create_app_from_environment()"]  # fmt: skip
+    return [sys.executable, "-m", "gunicorn", "--config", "python:optml.serve.gunicorn_conf", *extra,
+            "--bind", f"127.0.0.1:{port}", "optml.serve.wsgi:create_app_from_environment()"]  # fmt: skip
 
 
 def answers_ping(port: int, seconds: float, running: Callable[[], bool] = lambda: True) -> bool:

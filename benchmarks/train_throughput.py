@@ -1,4 +1,4 @@
-"""Training throughput: optml's trainer (`train.trainer.fit`) against a minimal hand-written PyTorch loop.
+"""Training throughput: optml's trainer (`optml.train.trainer.Trainer`) against a minimal hand-written PyTorch loop.
 
 Both train the same MLP (built by container.networks from default hyperparameters) on the same synthetic
 binary-classification tensors with Adam and binary cross-entropy on the logit, shuffling with `randperm`
@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from container.artifact import BINARY
-from container.networks import build_network
-from train.hyperparameters import Hyperparameters, parse_hyperparameters
-from train.main import build_objective, network_spec
-from train.preprocessing import LabelEncoding
-from train.trainer import Split, Trainer
+from optml.container.artifact import BINARY
+from optml.container.networks import build_network
+from optml.train.hyperparameters import Hyperparameters, parse_hyperparameters
+from optml.train.main import build_objective, network_spec
+from optml.train.preprocessing import LabelEncoding
+from optml.train.trainer import Split, Trainer
 
 GOAL = 0.95
 

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from container.features import FeatureEncoder
-from container.files import atomic_write
-from container.networks import NetworkSpec, build_network
+from optml.container.features import FeatureEncoder
+from optml.container.files import atomic_write
+from optml.container.networks import NetworkSpec, build_network
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from container.errors import UserError
+from optml.container.errors import UserError
 
 # Keys the platform and the SDKs add to hyperparameters.json; they are not the algorithm's to validate.
 TUNING_OBJECTIVE_KEY = "_tuning_objective_metric"

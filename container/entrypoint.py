@@ -10,27 +10,27 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from container.paths import Paths
-from container.signals import exit_on_stop_until_handled
+from optml.container.paths import Paths
+from optml.container.signals import exit_on_stop_until_handled
 
 # Each command imports its package only when it runs: `serve` never loads the training code, nor `train`
 # the server's, and a stop during those imports is already handled (exit_on_stop_until_handled).
 
 
 def run_training(args: list[str]) -> int:
-    from train.main import main
+    from optml.train.main import main
 
     return main(args)
 
 
 def run_server(args: list[str]) -> int:
-    from serve.main import main
+    from optml.serve.main import main
 
     return main(args)
 
 
 def print_metric_definitions(args: list[str]) -> int:
-    from train.metric_definitions import main
+    from optml.train.metric_definitions import main
 
     return main(args)
 

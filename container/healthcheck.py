@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 # What the model server's command line holds: serve/main.py builds gunicorn's command with it.
-SERVER_APP = "serve.wsgi:create_app_from_environment()"
+SERVER_APP = "optml.serve.wsgi:create_app_from_environment()"
 PING_TIMEOUT_S = 2.0
 
 

@@ -1,5 +1,5 @@
 import sys
 
-from serve.main import main
+from optml.serve.main import main
 
 sys.exit(main(sys.argv[1:]))

@@ -19,12 +19,12 @@ import logging
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from serve.body import payload_too_large, read_body
-from serve.errors import RequestError, bad_request
-from serve.invocation import InferenceRequest, ServedModel
-from serve.multimodel import ModelRegistry
-from serve.negotiation import CUSTOM_ATTRIBUTES_HEADER
-from serve.settings import ServerSettings
+from optml.serve.body import payload_too_large, read_body
+from optml.serve.errors import RequestError, bad_request
+from optml.serve.invocation import InferenceRequest, ServedModel
+from optml.serve.multimodel import ModelRegistry
+from optml.serve.negotiation import CUSTOM_ATTRIBUTES_HEADER
+from optml.serve.settings import ServerSettings
 
 log = logging.getLogger("optml.serve")
 

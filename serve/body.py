@@ -21,7 +21,7 @@ from flask import request
 from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.http.errors import ParseException
 
-from serve.errors import RequestError, bad_request
+from optml.serve.errors import RequestError, bad_request
 
 READ_SIZE = 1 << 20  # per read of a chunked body
 # The most of a refused body the server reads and discards so that the client sees the 413: SageMaker's

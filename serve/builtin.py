@@ -7,12 +7,12 @@ from pathlib import Path
 
 from werkzeug.utils import get_content_type
 
-from container.artifact import ModelArtifact, load_model
-from serve.codecs import FeatureSchema, decode_request, encode_response
-from serve.invocation import InferenceRequest, InferenceResponse
-from serve.negotiation import RESPONSE_TYPES, choose_response_type, parse_custom_attributes
-from serve.outputs import check_options, shape_result
-from serve.settings import ServerSettings
+from optml.container.artifact import ModelArtifact, load_model
+from optml.serve.codecs import FeatureSchema, decode_request, encode_response
+from optml.serve.invocation import InferenceRequest, InferenceResponse
+from optml.serve.negotiation import RESPONSE_TYPES, choose_response_type, parse_custom_attributes
+from optml.serve.outputs import check_options, shape_result
+from optml.serve.settings import ServerSettings
 
 # Each response type's Content-Type header as werkzeug writes it for a bare media type (text types name
 # their charset), resolved once rather than per response.

@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 from pyarrow import csv as pa_csv
 
-from container.artifact import ModelArtifact
-from container.features import FeatureEncoder, FeatureError, is_number
-from serve.errors import RequestError, bad_request
-from serve.outputs import Result
+from optml.container.artifact import ModelArtifact
+from optml.container.features import FeatureEncoder, FeatureError, is_number
+from optml.serve.errors import RequestError, bad_request
+from optml.serve.outputs import Result
 
 REQUEST_TYPES = (
     "text/csv",

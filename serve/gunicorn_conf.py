@@ -6,8 +6,8 @@
 import gc
 import os
 
-from serve.body import drain_or_close
-from serve.settings import ServerSettings
+from optml.serve.body import drain_or_close
+from optml.serve.settings import ServerSettings
 
 _settings = ServerSettings.from_env(os.environ)
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from serve.settings import ServerSettings
+from optml.serve.settings import ServerSettings
 
 
 @dataclass(slots=True)

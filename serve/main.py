@@ -7,18 +7,18 @@ import os
 import sys
 from collections.abc import Sequence
 
-from container.healthcheck import SERVER_APP
-from container.logs import configure_logging
-from serve.settings import ServerSettings, SettingsError
+from optml.container.healthcheck import SERVER_APP
+from optml.container.logs import configure_logging
+from optml.serve.settings import ServerSettings, SettingsError
 
 
 def gunicorn_command(extra: Sequence[str] = ()) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "serve.run",  # gunicorn, with a stop handled from the start
+        "optml.serve.run",  # gunicorn, with a stop handled from the start
         "--config",
-        "python:serve.gunicorn_conf",
+        "python:optml.serve.gunicorn_conf",
         *extra,
         SERVER_APP,  # the health check recognises the server by it
     ]

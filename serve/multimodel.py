@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from container.archive import ArchiveError, safe_extract
-from container.artifact import WEIGHTS_FILE, ModelLoadError
-from serve.errors import RequestError, bad_request
-from serve.invocation import ServedModel
+from optml.container.archive import ArchiveError, safe_extract
+from optml.container.artifact import WEIGHTS_FILE, ModelLoadError
+from optml.serve.errors import RequestError, bad_request
+from optml.serve.invocation import ServedModel
 
 MAX_NAME_LENGTH = 256
 DEFAULT_PAGE_SIZE = 100

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
-from serve.errors import RequestError, bad_request
+from optml.serve.errors import RequestError, bad_request
 
 RESPONSE_TYPES = ("text/csv", "application/json", "application/jsonlines", "application/x-npy")
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from container.artifact import BINARY, MULTICLASS, Label, Predictions
-from serve.errors import bad_request
-from serve.negotiation import OutputOptions
+from optml.container.artifact import BINARY, MULTICLASS, Label, Predictions
+from optml.serve.errors import bad_request
+from optml.serve.negotiation import OutputOptions
 
 
 @dataclass

@@ -6,7 +6,7 @@ SIGTERM in those seconds would wait for SageMaker's SIGKILL (container/signals.p
 imported before the handler, to keep that window as short as the interpreter's start.
 """
 
-from container.signals import exit_on_stop_until_handled
+from optml.container.signals import exit_on_stop_until_handled
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from serve.batch import ExecutionParameters
+from optml.serve.batch import ExecutionParameters
 
 DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker's limit for a real-time request body
 

@@ -7,14 +7,14 @@ import os
 
 from flask import Flask
 
-from container.artifact import ModelLoadError
-from container.logs import configure_logging
-from container.paths import Paths
-from serve.app import create_app
-from serve.builtin import BuiltinModel
-from serve.codecs import warm_up_csv
-from serve.multimodel import ModelRegistry
-from serve.settings import ServerSettings
+from optml.container.artifact import ModelLoadError
+from optml.container.logs import configure_logging
+from optml.container.paths import Paths
+from optml.serve.app import create_app
+from optml.serve.builtin import BuiltinModel
+from optml.serve.codecs import warm_up_csv
+from optml.serve.multimodel import ModelRegistry
+from optml.serve.settings import ServerSettings
 
 log = logging.getLogger("optml.serve")
 

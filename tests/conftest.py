@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 if TYPE_CHECKING:
-    from container.artifact import ModelArtifact
+    from optml.container.artifact import ModelArtifact
 
 ENV_PREFIXES = ("SM_", "SAGEMAKER_", "OPTML_ROOT")
 REPO = Path(__file__).resolve().parents[1]
@@ -102,8 +102,8 @@ def binary_job(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def trained_binary_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small trained binary model directory, trained once per test session."""
-    from container.paths import Paths
-    from train.main import run
+    from optml.container.paths import Paths
+    from optml.train.main import run
 
     root = make_opt_ml(
         tmp_path_factory.mktemp("trained") / "ml",
@@ -118,6 +118,6 @@ def trained_binary_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def model(trained_binary_model: Path) -> ModelArtifact:
     """That model loaded, a fresh object per test: a test may patch its methods."""
-    from container.artifact import load_model
+    from optml.container.artifact import load_model
 
     return load_model(trained_binary_model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from train.hyperparameters import describe
+from optml.train.hyperparameters import describe
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- hyperparameters:start -->", "<!-- hyperparameters:end -->"

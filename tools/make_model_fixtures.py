@@ -6,7 +6,7 @@ python -m tools.make_model_fixtures            # writes the fixtures of the curr
 python -m tools.make_model_fixtures --force    # overwrites them
 
 Run it when the model format version changes (new fixtures go beside the old ones, which stay: they are the
-models users have) — never to make a failing fixture test pass. Each model is trained by `train.main.run` on
+models users have) — never to make a failing fixture test pass. Each model is trained by `optml.train.main.run` on
 synthetic data, exactly as a job would be; the tests never run this script. Run again, it writes the same
 weights, JSON and predictions; model.pt's bytes vary (TorchScript orders some constants by string hash).
 """
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from container.artifact import EXPORT_FILE, FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, load_model
-from container.features import FeatureEncoder
-from container.paths import Paths
-from train.main import run
+from optml.container.artifact import EXPORT_FILE, FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, load_model
+from optml.container.features import FeatureEncoder
+from optml.container.paths import Paths
+from optml.train.main import run
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "models"
 HYPERPARAMETERS = {"epochs": "5", "hidden_units": "8", "batch_size": "16", "learning_rate": "0.05", "seed": "7"}

@@ -1,5 +1,5 @@
 import sys
 
-from train.main import main
+from optml.train.main import main
 
 sys.exit(main(sys.argv[1:]))

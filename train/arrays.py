@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from container.errors import UserError
-from container.features import FeatureColumn, FeatureEncoder, category_text
-from train.dataset import IMAGE, DataOptions, Dataset
+from optml.container.errors import UserError
+from optml.container.features import FeatureColumn, FeatureEncoder, category_text
+from optml.train.dataset import IMAGE, DataOptions, Dataset
 
 FEATURES_FIELD = "features"
 SHAPES = "(N, F), (N, T, F), (N, H, W) or (N, C, H, W)"

@@ -29,14 +29,14 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from container.logs import format_metric_line
-from train import distributed
-from train.checkpoints import Checkpointer
-from train.metrics import is_lower_better
-from train.optim import Scheduler
+from optml.container.logs import format_metric_line
+from optml.train import distributed
+from optml.train.checkpoints import Checkpointer
+from optml.train.metrics import is_lower_better
+from optml.train.optim import Scheduler
 
 if TYPE_CHECKING:
-    from train.trainer import Step, TrainState
+    from optml.train.trainer import Step, TrainState
 
 log = logging.getLogger(__name__)
 

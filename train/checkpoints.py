@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from container.errors import UserError
-from container.files import atomic_write
+from optml.container.errors import UserError
+from optml.container.files import atomic_write
 
 log = logging.getLogger(__name__)
 

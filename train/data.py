@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from container.errors import UserError
-from container.features import FeatureEncoder
-from train import formats
-from train.arrays import FEATURES_FIELD, ArrayPart, assemble_arrays, list_column_to_array
-from train.dataset import MIN_ROWS, DataOptions, Dataset
-from train.tabular import DEFAULT_LABEL, Source, assemble, checked_labels, label_array
+from optml.container.errors import UserError
+from optml.container.features import FeatureEncoder
+from optml.train import formats
+from optml.train.arrays import FEATURES_FIELD, ArrayPart, assemble_arrays, list_column_to_array
+from optml.train.dataset import MIN_ROWS, DataOptions, Dataset
+from optml.train.tabular import DEFAULT_LABEL, Source, assemble, checked_labels, label_array
 
 __all__ = ["DataOptions", "Dataset", "channel_files", "load_channel"]
 

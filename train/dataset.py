@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from container.errors import UserError
-from container.features import FeatureEncoder
+from optml.container.errors import UserError
+from optml.container.features import FeatureEncoder
 
 IMAGE = "image"
 SEQUENCE = "sequence"

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from container.config import ResourceConfig
-from container.errors import UserError
+from optml.container.config import ResourceConfig
+from optml.container.errors import UserError
 
 log = logging.getLogger(__name__)
 

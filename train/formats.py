@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import csv, json
 
-from container.errors import UserError
-from container.features import is_number
+from optml.container.errors import UserError
+from optml.container.features import is_number
 
 CSV = "csv"
 PARQUET = "parquet"

@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from container.artifact import BINARY, MULTICLASS, REGRESSION, TASKS
-from container.errors import UserError
-from container.networks import ACTIVATIONS, IMAGE_MODELS, MODELS
+from optml.container.artifact import BINARY, MULTICLASS, REGRESSION, TASKS
+from optml.container.errors import UserError
+from optml.container.networks import ACTIVATIONS, IMAGE_MODELS, MODELS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "plateau")

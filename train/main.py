@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from container.artifact import REGRESSION, ModelMetadata, save_model
-from container.config import (
+from optml.container.artifact import REGRESSION, ModelMetadata, save_model
+from optml.container.config import (
     ChannelConfig,
     JobConfig,
     read_checkpoint_dir,
@@ -29,22 +29,22 @@ from container.config import (
     read_input_data_config,
     read_resource_config,
 )
-from container.errors import UserError
-from container.failure import write_failure
-from container.features import FeatureEncoder
-from container.logs import configure_logging, format_metric_line
-from container.networks import INPUT_RANK, NetworkSpec, block_count, build_network, freeze_blocks
-from container.paths import Paths
-from train import crossval, distributed, memory
-from train.callbacks import Callback, Checkpointing, MetricLogging, StopOnRequest
-from train.checkpoints import Checkpointer, CheckpointPolicy
-from train.data import DataOptions, Dataset, channel_files, load_channel
-from train.distributed import Topology, device_for, processes_per_host, topology_from
-from train.hyperparameters import Hyperparameters, parse_hyperparameters
-from train.interrupt import StopRequest, TrainingStopped
-from train.losses import LossFunction, balanced_class_weights, per_row_loss, resolve_loss_name
-from train.preprocessing import LabelEncoding, Standardizer, infer_task
-from train.report import (
+from optml.container.errors import UserError
+from optml.container.failure import write_failure
+from optml.container.features import FeatureEncoder
+from optml.container.logs import configure_logging, format_metric_line
+from optml.container.networks import INPUT_RANK, NetworkSpec, block_count, build_network, freeze_blocks
+from optml.container.paths import Paths
+from optml.train import crossval, distributed, memory
+from optml.train.callbacks import Callback, Checkpointing, MetricLogging, StopOnRequest
+from optml.train.checkpoints import Checkpointer, CheckpointPolicy
+from optml.train.data import DataOptions, Dataset, channel_files, load_channel
+from optml.train.distributed import Topology, device_for, processes_per_host, topology_from
+from optml.train.hyperparameters import Hyperparameters, parse_hyperparameters
+from optml.train.interrupt import StopRequest, TrainingStopped
+from optml.train.losses import LossFunction, balanced_class_weights, per_row_loss, resolve_loss_name
+from optml.train.preprocessing import LabelEncoding, Standardizer, infer_task
+from optml.train.report import (
     ChannelResult,
     TrainingReport,
     channel_result,
@@ -52,8 +52,8 @@ from train.report import (
     write_model_card,
     write_plots,
 )
-from train.trainer import History, Objective, Split, Trainer, predict_outputs
-from train.warmstart import PreviousModel, check_compatible, load_previous_model
+from optml.train.trainer import History, Objective, Split, Trainer, predict_outputs
+from optml.train.warmstart import PreviousModel, check_compatible, load_previous_model
 
 log = logging.getLogger("optml.train")
 

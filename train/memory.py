@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from container.failure import truncate_reason, write_failure
+from optml.container.failure import truncate_reason, write_failure
 
 log = logging.getLogger(__name__)
 

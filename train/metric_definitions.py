@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from container.logs import metric_definitions
-from train.metrics import all_metric_names
+from optml.container.logs import metric_definitions
+from optml.train.metrics import all_metric_names
 
 
 def main(argv: Sequence[str] | None = None) -> int:

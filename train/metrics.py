@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from container.artifact import BINARY, MULTICLASS, REGRESSION
+from optml.container.artifact import BINARY, MULTICLASS, REGRESSION
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "f_beta", "specificity", "auc", "log_loss")
 REGRESSION_METRICS = ("mse", "rmse", "mae", "r2")

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, ReduceLROnPlateau, StepLR
 
-from train.hyperparameters import Hyperparameters
-from train.metrics import is_lower_better
+from optml.train.hyperparameters import Hyperparameters
+from optml.train.metrics import is_lower_better
 
 Scheduler = LRScheduler | ReduceLROnPlateau
 

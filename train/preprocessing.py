@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from container.artifact import BINARY, MULTICLASS, REGRESSION, Label
-from container.errors import UserError
+from optml.container.artifact import BINARY, MULTICLASS, REGRESSION, Label
+from optml.container.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from container.artifact import REGRESSION, ModelMetadata
-from train.metrics import classification_report, regression_metrics, roc_curve
+from optml.container.artifact import REGRESSION, ModelMetadata
+from optml.train.metrics import classification_report, regression_metrics, roc_curve
 
 
 @dataclass

@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from container.errors import UserError
-from container.features import FeatureEncoder, FeatureError, as_text
-from train.dataset import DataOptions, Dataset
+from optml.container.errors import UserError
+from optml.container.features import FeatureEncoder, FeatureError, as_text
+from optml.train.dataset import DataOptions, Dataset
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from container.artifact import MULTICLASS, REGRESSION, class_probabilities
-from train import distributed
-from train.callbacks import Callback, Control, EarlyStopping, LearningRateSchedule, defines
-from train.checkpoints import restore_rng_states, rng_states
-from train.distributed import Topology
-from train.hyperparameters import Hyperparameters
-from train.interrupt import TrainingStopped
-from train.losses import LossFunction
-from train.metrics import classification_metrics, regression_metrics
-from train.optim import build_optimizer, build_scheduler, l1_penalty
+from optml.container.artifact import MULTICLASS, REGRESSION, class_probabilities
+from optml.train import distributed
+from optml.train.callbacks import Callback, Control, EarlyStopping, LearningRateSchedule, defines
+from optml.train.checkpoints import restore_rng_states, rng_states
+from optml.train.distributed import Topology
+from optml.train.hyperparameters import Hyperparameters
+from optml.train.interrupt import TrainingStopped
+from optml.train.losses import LossFunction
+from optml.train.metrics import classification_metrics, regression_metrics
+from optml.train.optim import build_optimizer, build_scheduler, l1_penalty
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from container.archive import ArchiveError, safe_extract
-from container.artifact import METADATA_FILE, ModelArtifact, ModelLoadError, load_model
-from container.errors import UserError
-from container.features import FeatureEncoder
-from container.networks import NetworkSpec
+from optml.container.archive import ArchiveError, safe_extract
+from optml.container.artifact import METADATA_FILE, ModelArtifact, ModelLoadError, load_model
+from optml.container.errors import UserError
+from optml.container.features import FeatureEncoder
+from optml.container.networks import NetworkSpec
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 from docker.models.containers import Container
 
-from container.artifact import load_model
+from optml.container.artifact import load_model
 from tests.conftest import make_classification
 from tests.docker.conftest import host_port, wait_for_exit, wait_until_healthy
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from container.artifact import load_model
+from optml.container.artifact import load_model
 from tests.conftest import make_classification
 
 pytestmark = [pytest.mark.localmode, pytest.mark.docker, pytest.mark.slow]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from container.artifact import load_model
+from optml.container.artifact import load_model
 
 pytestmark = [pytest.mark.localmode, pytest.mark.docker, pytest.mark.slow]
 

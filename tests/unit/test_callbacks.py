@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from container.artifact import BINARY
-from container.networks import NetworkSpec, build_network
+from optml.container.artifact import BINARY
+from optml.container.networks import NetworkSpec, build_network
+from optml.train.callbacks import Callback, Checkpointing, Control, StopOnRequest
+from optml.train.checkpoints import Checkpointer, CheckpointPolicy
+from optml.train.hyperparameters import Hyperparameters
+from optml.train.interrupt import TrainingStopped
+from optml.train.losses import LossFunction, per_row_loss
+from optml.train.trainer import History, Objective, Split, Step, Trainer, TrainState
 from tests.conftest import StopAfter, make_classification
-from train.callbacks import Callback, Checkpointing, Control, StopOnRequest
-from train.checkpoints import Checkpointer, CheckpointPolicy
-from train.hyperparameters import Hyperparameters
-from train.interrupt import TrainingStopped
-from train.losses import LossFunction, per_row_loss
-from train.trainer import History, Objective, Split, Step, Trainer, TrainState
 
 ROWS = make_classification(100, 4, 2, seed=1)  # 7 batches of 16, the last one short
 TRAIN = Split.from_arrays(ROWS[:, 1:].astype(np.float32), ROWS[:, 0].astype(np.int64))

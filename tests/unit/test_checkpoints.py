@@ -15,12 +15,12 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from container.errors import UserError
-from container.paths import Paths
+from optml.container.errors import UserError
+from optml.container.paths import Paths
+from optml.train.checkpoints import Checkpointer
+from optml.train.interrupt import TrainingStopped
+from optml.train.main import main, run
 from tests.conftest import StopAfter, make_classification, make_opt_ml
-from train.checkpoints import Checkpointer
-from train.interrupt import TrainingStopped
-from train.main import main, run
 
 HYPERPARAMETERS = {
     "epochs": "4",
@@ -192,7 +192,7 @@ def test_sigterm_in_main_saves_checkpoint_and_model_and_exits_0(
     root = job(tmp_path)
     monkeypatch.setenv("OPTML_ROOT", str(root))
     stop_after = StopAfter(5)
-    monkeypatch.setattr("train.main.StopRequest.__call__", lambda self: stop_after())
+    monkeypatch.setattr("optml.train.main.StopRequest.__call__", lambda self: stop_after())
     assert main([]) == 0
     assert (root / "model" / "model.safetensors").exists()
     assert not (root / "output" / "failure").exists()

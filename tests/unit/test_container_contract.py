@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from container.config import (
+from optml.container.config import (
     decode_hyperparameter_value,
     read_hyperparameters,
     read_input_data_config,
     read_resource_config,
 )
-from container.entrypoint import main as entrypoint_main
-from container.entrypoint import resolve_command
-from container.errors import UserError
-from container.failure import truncate_reason, write_failure
-from container.logs import format_metric_line, metric_definitions
-from container.paths import Paths
+from optml.container.entrypoint import main as entrypoint_main
+from optml.container.entrypoint import resolve_command
+from optml.container.errors import UserError
+from optml.container.failure import truncate_reason, write_failure
+from optml.container.logs import format_metric_line, metric_definitions
+from optml.container.paths import Paths
 from tests.conftest import REPO
 
 
@@ -170,24 +170,26 @@ def test_metric_definitions_command_prints_valid_json(capsys: pytest.CaptureFixt
 
 def test_a_stop_before_the_command_takes_over_exits_at_once() -> None:
     """As PID 1 an unhandled SIGTERM is ignored: a stop during torch's import waited for SageMaker's SIGKILL.
-    The entrypoint handles it from its first line; `python -m container.entrypoint` exits 143."""
+    The entrypoint handles it from its first line; `python -m optml.container.entrypoint` exits 143."""
     script = (
         "import os, signal, sys; sys.argv = ['entrypoint', 'train'];"
-        "import container.entrypoint as entry; entry.exit_on_stop_until_handled();"
+        "import optml.container.entrypoint as entry; entry.exit_on_stop_until_handled();"
         "os.kill(os.getpid(), signal.SIGTERM); print('not reached')"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (143, "")
 
 
-@pytest.mark.parametrize("command_module", ["serve.wsgi", "train.main"])
+@pytest.mark.parametrize("command_module", ["optml.serve.wsgi", "optml.train.main"])
 def test_each_command_imports_only_its_own_package(command_module: str) -> None:
     """The entrypoint imports a command's package only when it runs it; the server (all that gunicorn's master
     loads) never loads the training code, nor training the server's: neither start-up pays for the other."""
     script = (
-        "import importlib, sys; loaded = lambda: sorted({m.split('.')[0] for m in sys.modules} & {'serve', 'train'});"
-        f"import container.entrypoint; print(loaded()); importlib.import_module({command_module!r}); print(loaded())"
+        "import importlib, sys; loaded = lambda: sorted({m.split('.')[1] for m in sys.modules if m.count('.') and"
+        " m.startswith('optml.')} & {'serve', 'train'});"
+        f"import optml.container.entrypoint; print(loaded()); importlib.import_module({command_module!r});"
+        " print(loaded())"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["[]", str([command_module.split(".")[0]])]
+    assert result.stdout.splitlines() == ["[]", str([command_module.split(".")[1]])]

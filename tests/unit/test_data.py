@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from container.errors import UserError
+from optml.container.errors import UserError
+from optml.train.data import DataOptions, load_channel
 from tests.conftest import write_csv
-from train.data import DataOptions, load_channel
 
 
 def test_reads_every_file_in_the_channel_including_gzip_and_subfolders(tmp_path: Path) -> None:

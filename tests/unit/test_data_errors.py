@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from container.errors import UserError
+from optml.container.errors import UserError
+from optml.train.data import DataOptions, load_channel
 from tests.conftest import write_csv
 from tests.unit.test_data_formats import write_jsonl, write_parquet
-from train.data import DataOptions, load_channel
 
 
 def load(directory: Path, **options: object) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from container.features import FeatureEncoder, FeatureError, category_text
+from optml.container.features import FeatureEncoder, FeatureError, category_text
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from container.errors import UserError
+from optml.container.errors import UserError
+from optml.train.data import DataOptions, load_channel
 from tests.conftest import write_csv
-from train.data import DataOptions, load_channel
 
 
 def write_parquet(path: Path, columns: Mapping[str, Sequence[object]]) -> Path:

@@ -11,11 +11,11 @@ import torch.distributed as dist
 from safetensors.numpy import load_file
 from torch.distributed.distributed_c10d import BackendConfig
 
-from container.config import ResourceConfig
-from container.errors import UserError
+from optml.container.config import ResourceConfig
+from optml.container.errors import UserError
+from optml.train.distributed import Topology, process_group_backend, topology_from, wait_for_host
+from optml.train.main import main
 from tests.conftest import make_classification, make_opt_ml
-from train.distributed import Topology, process_group_backend, topology_from, wait_for_host
-from train.main import main
 
 HYPERPARAMETERS = {"epochs": "3", "batch_size": "32", "hidden_units": "16", "learning_rate": "0.01", "seed": "5"}
 

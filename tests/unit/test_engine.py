@@ -11,17 +11,17 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
-from container.artifact import BINARY, MULTICLASS, REGRESSION, load_model
-from container.errors import UserError
-from container.networks import CNN, MLP, NetworkSpec, RecurrentNet, build_network, freeze_blocks
-from container.paths import Paths
+from optml.container.artifact import BINARY, MULTICLASS, REGRESSION, load_model
+from optml.container.errors import UserError
+from optml.container.networks import CNN, MLP, NetworkSpec, RecurrentNet, build_network, freeze_blocks
+from optml.container.paths import Paths
+from optml.train import crossval, trainer
+from optml.train.hyperparameters import Hyperparameters, parse_hyperparameters
+from optml.train.losses import LossFunction, balanced_class_weights, per_row_loss
+from optml.train.main import main, run
+from optml.train.optim import build_optimizer, build_scheduler
+from optml.train.trainer import Objective, Split, Trainer, augment_images
 from tests.conftest import make_classification, make_opt_ml, make_regression
-from train import crossval, trainer
-from train.hyperparameters import Hyperparameters, parse_hyperparameters
-from train.losses import LossFunction, balanced_class_weights, per_row_loss
-from train.main import main, run
-from train.optim import build_optimizer, build_scheduler
-from train.trainer import Objective, Split, Trainer, augment_images
 
 LOSS_OPTIONS = {"huber_delta": 1.0, "focal_gamma": 2.0, "focal_alpha": 0.25}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from container.files import atomic_write
+from optml.container.files import atomic_write
 
 
 def test_atomic_write_replaces_the_file_readable_by_all_and_leaves_no_temp_file(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from container import healthcheck
-from serve.main import gunicorn_command
+from optml.container import healthcheck
+from optml.serve.main import gunicorn_command
 
 
 def fake_proc(root: Path, *commands: list[str]) -> Path:
@@ -46,15 +46,15 @@ def ping_server() -> Iterator[tuple[int, list[int]]]:
 def test_the_server_is_recognised_by_the_command_serve_runs(tmp_path: Path) -> None:
     serving = fake_proc(tmp_path / "a", ["/bin/bash", "-c", "sleep 1"], gunicorn_command())
     assert healthcheck.server_running(serving)
-    training = fake_proc(tmp_path / "b", ["python", "-m", "container.entrypoint", "train"])
+    training = fake_proc(tmp_path / "b", ["python", "-m", "optml.container.entrypoint", "train"])
     assert not healthcheck.server_running(training)
 
 
 @pytest.mark.parametrize(
     "command",
     [
-        ["python", "-m", "container.entrypoint", "train"],
-        ["python", "-m", "container.entrypoint"],  # no argument, hyperparameters.json present: training
+        ["python", "-m", "optml.container.entrypoint", "train"],
+        ["python", "-m", "optml.container.entrypoint"],  # no argument, hyperparameters.json present: training
         ["/bin/bash", "-c", "chmod +x /opt/ml/input/data/sm_drivers/sm_train.sh && ..."],  # SDK v3 script mode
     ],
 )

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from container.errors import UserError
-from train.hyperparameters import Hyperparameters, describe, parse_hyperparameters
+from optml.container.errors import UserError
+from optml.train.hyperparameters import Hyperparameters, describe, parse_hyperparameters
 
 
 def test_defaults_when_nothing_is_given() -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from container.paths import Paths
+from optml.container.paths import Paths
+from optml.train import memory
+from optml.train.main import main, run
 from tests.conftest import make_classification, make_opt_ml
-from train import memory
-from train.main import main, run
 
 
 def set_channels(root: Path, **channel: str) -> None:
@@ -122,7 +122,7 @@ def test_a_channel_that_will_not_fit_is_named_in_the_log_and_the_failure_file_wh
     data.write_bytes(b"0.5,1.5,2.5\n" * 10_000)  # 120 kB: loading it takes about 480 kB
     machine = fake_machine(tmp_path / "host", total_kb=16_000_000, available_kb=12_000_000, limit=400_000, usage=0)
     failure_file = tmp_path / "output" / "failure"
-    caplog.set_level(logging.WARNING, logger="train.memory")
+    caplog.set_level(logging.WARNING, logger="optml.train.memory")
     expected = (
         "channel 'train' is 120 kB of data, and loading it takes about 4x that (480 kB), but only 400 kB of the"
         " container's memory limit (400 kB) is free: the job will probably be killed for memory (exit code 137)."

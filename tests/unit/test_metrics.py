@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as reference
 
-from train.metrics import classification_metrics, regression_metrics, roc_auc
+from optml.train.metrics import classification_metrics, regression_metrics, roc_auc
 
 
 def test_binary_metrics_match_scikit_learn() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from container.artifact import (
+from optml.container.artifact import (
     BINARY,
     EXPORT_FILE,
     EXPORT_INFO,
@@ -26,8 +26,8 @@ from container.artifact import (
     load_model,
     save_model,
 )
-from container.features import FeatureEncoder
-from container.networks import NetworkSpec, build_network
+from optml.container.features import FeatureEncoder
+from optml.container.networks import NetworkSpec, build_network
 from tools.make_model_fixtures import prediction_platform
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "models"

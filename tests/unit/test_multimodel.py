@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
-from container.archive import UnsafeArchive, safe_extract
-from container.artifact import Predictions, load_model
-from serve.app import create_app
-from serve.builtin import BuiltinModel
-from serve.multimodel import ModelRegistry
+from optml.container.archive import UnsafeArchive, safe_extract
+from optml.container.artifact import Predictions, load_model
+from optml.serve.app import create_app
+from optml.serve.builtin import BuiltinModel
+from optml.serve.multimodel import ModelRegistry
 from tests.conftest import make_classification
 from tests.unit.test_serving_app import EchoModel
 

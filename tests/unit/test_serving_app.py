@@ -9,11 +9,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from container.artifact import ModelArtifact
-from serve.app import create_app
-from serve.builtin import BuiltinModel
-from serve.invocation import InferenceRequest, InferenceResponse
-from serve.settings import ServerSettings, SettingsError
+from optml.container.artifact import ModelArtifact
+from optml.serve.app import create_app
+from optml.serve.builtin import BuiltinModel
+from optml.serve.invocation import InferenceRequest, InferenceResponse
+from optml.serve.settings import ServerSettings, SettingsError
 from tests.conftest import make_classification
 
 ROWS = make_classification(5, 4, 2, seed=9)[:, 1:]

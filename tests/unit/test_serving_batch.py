@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
-from container.artifact import ModelArtifact
-from serve.app import create_app
-from serve.batch import ExecutionParameters
-from serve.builtin import BuiltinModel
-from serve.settings import ServerSettings, SettingsError
+from optml.container.artifact import ModelArtifact
+from optml.serve.app import create_app
+from optml.serve.batch import ExecutionParameters
+from optml.serve.builtin import BuiltinModel
+from optml.serve.settings import ServerSettings, SettingsError
 from tests.conftest import make_classification
 
 ROWS = make_classification(25, 4, 2, seed=21)[:, 1:]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
-from container.artifact import ModelArtifact
-from serve.app import create_app
-from serve.builtin import BuiltinModel
-from serve.negotiation import OutputOptions, choose_response_type, parse_custom_attributes
-from serve.settings import ServerSettings
+from optml.container.artifact import ModelArtifact
+from optml.serve.app import create_app
+from optml.serve.builtin import BuiltinModel
+from optml.serve.negotiation import OutputOptions, choose_response_type, parse_custom_attributes
+from optml.serve.settings import ServerSettings
 from tests.conftest import make_classification
 
 ROWS = make_classification(6, 4, 2, seed=11)[:, 1:]
@@ -336,7 +336,7 @@ def test_oversized_body_is_refused_from_content_length_without_reading_it(model:
 
 def test_an_npz_that_would_inflate_past_its_cap_is_a_400(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """A compressed .npz is small on the wire: its arrays' declared size is checked before inflating them."""
-    monkeypatch.setattr("serve.codecs.NPZ_MAX_UNCOMPRESSED_BYTES", 1 << 20)
+    monkeypatch.setattr("optml.serve.codecs.NPZ_MAX_UNCOMPRESSED_BYTES", 1 << 20)
     body = io.BytesIO()
     np.savez_compressed(body, instances=np.zeros((40_000, 4)))  # 1.2 MiB of zeros in a few KiB
     response = client.post("/invocations", data=body.getvalue(), headers={"Content-Type": "application/x-npz"})

@@ -12,13 +12,13 @@ import pyarrow.csv as pa_csv
 import pytest
 from flask.testing import FlaskClient
 
-from container.artifact import ModelArtifact, load_model
-from container.features import FeatureEncoder
-from container.paths import Paths
-from serve.app import create_app
-from serve.builtin import BuiltinModel
+from optml.container.artifact import ModelArtifact, load_model
+from optml.container.features import FeatureEncoder
+from optml.container.paths import Paths
+from optml.serve.app import create_app
+from optml.serve.builtin import BuiltinModel
+from optml.train.main import run
 from tests.conftest import make_opt_ml
-from train.main import run
 
 ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 

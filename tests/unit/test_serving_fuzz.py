@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from container.artifact import load_model
-from serve.app import create_app
-from serve.builtin import BuiltinModel
-from serve.settings import ServerSettings
+from optml.container.artifact import load_model
+from optml.serve.app import create_app
+from optml.serve.builtin import BuiltinModel
+from optml.serve.settings import ServerSettings
 
 FUZZ = settings(
     max_examples=450,

@@ -22,11 +22,11 @@ import requests
 from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.http.unreader import Unreader
 
-from container.artifact import load_model
-from serve.app import create_app
-from serve.body import read_body
-from serve.builtin import BuiltinModel
-from serve.errors import RequestError
+from optml.container.artifact import load_model
+from optml.serve.app import create_app
+from optml.serve.body import read_body
+from optml.serve.builtin import BuiltinModel
+from optml.serve.errors import RequestError
 from tests.conftest import REPO, make_classification
 
 ROWS = make_classification(3000, 4, 2, seed=21)[:, 1:]  # ~100 KB of CSV: many socket reads, the pyarrow path
@@ -53,8 +53,8 @@ def gunicorn_server(log: Path, **settings: str) -> Iterator[Server]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_", "OPTML_ROOT"))}
     env |= {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "PYTHONPATH": str(REPO)} | settings
-    command = [sys.executable, "-m", "gunicorn", "--config", "python:serve.gunicorn_conf",
-               "--bind", f"127.0.0.1:{port}", "serve.wsgi:create_app_from_environment()"]  # fmt: skip
+    command = [sys.executable, "-m", "gunicorn", "--config", "python:optml.serve.gunicorn_conf",
+               "--bind", f"127.0.0.1:{port}", "optml.serve.wsgi:create_app_from_environment()"]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     with (
         open(log, "wb") as output,

@@ -16,9 +16,9 @@ from tests.conftest import REPO
 def load_conf(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ModuleType:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    import serve.gunicorn_conf
+    from optml.serve import gunicorn_conf
 
-    return importlib.reload(serve.gunicorn_conf)
+    return importlib.reload(gunicorn_conf)
 
 
 def test_a_stop_before_gunicorn_takes_over_exits_at_once() -> None:
@@ -27,7 +27,7 @@ def test_a_stop_before_gunicorn_takes_over_exits_at_once() -> None:
     script = (
         "import os, signal, gunicorn.app.wsgiapp as wsgiapp;"
         "wsgiapp.run = lambda prog: os.kill(os.getpid(), signal.SIGTERM);"  # a stop while gunicorn starts
-        "import serve.run; serve.run.main(); print('not reached')"
+        "from optml.serve import run; run.main(); print('not reached')"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (143, "")

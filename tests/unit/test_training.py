@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from container.artifact import load_model
-from container.paths import Paths
+from optml.container.artifact import load_model
+from optml.container.paths import Paths
+from optml.train.main import main, run
 from tests.conftest import make_classification, make_opt_ml, make_regression
-from train.main import main, run
 
 
 def test_binary_job_writes_a_model_serving_can_load(binary_job: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,7 +135,7 @@ def test_internal_errors_write_a_concise_reason_and_keep_the_traceback_in_the_lo
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("train.main.save_model", broken)
+    monkeypatch.setattr("optml.train.main.save_model", broken)
     assert main_with_root(root) == 2
     assert (root / "output" / "failure").read_text() == "Internal error: RuntimeError: disk on fire"
     assert "Traceback (most recent call last)" in capsys.readouterr().out

@@ -11,11 +11,11 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 
-from container.artifact import load_model
-from container.features import FeatureEncoder
-from container.paths import Paths
+from optml.container.artifact import load_model
+from optml.container.features import FeatureEncoder
+from optml.container.paths import Paths
+from optml.train.main import main, run
 from tests.conftest import make_opt_ml
-from train.main import main, run
 
 
 def set_content_type(root: Path, channel: str, content_type: str) -> None:
