@@ -242,6 +242,31 @@ def _time_array(parts: Sequence[pa.ChunkedArray]) -> np.ndarray:
     return np.concatenate([part.to_numpy() for part in parts])
 
 
+def encode(
+    channel: str, table: pa.Table, categorical: list[str], encoder: FeatureEncoder | None
+) -> tuple[np.ndarray, FeatureEncoder]:
+    """The feature columns as the network's input: with a new encoder (train) or the train channel's."""
+    try:
+        if encoder is None:
+            encoder = FeatureEncoder.fit(table, categorical)
+        else:
+            for name, (count, example) in encoder.unknown_categories(table).items():
+                log.warning(
+                    "channel %s: %d value(s) of column %r never occur in channel 'train' (e.g. %r);"
+                    " they are encoded as all zeros",
+                    channel,
+                    count,
+                    name,
+                    example,
+                )
+        features = encoder.transform(table)
+    except FeatureError as error:
+        raise UserError(f"channel {channel!r}: {error}") from None
+    if encoder.categorical:
+        log.info("channel %s: one-hot encoded %s", channel, ", ".join(encoder.categorical))
+    return features, encoder
+
+
 def assemble(channel: str, sources: Sequence[Source], options: DataOptions, encoder: FeatureEncoder | None) -> Dataset:
     first = sources[0]
     layout = resolve_layout(first, options, encoder)
@@ -278,24 +303,7 @@ def assemble(channel: str, sources: Sequence[Source], options: DataOptions, enco
             " numbers or all text"
         )
     table = pa.concat_tables(feature_parts, promote_options="permissive")
-    try:
-        if encoder is None:
-            encoder = FeatureEncoder.fit(table, categorical)
-        else:
-            for name, (count, example) in encoder.unknown_categories(table).items():
-                log.warning(
-                    "channel %s: %d value(s) of column %r never occur in channel 'train' (e.g. %r);"
-                    " they are encoded as all zeros",
-                    channel,
-                    count,
-                    name,
-                    example,
-                )
-        features = encoder.transform(table)
-    except FeatureError as error:
-        raise UserError(f"channel {channel!r}: {error}") from None
-    if encoder.categorical:
-        log.info("channel %s: one-hot encoded %s", channel, ", ".join(encoder.categorical))
+    features, encoder = encode(channel, table, categorical, encoder)
     return Dataset(
         features=features,
         labels=label_array(label_parts),
