@@ -21,7 +21,7 @@ USER_CODE = {
     "inference.py": "from train import Net  # as AWS's examples do\n\ndef model_fn(model_dir):\n    return Net()\n",
 }
 CHECK = """
-import train, serve, container, inference
+import inference, train, serve, container  # the user's own modules
 print(train.NAME, serve.NAME, container.NAME, type(inference.model_fn('/opt/ml/model')).__name__, sep='; ')
 import optml.container.entrypoint, optml.train.main, optml.serve.wsgi
 print(optml.train.main.__name__, optml.serve.wsgi.__name__, optml.container.entrypoint.__name__, sep='; ')
