@@ -43,6 +43,7 @@ from optml.train.distributed import Topology, device_for, processes_per_host, to
 from optml.train.hyperparameters import Hyperparameters, parse_hyperparameters
 from optml.train.interrupt import StopRequest, TrainingStopped
 from optml.train.losses import LossFunction, balanced_class_weights, per_row_loss, resolve_loss_name
+from optml.train.metrics import TASK_METRICS
 from optml.train.preprocessing import LabelEncoding, Standardizer, infer_task
 from optml.train.report import (
     ChannelResult,
@@ -96,7 +97,11 @@ def data_options(hp: Hyperparameters, channel: ChannelConfig | None) -> DataOpti
 
 
 def load_channels(
-    paths: Paths, job: JobConfig, hp: Hyperparameters, encoder: FeatureEncoder | None = None
+    paths: Paths,
+    job: JobConfig,
+    hp: Hyperparameters,
+    guard: memory.LoadingGuard,
+    encoder: FeatureEncoder | None = None,
 ) -> dict[str, Dataset]:
     """train (required), validation and test (optional), encoded alike and with the same per-row shape."""
     train_dir = paths.channel_dir(TRAIN)
@@ -106,14 +111,14 @@ def load_channels(
             f"required channel 'train' is missing: no directory {train_dir}"
             f" (channels present: {', '.join(declared) or 'none'}); pass the training data as channel 'train'"
         )
-    with memory.loading_channel(TRAIN, channel_files(train_dir), paths.failure_file):
-        datasets = {TRAIN: load_channel(TRAIN, train_dir, data_options(hp, job.channels.get(TRAIN)), encoder=encoder)}
+    guard.check(TRAIN, channel_files(train_dir))
+    datasets = {TRAIN: load_channel(TRAIN, train_dir, data_options(hp, job.channels.get(TRAIN)), encoder=encoder)}
     for name in (VALIDATION, TEST):
         directory = paths.channel_dir(name)
         if directory.is_dir():
             options = data_options(hp, job.channels.get(name))
-            with memory.loading_channel(name, channel_files(directory), paths.failure_file):
-                datasets[name] = load_channel(name, directory, options, encoder=datasets[TRAIN].encoder)
+            guard.check(name, channel_files(directory))
+            datasets[name] = load_channel(name, directory, options, encoder=datasets[TRAIN].encoder)
             shape, train_shape = datasets[name].features.shape[1:], datasets[TRAIN].features.shape[1:]
             if shape != train_shape:
                 what = (
@@ -326,7 +331,20 @@ def set_up(hp: Hyperparameters, datasets: dict[str, Dataset], previous: Previous
     objective = build_objective(hp, labels, prepared[TRAIN].split.targets.numpy())
     if hp.early_stopping_patience and VALIDATION not in prepared:  # set explicitly (auto is resolved by now)
         raise UserError("early_stopping_patience needs a 'validation' channel to watch; add one or set it to 0")
+    check_watched_metric(hp, task, has_validation=VALIDATION in prepared or hp.k_folds >= 2)
     return Setup(task, labels, scaler, spec, prepared, objective)
+
+
+def check_watched_metric(hp: Hyperparameters, task: str, has_validation: bool) -> None:
+    """The metric early stopping and the plateau schedule watch must be one this task logs: a typo (or auc on
+    a regression) would otherwise fail the job after its first epoch."""
+    watched = hp.early_stopping_patience or hp.lr_scheduler == "plateau"
+    logged = [f"validation:{name}" for name in ("loss", *TASK_METRICS[task])]
+    if watched and has_validation and hp.early_stopping_metric not in logged:
+        raise UserError(
+            f"early_stopping_metric={hp.early_stopping_metric!r} is not a metric a {task} job logs;"
+            f" use one of {', '.join(logged)}"
+        )
 
 
 def resolve_auto_patience(hp: Hyperparameters, has_validation: bool) -> Hyperparameters:
@@ -401,10 +419,12 @@ def train_and_save(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     previous = load_previous_model(paths.channel_dir(MODEL)) if paths.channel_dir(MODEL).is_dir() else None
-    datasets = load_channels(paths, job, hp, encoder=previous.encoder if previous else None)
-    timings["load_data"] = time.perf_counter() - started
-    hp = resolve_auto_patience(hp, VALIDATION in datasets)
-    setup = set_up(hp, datasets, previous)
+    guard = memory.LoadingGuard(paths.failure_file, topology.processes_per_host, writes=topology.local_rank == 0)
+    with guard:  # loading and preparing the channels: the memory peak
+        datasets = load_channels(paths, job, hp, guard, encoder=previous.encoder if previous else None)
+        timings["load_data"] = time.perf_counter() - started
+        hp = resolve_auto_patience(hp, VALIDATION in datasets)
+        setup = set_up(hp, datasets, previous)
     if previous is not None:
         explicit = {key: getattr(hp, key) for key in job.hyperparameters.values}
         check_compatible(previous, explicit, hp.task, tuple(datasets[TRAIN].features.shape[1:]))

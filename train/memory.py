@@ -10,8 +10,6 @@ the channel has loaded — so a job killed while loading it still tells the user
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,36 +110,51 @@ def _size(size: int) -> str:
     return f"{size / 1e3:,.0f} kB"
 
 
-def fit_warning(channel: str, files: list[Path], memory: Memory | None) -> str | None:
-    """The warning for a channel that would not fit in `memory`, or None."""
+def fit_warning(channel: str, files: list[Path], memory: Memory | None, processes: int = 1) -> str | None:
+    """The warning for a channel that would not fit in `memory`, or None. Every training process on the host
+    loads every channel."""
     if memory is None or not files:
         return None
     size = sum(uncompressed_size(path) for path in files)
-    needed = LOAD_FACTOR * size
+    needed = LOAD_FACTOR * size * processes
     if needed <= memory.available:
         return None
+    each = f" in each of the {processes} training processes on this host" if processes > 1 else ""
     return (
-        f"channel {channel!r} is {_size(size)} of data, and loading it takes about {LOAD_FACTOR}x that"
+        f"channel {channel!r} is {_size(size)} of data, and loading it takes about {LOAD_FACTOR}x that{each}"
         f" ({_size(needed)}), but only {_size(memory.available)} of {memory.source}"
         f" ({_size(memory.limit)}) is free: the job will probably be killed for memory (exit code 137)."
         " Use an instance type with more memory, or less data in the channel"
     )
 
 
-@contextmanager
-def loading_channel(channel: str, files: list[Path], failure_file: Path, root: Path = Path("/")) -> Iterator[None]:
-    """Around the load of one channel: warn when it will not fit, and keep that warning in the failure file
-    while it loads (a kill for memory leaves no other trace); removed once the channel has loaded."""
-    warning = fit_warning(channel, files, available_memory(root))
-    if warning is None:
-        yield
-        return
-    log.warning(warning)
-    reason = truncate_reason(f"Probably out of memory while loading the data: {warning}")
-    write_failure(failure_file, reason)
-    yield
-    try:  # loaded after all: the job goes on, and the failure file must not outlive the risk
-        if failure_file.read_text(encoding="utf-8") == reason:
-            failure_file.unlink()
-    except OSError:
-        pass
+class LoadingGuard:
+    """Around loading the channels and preparing them (the standardized copy is part of the peak): `check`
+    warns about a channel that will not fit, and the first such warning waits in the failure file until the
+    data is ready — a kill for memory leaves no other trace. Only one process per host (`writes`) keeps the
+    file, which all of them share."""
+
+    def __init__(self, failure_file: Path, processes: int = 1, writes: bool = True, root: Path = Path("/")) -> None:
+        self.failure_file, self.processes, self.writes, self.root = failure_file, processes, writes, root
+        self.reason: str | None = None
+
+    def check(self, channel: str, files: list[Path]) -> None:
+        warning = fit_warning(channel, files, available_memory(self.root), self.processes)
+        if warning is None:
+            return
+        log.warning(warning)
+        if self.writes and self.reason is None:
+            self.reason = truncate_reason(f"Probably out of memory while loading the data: {warning}")
+            write_failure(self.failure_file, self.reason)
+
+    def __enter__(self) -> LoadingGuard:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        if kind is not None or self.reason is None:
+            return  # a failure writes its own reason over this one
+        try:  # the data is ready: the job goes on, and the failure file must not outlive the risk
+            if self.failure_file.read_text(encoding="utf-8") == self.reason:
+                self.failure_file.unlink()
+        except OSError:
+            pass

@@ -128,7 +128,8 @@ def test_a_channel_that_will_not_fit_is_named_in_the_log_and_the_failure_file_wh
         " container's memory limit (400 kB) is free: the job will probably be killed for memory (exit code 137)."
         " Use an instance type with more memory, or less data in the channel"
     )
-    with memory.loading_channel("train", [data], failure_file, machine):
+    with memory.LoadingGuard(failure_file, root=machine) as guard:
+        guard.check("train", [data])
         assert caplog.messages == [expected]
         # Killed here for memory, SageMaker would show this as the job's FailureReason:
         assert failure_file.read_text() == f"Probably out of memory while loading the data: {expected}"
@@ -141,6 +142,34 @@ def test_a_channel_that_fits_leaves_no_warning_and_no_failure_file(
     data = tmp_path / "part-0.csv"
     data.write_bytes(b"0.5,1.5,2.5\n" * 10_000)
     machine = fake_machine(tmp_path / "host", total_kb=16_000_000, available_kb=12_000_000, limit=4_000_000_000)
-    with memory.loading_channel("train", [data], tmp_path / "failure", machine):
+    with memory.LoadingGuard(tmp_path / "failure", root=machine) as guard:
+        guard.check("train", [data])
         assert not (tmp_path / "failure").exists()
     assert caplog.messages == []
+
+
+def test_several_processes_on_a_host_need_the_memory_each_and_one_keeps_the_failure_file(tmp_path: Path) -> None:
+    data = tmp_path / "part-0.csv"
+    data.write_bytes(b"0.5,1.5,2.5\n" * 10_000)  # 120 kB: 480 kB to load, fits in 1 MB once but not twice
+    machine = fake_machine(tmp_path / "host", total_kb=16_000_000, available_kb=12_000_000, limit=1_000_000)
+    assert memory.fit_warning("train", [data], memory.available_memory(machine), processes=1) is None
+    warning = memory.fit_warning("train", [data], memory.available_memory(machine), processes=3)
+    assert (
+        warning is not None
+        and "loading it takes about 4x that in each of the 3 training processes on this host (1.4 MB)" in warning
+    )
+    failure_file = tmp_path / "failure"
+    with memory.LoadingGuard(failure_file, processes=3, writes=False, root=machine) as other_process:
+        other_process.check("train", [data])
+    assert not failure_file.exists()  # the host's first process keeps it
+
+
+def test_the_reason_stays_when_loading_fails(tmp_path: Path) -> None:
+    data = tmp_path / "part-0.csv"
+    data.write_bytes(b"0.5,1.5,2.5\n" * 10_000)
+    machine = fake_machine(tmp_path / "host", total_kb=16_000_000, available_kb=12_000_000, limit=400_000)
+    failure_file = tmp_path / "failure"
+    with pytest.raises(MemoryError), memory.LoadingGuard(failure_file, root=machine) as guard:
+        guard.check("train", [data])
+        raise MemoryError  # what the job fails with is written over it by the caller; until then it stays
+    assert failure_file.read_text().startswith("Probably out of memory while loading the data: channel 'train'")

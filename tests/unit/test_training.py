@@ -187,3 +187,30 @@ def test_early_stopping_auto_is_off_without_a_validation_channel(tmp_path: Path)
     run(Paths(root=root))
     assert load_model(root / "model").metadata.hyperparameters["early_stopping_patience"] == 0
     assert len(json.loads((root / "output" / "data" / "evaluation.json").read_text())["history"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "message"),
+    [
+        (
+            {"early_stopping_metric": "validation:acc"},  # a typo: auto early stopping would watch it
+            "early_stopping_metric='validation:acc' is not a metric a binary_classification job logs; use one of"
+            " validation:loss, validation:accuracy, validation:precision, validation:recall, validation:f1,"
+            " validation:f_beta, validation:specificity, validation:auc, validation:log_loss",
+        ),
+        (
+            {"task": "regression", "lr_scheduler": "plateau", "early_stopping_metric": "validation:auc"},
+            "early_stopping_metric='validation:auc' is not a metric a regression job logs; use one of"
+            " validation:loss, validation:mse, validation:rmse, validation:mae, validation:r2",
+        ),
+    ],
+)
+def test_a_watched_metric_the_job_does_not_log_fails_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hyperparameters: dict[str, str], message: str
+) -> None:
+    """It failed with an internal KeyError after the first epoch."""
+    data = make_classification(60, 3, 2)
+    root = make_opt_ml(tmp_path, data, data, {"epochs": "2"} | hyperparameters)
+    monkeypatch.setenv("OPTML_ROOT", str(root))
+    assert main([]) == 1
+    assert (root / "output" / "failure").read_text() == message
