@@ -15,6 +15,7 @@ definition of "what the model predicts" from raw rows: scaling, forward pass, ou
 from __future__ import annotations
 
 import json
+import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from safetensors.torch import load_file, save_file
 from optml.container.features import FeatureEncoder
 from optml.container.files import atomic_write
 from optml.container.networks import NetworkSpec, build_network
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -59,7 +62,7 @@ class ModelMetadata:
     feature_std: list[float]
     classes: list[Label] = field(default_factory=list)  # index → original label (classification)
     feature_names: list[str] = field(default_factory=list)  # tabular data with a header
-    encoder: dict[str, Any] | None = None  # container.features.FeatureEncoder.to_json(), when fitted
+    encoder: dict[str, Any] | None = None  # optml.container.features.FeatureEncoder.to_json(), when fitted
     target_mean: float = 0.0  # regression targets are trained standardized
     target_std: float = 1.0
     hyperparameters: dict[str, Any] = field(default_factory=dict)
@@ -255,13 +258,17 @@ def save_model(model_dir: Path, network: torch.nn.Module, metadata: ModelMetadat
     its presence is what makes a directory a model."""
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
-    exported = export_predictor(metadata, state)
-    info = {EXPORT_INFO: json.dumps(export_description(metadata), indent=2) + "\n"}
     atomic_write(model_dir / WEIGHTS_FILE, lambda temp: save_file(state, str(temp)))
-    # save_to_buffer is torch.jit.save without its deprecation warning (see below), and without the file name
-    # that saving to a path writes into the archive (here a temp name, different each time).
-    exported_bytes = exported.save_to_buffer(_extra_files=info)
-    atomic_write(model_dir / EXPORT_FILE, lambda temp: temp.write_bytes(exported_bytes))
+    try:
+        exported = export_predictor(metadata, state)
+        info = {EXPORT_INFO: json.dumps(export_description(metadata), indent=2) + "\n"}
+        # save_to_buffer is torch.jit.save without its deprecation warning (see below), and without the file
+        # name that saving to a path writes into the archive (here a temp name, different each time).
+        exported_bytes = exported.save_to_buffer(_extra_files=info)
+        atomic_write(model_dir / EXPORT_FILE, lambda temp: temp.write_bytes(exported_bytes))
+    except Exception as error:  # the export is an extra: a compiler's failure must not cost the trained model
+        log.warning("model.pt not written: TorchScript could not compile this model (%s); the rest is saved", error)
+        (model_dir / EXPORT_FILE).unlink(missing_ok=True)  # not one from an earlier save of this directory
     text = json.dumps(metadata.to_json(), indent=2, sort_keys=False) + "\n"
     atomic_write(model_dir / METADATA_FILE, lambda temp: temp.write_text(text, encoding="utf-8"))
 

@@ -228,3 +228,22 @@ def test_saving_a_model_again_replaces_its_files_and_leaves_nothing_else(tmp_pat
     for name in (WEIGHTS_FILE, EXPORT_FILE, METADATA_FILE):
         assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name
     assert sorted(path.name for path in (tmp_path / "first").iterdir()) == [EXPORT_FILE, WEIGHTS_FILE, METADATA_FILE]
+
+
+def test_a_model_whose_export_fails_is_saved_without_model_pt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The export is an extra: a TorchScript failure (a new network kind, a torch upgrade) must not cost the
+    trained model at the end of a job, nor leave an earlier model.pt beside the new weights."""
+    task, spec = EXPORT_CASES["mlp-binary"]
+    saved_model(tmp_path, task, spec)
+    assert (tmp_path / EXPORT_FILE).is_file()
+
+    def fail(*args: object) -> None:
+        raise RuntimeError("cannot compile this")
+
+    monkeypatch.setattr("optml.container.artifact.export_predictor", fail)
+    saved_model(tmp_path, task, spec)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.safetensors", "optml-model.json"]
+    assert "model.pt not written: TorchScript could not compile this model (cannot compile this)" in caplog.text
+    assert load_model(tmp_path).predict(np.zeros((2, 6), dtype=np.float32)).scores is not None
