@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 
 
 class ArchiveError(ValueError):
-    """A tarball that cannot be extracted whole: corrupt, cut short, or the disk is full."""
+    """A tarball that cannot be extracted whole: corrupt or cut short."""
 
 
 class UnsafeArchive(ArchiveError):
@@ -23,7 +23,8 @@ def safe_extract(tarball: Path, destination: Path) -> None:
     (UnsafeArchive for those refusals) for anything that stops the extraction: never a partial model."""
     try:
         _extract(tarball, destination.resolve())
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:  # a truncated upload ends in EOFError
+    # A truncated upload ends in EOFError; a full disk (OSError) is not the archive's fault and is not caught.
+    except (tarfile.TarError, EOFError, zlib.error) as error:
         raise ArchiveError(f"{tarball.name} cannot be extracted whole ({error})") from None
 
 

@@ -7,7 +7,7 @@ Every network is a sequence of *blocks* (`network.blocks`), the unit `freeze_lay
 an MLP block is Linear → [BatchNorm] → activation → [Dropout]; a CNN block is Conv → [BatchNorm] →
 activation → MaxPool; a recurrent network's first block is the whole RNN/LSTM/GRU stack. The output
 layer (`network.head`) is never a block, so it always trains. Outputs are raw logits: the task decides
-the output activation (sigmoid, softmax or none), in the loss and in `container.artifact.Predictor`.
+the output activation (sigmoid, softmax or none), in the loss and in `optml.container.artifact.Predictor`.
 """
 
 from __future__ import annotations
@@ -182,9 +182,13 @@ class RecurrentNet(nn.Module):
             hidden = hidden[0]
         # h_n is (layers × directions, batch, hidden): keep the last layer, both directions.
         last = hidden[-self.directions :].transpose(0, 1).flatten(1)
-        for block in self.blocks[1:]:
-            # .forward: TorchScript cannot call a module taken from a slice of a ModuleList (no hooks here).
-            last = block.forward(last)
+        if torch.jit.is_scripting():  # the model.pt export
+            for block in self.blocks[1:]:
+                # TorchScript cannot call a module taken from a slice of a ModuleList, only its .forward
+                last = block.forward(last)
+        else:
+            for block in self.blocks[1:]:
+                last = block(last)  # through __call__: forward hooks (profilers, debugging rules) see it
         return self.head(last)
 
 

@@ -318,6 +318,7 @@ class Trainer:
         everything = [*callbacks, *training_callbacks(optimizer, hp, has_validation=validation is not None)]
         self.run = TrainState(network, optimizer, generator, everything, world_size=self.world)
         self.step_callbacks = [callback for callback in everything if defines(callback, "on_step_end")]
+        self.checkpoint_callbacks = [callback for callback in everything if defines(callback, "on_checkpoint")]
         device = next(network.parameters()).device
         targets = objective.loss_targets(train.targets)
         self.step = TrainingStep(
@@ -387,9 +388,9 @@ class Trainer:
     def act_on(self, control: Control) -> None:
         """Checkpoint and stop as asked by a callback of any process (one collective)."""
         stop, checkpoint = distributed.any_rank_each(control.stop, control.checkpoint)
-        if checkpoint or stop:
+        if (checkpoint or stop) and self.checkpoint_callbacks:  # gathering the state is not free
             state = self.run.checkpoint_state()
-            for callback in self.run.callbacks:
+            for callback in self.checkpoint_callbacks:
                 callback.on_checkpoint(self.run, state)
         if stop:
             raise TrainingStopped(self.run.epoch, self.run.batches_done, self.run.history.last)

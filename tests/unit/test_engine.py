@@ -492,3 +492,25 @@ def test_data_dependent_problems_name_what_to_change(
     assert (root / "output" / "failure").read_text().startswith(message) or message in (
         root / "output" / "failure"
     ).read_text()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        NetworkSpec("mlp", (4,), 1, hidden_units=(8, 4)),
+        NetworkSpec("cnn", (1, 8, 8), 2, hidden_units=(8,), conv_channels=(4,)),
+        NetworkSpec("lstm", (5, 2), 1, hidden_units=(8, 4), hidden_size=6),
+    ],
+    ids=lambda spec: spec.kind,
+)
+def test_every_block_runs_through_its_forward_hooks(spec: NetworkSpec) -> None:
+    """Profilers and Debugger-style rules watch training through forward hooks: no block may bypass them
+    (the recurrent network's dense blocks call .forward only when TorchScript compiles the model.pt export)."""
+    network = build_network(spec)
+    blocks = network.get_submodule("blocks")
+    assert isinstance(blocks, nn.ModuleList)
+    seen: list[int] = []
+    for index, block in enumerate(blocks):
+        block.register_forward_hook(lambda module, inputs, output, index=index: seen.append(index))
+    network(torch.zeros(3, *spec.input_shape))
+    assert seen == list(range(len(blocks)))
