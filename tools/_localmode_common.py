@@ -50,10 +50,9 @@ _COMPOSE_PREFIX = re.compile(r"^[\w.-]+\s+\|\s?")
 # SDK v2 logs its config lookups to stdout; they are not the job's output.
 _SDK_LOG_PREFIXES = ("sagemaker.config ",)
 _METRIC = re.compile(r"([A-Za-z][\w:/.-]*)=([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
-# The container's per-epoch metric line (container/logs.py) and the trainer's note that early stopping
-# put an earlier epoch's weights back (train/trainer.py): the saved model is then that epoch's.
+# The container's per-epoch metric lines (container/logs.py): `epoch=N ...;`, and `restored epoch=N ...;` last
+# when early stopping put an earlier epoch's weights back, so the last one describes the saved model.
 _EPOCH_LINE = re.compile(r"(?:^|\s)epoch=(\d+) ")  # after any prefix a log driver adds
-_RESTORED = re.compile(r"restored the weights of epoch (\d+)")
 # The human summary's metric table: the few that say most, in this order; the rest are in the file.
 SUMMARY_METRICS = ("loss", "accuracy", "f1", "auc", "rmse", "mae", "r2")
 SUMMARY_FILE_NAME = "summary.json"
@@ -101,7 +100,7 @@ class _TeeToStderr(io.TextIOBase):
             cleaned = clean_log_line(line)
             if cleaned and not cleaned.startswith(_SDK_LOG_PREFIXES):
                 self.lines.append(cleaned)
-                if _EPOCH_LINE.search(cleaned) or _RESTORED.search(cleaned):
+                if _EPOCH_LINE.search(cleaned):
                     self.metric_lines.append(cleaned)
         return len(text)
 
@@ -128,13 +127,11 @@ def clean_log_line(line: str) -> str:
 def final_metrics(lines: Sequence[str]) -> dict[str, float]:
     """The saved model's metrics (``epoch`` included) from the log's metric lines.
 
-    That is the last ``epoch=`` line, unless early stopping restored an earlier epoch's weights: then
-    that epoch's line. Empty when no line matches.
+    That is the last ``epoch=`` line: the container repeats an earlier epoch's line as ``restored epoch=N``
+    when early stopping put its weights back. Empty when no line matches.
     """
-    restored = next((match.group(1) for line in reversed(lines) if (match := _RESTORED.search(line))), None)
     for line in reversed(lines):
-        epoch = _EPOCH_LINE.search(line)
-        if epoch and restored in (None, epoch.group(1)):
+        if _EPOCH_LINE.search(line):
             return {name: float(value) for name, value in _METRIC.findall(line)}
     return {}
 

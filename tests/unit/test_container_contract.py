@@ -170,11 +170,13 @@ def test_metric_definitions_command_prints_valid_json(capsys: pytest.CaptureFixt
 
 def test_a_stop_before_the_command_takes_over_exits_at_once() -> None:
     """As PID 1 an unhandled SIGTERM is ignored: a stop during torch's import waited for SageMaker's SIGKILL.
-    The entrypoint handles it from its first line; `python -m optml.container.entrypoint` exits 143."""
+    `python -m optml.container.entrypoint` handles it from its first line and exits 143. Here the training
+    command is a stand-in that stops itself as soon as it is imported, as a SIGTERM arriving then would."""
     script = (
-        "import os, signal, sys; sys.argv = ['entrypoint', 'train'];"
-        "import optml.container.entrypoint as entry; entry.exit_on_stop_until_handled();"
-        "os.kill(os.getpid(), signal.SIGTERM); print('not reached')"
+        "import os, runpy, signal, sys, types; sys.argv = ['entrypoint', 'train'];"
+        "stand_in = types.ModuleType('optml.train.main'); sys.modules['optml.train.main'] = stand_in;"
+        "stand_in.main = lambda args: os.kill(os.getpid(), signal.SIGTERM) or print('not reached');"
+        "runpy.run_module('optml.container.entrypoint', run_name='__main__')"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (143, "")
