@@ -1,4 +1,4 @@
-"""Ingestion throughput: `train.data.load_channel` against pyarrow alone, on the same files.
+"""Ingestion throughput: `optml.train.data.load_channel` against pyarrow alone, on the same files.
 
 Synthetic data (label + 30 float features, optionally one categorical text column) is written into a
 temporary directory as several files per channel: headerless CSV (SageMaker's convention), CSV with a

@@ -1,6 +1,6 @@
 """Training throughput: optml's trainer (`optml.train.trainer.Trainer`) against a minimal hand-written PyTorch loop.
 
-Both train the same MLP (built by container.networks from default hyperparameters) on the same synthetic
+Both train the same MLP (built by optml.container.networks from default hyperparameters) on the same synthetic
 binary-classification tensors with Adam and binary cross-entropy on the logit, shuffling with `randperm`
 each epoch. The trainer does what a job does (objective and loss built as train/main.py builds them,
 train metrics every epoch); the minimal loop does only zero_grad/forward/backward/step. Each

@@ -1,5 +1,6 @@
 """optml's own models, the ones `train` saves, as a ServedModel: options → response type → decode →
-predict → shape → encode. The cheap checks of the headers come before any work on the body."""
+predict → shape → encode. The cheap checks of the headers come before decoding the body (which the app
+has already read, within the payload limit)."""
 
 from __future__ import annotations
 

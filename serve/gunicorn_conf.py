@@ -1,6 +1,6 @@
 """gunicorn configuration; every setting comes from the environment (see serve/settings.py).
 
-`gunicorn --config python:serve.gunicorn_conf --print-config ...` prints the resolved values.
+`gunicorn --config python:optml.serve.gunicorn_conf --print-config ...` prints the resolved values.
 """
 
 import gc

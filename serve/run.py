@@ -1,4 +1,4 @@
-"""`python -m serve.run ARGS`: gunicorn's own runner, with a stop handled from the first line.
+"""`python -m optml.serve.run ARGS`: gunicorn's own runner, with a stop handled from the first line.
 
 `serve` (serve/main.py) execs this as PID 1 of the container. gunicorn installs its signal handlers only
 after its imports and the model's load, and the kernel sends PID 1 no signal it has no handler for: a

@@ -3,7 +3,7 @@
 A checkpoint holds the model, optimizer, scheduler and early-stopping state, the epoch and the number
 of batches already trained in it, that epoch's row order, the shuffling generator, the python / numpy /
 torch (and CUDA) RNG states, the history so far, the resolved configuration and a format version. Files
-are written atomically (`container.files.atomic_write`), so a kill at any moment leaves either the old or
+are written atomically (`optml.container.files.atomic_write`), so a kill at any moment leaves either the old or
 the new file, and are named per host (`checkpoint-algo-1-e00003-b000120.pt`) because every host of a job
 shares one S3 prefix. Loading uses `torch.load(weights_only=True)`: tensors and plain data, no arbitrary objects.
 """

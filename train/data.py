@@ -3,8 +3,8 @@
 Every file in the channel directory is read (recursively, sorted; names starting with "." or "_" are
 skipped, as pyarrow and Hadoop do — Spark's `_SUCCESS` markers), gzip-compressed or not. The format is
 the channel's ContentType, else each file's extension, else its first bytes; one channel holds one format.
-Tabular formats (CSV with or without a header, Parquet, flat JSON lines) go through train.tabular, array
-formats (.npz, JSON lines `{"features": [...]}`) through train.arrays.
+Tabular formats (CSV with or without a header, Parquet, flat JSON lines) go through optml.train.tabular, array
+formats (.npz, JSON lines `{"features": [...]}`) through optml.train.arrays.
 """
 
 from __future__ import annotations

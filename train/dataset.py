@@ -1,4 +1,4 @@
-"""What loading a channel takes (DataOptions) and gives (Dataset). Re-exported by train.data."""
+"""What loading a channel takes (DataOptions) and gives (Dataset). Re-exported by optml.train.data."""
 
 from __future__ import annotations
 

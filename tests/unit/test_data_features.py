@@ -1,4 +1,4 @@
-"""container.features.FeatureEncoder: what training fits and serving applies to request rows."""
+"""optml.container.features.FeatureEncoder: what training fits and serving applies to request rows."""
 
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from tests.conftest import REPO
 
 TOP_LEVEL_IMPORT = re.compile(r"^\s*(from|import) (container|train|serve)\b", re.MULTILINE)
+# ...and module paths in strings: monkeypatch targets, gunicorn's python:module, import_module(...)
+MODULE_PATH_STRING = re.compile(r"[\"'](?:python:)?(container|train|serve)\.(?!py\b)[a-z_]")
 
 USER_CODE = {
     "train.py": "NAME = 'the user train.py'\n\nclass Net:\n    pass\n",
@@ -35,7 +37,8 @@ def test_no_code_imports_the_folders_by_their_own_names() -> None:
     offenders = [
         f"{name}: {match.group(0).strip()}"
         for name in tracked.stdout.split()
-        for match in TOP_LEVEL_IMPORT.finditer((REPO / name).read_text(encoding="utf-8"))
+        for pattern in (TOP_LEVEL_IMPORT, MODULE_PATH_STRING)
+        for match in pattern.finditer((REPO / name).read_text(encoding="utf-8"))
     ]
     assert offenders == []
 

@@ -22,7 +22,7 @@ def load_conf(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ModuleTyp
 
 
 def test_a_stop_before_gunicorn_takes_over_exits_at_once() -> None:
-    """`serve` execs `python -m serve.run`: a stop before gunicorn has its own handlers (it loads the model
+    """`serve` execs `python -m optml.serve.run`: a stop before gunicorn has its own handlers (it loads the model
     first) exits 143 instead of waiting, as PID 1, for SageMaker's SIGKILL."""
     script = (
         "import os, signal, gunicorn.app.wsgiapp as wsgiapp;"
