@@ -79,6 +79,8 @@ def drain(body: Body | None) -> bool:
     longer (or could not be read): the connection must not be used again."""
     if body is None or not isinstance(body.reader, LengthReader | ChunkedReader):
         return True  # no framed body: nothing to wait for (an EOF reader would block until the client closes)
+    if isinstance(body.reader, LengthReader) and body.reader.length > DRAIN_LIMIT_BYTES:
+        return False  # its Content-Length says it is longer than what would be drained: shut at once
     drained = 0
     try:
         while piece := body.read(READ_SIZE):
