@@ -18,7 +18,8 @@ import flask
 import pandas as pd
 import torch
 
-from optml.container.artifact import BINARY, REGRESSION, ModelArtifact, load_model
+from optml.container.artifact import ModelArtifact, load_model
+from optml.container.kinds import BINARY, REGRESSION
 
 model_path = Path(os.environ.get("BASELINE_MODEL_DIR", "/opt/ml/model"))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optml.container.artifact import BINARY
+from optml.container.kinds import BINARY
 from optml.container.networks import NetworkSpec, build_network
 from optml.train.callbacks import Checkpointing
 from optml.train.checkpoints import Checkpointer, CheckpointPolicy

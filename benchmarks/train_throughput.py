@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from optml.container.artifact import BINARY
+from optml.container.kinds import BINARY
 from optml.container.networks import build_network
 from optml.train.hyperparameters import Hyperparameters, parse_hyperparameters
 from optml.train.main import build_objective, network_spec

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from optml.container.features import FeatureEncoder
 from optml.container.files import atomic_write
+from optml.container.kinds import BINARY, REGRESSION
 from optml.container.networks import NetworkSpec, build_network
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,6 @@ METADATA_FILE = "optml-model.json"
 EXPORT_FILE = "model.pt"
 EXPORT_INFO = "optml-export.json"  # inside model.pt: what it takes and returns (torch.jit.load's _extra_files)
 
-BINARY = "binary_classification"
-MULTICLASS = "multiclass_classification"
-REGRESSION = "regression"
-TASKS = (BINARY, MULTICLASS, REGRESSION)
 
 Label = int | float | str
 

@@ -19,16 +19,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from optml.container.kinds import ACTIVATION_NAMES, MODELS, SEQUENCE_MODELS
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
 }
-TABULAR_MODELS = ("mlp",)
-IMAGE_MODELS = ("cnn",)
-SEQUENCE_MODELS = ("rnn", "lstm", "gru")
-MODELS = TABULAR_MODELS + IMAGE_MODELS + SEQUENCE_MODELS
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
 # Per-row input rank each model kind expects: features, channels×height×width, time×features.
 INPUT_RANK = {"mlp": 1, "cnn": 3, "rnn": 2, "lstm": 2, "gru": 2}
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optml.container.artifact import BINARY, MULTICLASS, Label, Predictions
+from optml.container.artifact import Label, Predictions
+from optml.container.kinds import BINARY, MULTICLASS
 from optml.serve.errors import bad_request
 from optml.serve.negotiation import OutputOptions
 

@@ -32,7 +32,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from optml.container.logs import format_metric_line
 from optml.train import distributed
 from optml.train.checkpoints import Checkpointer
-from optml.train.metrics import is_lower_better
+from optml.train.metric_names import is_lower_better
 from optml.train.optim import Scheduler
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from optml.container.artifact import REGRESSION
 from optml.container.errors import UserError
+from optml.container.kinds import REGRESSION
 
 Fold = tuple[np.ndarray, np.ndarray]  # (train row indices, validation row indices)
 

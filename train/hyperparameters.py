@@ -12,9 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from optml.container.artifact import BINARY, MULTICLASS, REGRESSION, TASKS
 from optml.container.errors import UserError
-from optml.container.networks import ACTIVATIONS, IMAGE_MODELS, MODELS
+from optml.container.kinds import ACTIVATION_NAMES, BINARY, IMAGE_MODELS, MODELS, MULTICLASS, REGRESSION, TASKS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "plateau")
@@ -204,8 +203,8 @@ class Hyperparameters:
     )
     activation: str = _hp(
         "relu",
-        _choice(tuple(ACTIVATIONS)),
-        f"one of {', '.join(ACTIVATIONS)}",
+        _choice(ACTIVATION_NAMES),
+        f"one of {', '.join(ACTIVATION_NAMES)}",
         "hidden-layer activation; the output activation follows the task",
         "model",
     )

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from optml.container.artifact import BINARY, MULTICLASS
+from optml.container.kinds import BINARY, MULTICLASS
 
 # (outputs, targets, reduction) → loss; reduction "none" gives one value per row, "mean" their mean in one
 # kernel (the common, unweighted case on every training step).

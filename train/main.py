@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from optml.container.artifact import REGRESSION, ModelMetadata, save_model
+from optml.container.artifact import ModelMetadata, save_model
 from optml.container.config import (
     ChannelConfig,
     JobConfig,
@@ -32,6 +32,7 @@ from optml.container.config import (
 from optml.container.errors import UserError
 from optml.container.failure import write_failure
 from optml.container.features import FeatureEncoder
+from optml.container.kinds import REGRESSION
 from optml.container.logs import configure_logging, format_metric_line
 from optml.container.networks import INPUT_RANK, NetworkSpec, block_count, build_network, freeze_blocks
 from optml.container.paths import Paths
@@ -43,7 +44,7 @@ from optml.train.distributed import Topology, device_for, processes_per_host, to
 from optml.train.hyperparameters import Hyperparameters, parse_hyperparameters
 from optml.train.interrupt import StopRequest, TrainingStopped
 from optml.train.losses import LossFunction, balanced_class_weights, per_row_loss, resolve_loss_name
-from optml.train.metrics import TASK_METRICS
+from optml.train.metric_names import TASK_METRICS
 from optml.train.preprocessing import LabelEncoding, Standardizer, infer_task
 from optml.train.report import (
     ChannelResult,

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 
 from optml.container.logs import metric_definitions
-from optml.train.metrics import all_metric_names
+from optml.train.metric_names import all_metric_names
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, ReduceLROnPlateau, StepLR
 
 from optml.train.hyperparameters import Hyperparameters
-from optml.train.metrics import is_lower_better
+from optml.train.metric_names import is_lower_better
 
 Scheduler = LRScheduler | ReduceLROnPlateau
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optml.container.artifact import BINARY, MULTICLASS, REGRESSION, Label
+from optml.container.artifact import Label
 from optml.container.errors import UserError
+from optml.container.kinds import BINARY, MULTICLASS, REGRESSION
 
 log = logging.getLogger(__name__)
 

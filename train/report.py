@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from optml.container.artifact import REGRESSION, ModelMetadata
+from optml.container.artifact import ModelMetadata
+from optml.container.kinds import REGRESSION
 from optml.train.metrics import classification_report, regression_metrics, roc_curve
 
 

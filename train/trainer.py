@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from optml.container.artifact import MULTICLASS, REGRESSION, class_probabilities
+from optml.container.artifact import class_probabilities
+from optml.container.kinds import MULTICLASS, REGRESSION
 from optml.train import distributed
 from optml.train.callbacks import Callback, Control, EarlyStopping, LearningRateSchedule, defines
 from optml.train.checkpoints import restore_rng_states, rng_states

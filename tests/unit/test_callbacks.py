@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from optml.container.artifact import BINARY
+from optml.container.kinds import BINARY
 from optml.container.networks import NetworkSpec, build_network
 from optml.train.callbacks import Callback, Checkpointing, Control, StopOnRequest
 from optml.train.checkpoints import Checkpointer, CheckpointPolicy

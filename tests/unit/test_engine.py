@@ -11,8 +11,9 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
-from optml.container.artifact import BINARY, MULTICLASS, REGRESSION, load_model
+from optml.container.artifact import load_model
 from optml.container.errors import UserError
+from optml.container.kinds import BINARY, MULTICLASS, REGRESSION
 from optml.container.networks import CNN, MLP, NetworkSpec, RecurrentNet, build_network, freeze_blocks
 from optml.container.paths import Paths
 from optml.train import crossval, trainer

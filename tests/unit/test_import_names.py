@@ -68,3 +68,15 @@ def test_a_users_train_serve_and_container_modules_import_beside_optml(tmp_path:
         "the user train.py; the user serve.py; the user container.py; Net",
         "optml.train.main; optml.serve.wsgi; optml.container.entrypoint",
     ]
+
+
+def test_what_the_optml_command_reads_imports_without_torch_or_numpy() -> None:
+    """The `optml` command installs without torch (a laptop, Python 3.10-3.13): the hyperparameter table and
+    the metric names it checks a job against must import without torch, numpy or pyarrow."""
+    script = (
+        "import sys; sys.modules.update(torch=None, numpy=None, pyarrow=None);"
+        "import optml.train.hyperparameters, optml.train.metric_names, optml.container.logs, optml.container.kinds;"
+        "print(len(optml.train.metric_names.all_metric_names()))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "39"), result.stderr[-1000:]

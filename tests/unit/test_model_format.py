@@ -13,12 +13,9 @@ import pytest
 import torch
 
 from optml.container.artifact import (
-    BINARY,
     EXPORT_FILE,
     EXPORT_INFO,
     METADATA_FILE,
-    MULTICLASS,
-    REGRESSION,
     WEIGHTS_FILE,
     Label,
     ModelLoadError,
@@ -27,6 +24,7 @@ from optml.container.artifact import (
     save_model,
 )
 from optml.container.features import FeatureEncoder
+from optml.container.kinds import BINARY, MULTICLASS, REGRESSION
 from optml.container.networks import NetworkSpec, build_network
 from tools.make_model_fixtures import prediction_platform
 
