@@ -121,3 +121,22 @@ def model(trained_binary_model: Path) -> ModelArtifact:
     from optml.container.artifact import load_model
 
     return load_model(trained_binary_model)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any request botocore would send (STS, S3, SageMaker, the instance metadata service) fails the test:
+    for --dry-run and for the checks that must come before any AWS call."""
+
+    def refuse(self: object, request: object) -> None:
+        raise AssertionError(f"a network call was made: {getattr(request, 'method', '')} {getattr(request, 'url', '')}")
+
+    import botocore.httpsession
+
+    monkeypatch.setattr(botocore.httpsession.URLLib3Session, "send", refuse)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)

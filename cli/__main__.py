@@ -1,0 +1,5 @@
+import sys
+
+from optml.cli.main import main
+
+sys.exit(main())

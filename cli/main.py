@@ -1,0 +1,46 @@
+"""`optml COMMAND ...`: one module per command, each adding its own subparser (with examples) and its `run`.
+Command modules import boto3 and the docker SDK inside their functions, so `optml --help` stays fast.
+
+A problem the user can fix is a CliError: one line on stderr naming what to change, exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from optml.cli.errors import CliError
+
+# The commands, in the order `optml --help` lists them: each module defines add_parser(subparsers).
+COMMANDS: tuple[ModuleType, ...] = ()
+
+DESCRIPTION = """\
+Take the optml image somewhere: build it, push it to ECR, run training jobs, endpoints and batch transform
+in AWS, or all of it locally in SageMaker local mode. `optml COMMAND --help` shows each command's options
+and examples; every command that calls AWS takes --dry-run, which prints the exact requests and calls
+nothing."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optml", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except CliError as error:
+        print(f"optml: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("optml: interrupted", file=sys.stderr)
+        return 130
+    return result

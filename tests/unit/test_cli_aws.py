@@ -1,0 +1,63 @@
+"""The optml command's AWS plumbing: region and credentials checked before any call; --dry-run prints
+requests AWS's own model accepts and calls nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from optml.cli.aws import Aws
+from optml.cli.errors import CliError
+
+
+def test_no_region_is_a_clear_error(no_network: None) -> None:
+    with pytest.raises(CliError, match="no AWS region: pass --region, or set AWS_REGION"):
+        Aws().resolved_region()
+
+
+def test_the_region_comes_from_the_flag_then_the_environment(no_network: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    assert Aws().resolved_region() == "eu-central-1"
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    assert Aws().resolved_region() == "eu-west-1"
+    assert Aws(region="us-east-2").resolved_region() == "us-east-2"
+
+
+def test_no_credentials_fail_before_any_call(no_network: None) -> None:
+    with pytest.raises(CliError, match=r"no AWS credentials: run `aws configure`"):
+        Aws(region="eu-west-1").call("sagemaker", "DeleteEndpoint", EndpointName="endpoint")
+
+
+def test_an_unknown_profile_is_named(no_network: None) -> None:
+    with pytest.raises(CliError, match="AWS profile 'nobody' is not in ~/.aws/config or ~/.aws/credentials"):
+        Aws(profile="nobody").resolved_region()
+
+
+def test_dry_run_prints_the_request_and_calls_nothing(no_network: None) -> None:
+    out = io.StringIO()
+    aws = Aws(region="eu-west-1", dry_run=True, out=out)
+    assert aws.call("sagemaker", "DeleteEndpoint", EndpointName="churn") == {}
+    printed = json.loads(out.getvalue())
+    assert printed == {
+        "service": "sagemaker",
+        "operation": "DeleteEndpoint",
+        "region": "eu-west-1",
+        "request": {"EndpointName": "churn"},
+    }
+    assert aws.printed == [printed]
+
+
+def test_dry_run_refuses_to_print_a_request_aws_would_reject(no_network: None) -> None:
+    """The request is checked against botocore's model of the API: what --dry-run shows is what AWS takes."""
+    with pytest.raises(AssertionError, match='Missing required parameter in input: "EndpointName"'):
+        Aws(region="eu-west-1", dry_run=True, out=io.StringIO()).call("sagemaker", "DeleteEndpoint", Name="churn")
+
+
+def test_the_network_guard_catches_a_real_call(no_network: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixture itself must be able to fail: with credentials, a real call reaches botocore's sender."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with pytest.raises(AssertionError, match="a network call was made: POST https://api.sagemaker.eu-west-1"):
+        Aws(region="eu-west-1").call("sagemaker", "DeleteEndpoint", EndpointName="churn")
