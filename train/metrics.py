@@ -36,20 +36,57 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(u_statistic / (n_pos * n_neg))
 
 
-def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
+def _counts_at_thresholds(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """True and false positives when every row scored at least each distinct score, highest score first;
+    and the numbers of positives and negatives."""
     order = np.argsort(-scores, kind="mergesort")
     labels, sorted_scores = y_true[order] == 1, scores[order]
     last_of_threshold = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(labels) - 1]
     true_positives = np.cumsum(labels)[last_of_threshold]
     false_positives = last_of_threshold + 1 - true_positives
-    tpr = np.r_[0, true_positives / max(labels.sum(), 1)]
-    fpr = np.r_[0, false_positives / max((~labels).sum(), 1)]
+    positives = int(labels.sum())
+    return true_positives, false_positives, positives, len(labels) - positives
+
+
+def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
+    true_positives, false_positives, positives, negatives = _counts_at_thresholds(y_true, scores)
+    tpr = np.r_[0, true_positives / max(positives, 1)]
+    fpr = np.r_[0, false_positives / max(negatives, 1)]
     return fpr, tpr
+
+
+def precision_recall_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct threshold, highest first, after the point (recall 0,
+    precision 1) that no positive prediction gives by convention (scikit-learn's, reversed)."""
+    true_positives, false_positives, positives, _ = _counts_at_thresholds(y_true, scores)
+    precision = np.r_[1.0, true_positives / (true_positives + false_positives)]
+    recall = np.r_[0.0, true_positives / max(positives, 1)]
+    return precision, recall
 
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.divide(numerator, denominator, out=np.zeros_like(numerator, dtype=np.float64), where=denominator > 0)
+
+
+def per_class_rates(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and specificity of each class against the rest, from a confusion matrix (rows
+    true, columns predicted); 0 where a rate's denominator is 0, as scikit-learn's zero_division=0."""
+    matrix = matrix.astype(np.float64)
+    true_pos = np.diag(matrix)
+    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
+    true_neg = matrix.sum() - predicted - actual + true_pos
+    return (
+        _safe_divide(true_pos, predicted),
+        _safe_divide(true_pos, actual),
+        _safe_divide(true_neg, true_neg + predicted - true_pos),
+    )
+
+
+def f_score(precision: np.ndarray, recall: np.ndarray, beta: float) -> np.ndarray:
+    """F-beta per class (beta > 1 weighs recall more); 0 where precision and recall are both 0."""
+    beta2 = beta**2
+    return _safe_divide((1 + beta2) * precision * recall, beta2 * precision + recall)
 
 
 def classification_report(y_true: np.ndarray, probabilities: np.ndarray, f_beta: float = 1.0) -> dict[str, object]:
@@ -57,15 +94,9 @@ def classification_report(y_true: np.ndarray, probabilities: np.ndarray, f_beta:
     classes = probabilities.shape[1]
     y_pred = probabilities.argmax(axis=1)
     matrix = confusion_matrix(y_true, y_pred, classes).astype(np.float64)
-    true_pos = np.diag(matrix)
-    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
-    true_neg = matrix.sum() - predicted - actual + true_pos
-    precision = _safe_divide(true_pos, predicted)
-    recall = _safe_divide(true_pos, actual)
-    specificity = _safe_divide(true_neg, true_neg + predicted - true_pos)
-    f1 = _safe_divide(2 * precision * recall, precision + recall)
-    beta2 = f_beta**2
-    fb = _safe_divide((1 + beta2) * precision * recall, beta2 * precision + recall)
+    true_pos, actual = np.diag(matrix), matrix.sum(axis=1)
+    precision, recall, specificity = per_class_rates(matrix)
+    f1, fb = f_score(precision, recall, 1.0), f_score(precision, recall, f_beta)
     if classes == 2:
         auc_per_class = np.array([float("nan"), roc_auc(y_true, probabilities[:, 1])])
     else:
