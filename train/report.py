@@ -31,6 +31,8 @@ class ChannelResult:
     metrics: dict[str, Any]
     probabilities: np.ndarray | None = None  # classification
     class_indices: np.ndarray | None = None
+    values: np.ndarray | None = None  # regression: predictions and labels, in the label's units
+    true_values: np.ndarray | None = None
 
 
 @dataclass
@@ -57,7 +59,7 @@ def channel_result(
     if task == REGRESSION:
         assert predictions is not None
         metrics: dict[str, Any] = {"loss": loss} | regression_metrics(targets, predictions)
-        return ChannelResult(rows=len(targets), files=files, metrics=metrics)
+        return ChannelResult(len(targets), files, metrics, values=predictions, true_values=targets)
     assert outputs_probabilities is not None
     metrics = {"loss": loss} | classification_report(targets, outputs_probabilities, f_beta)
     return ChannelResult(len(targets), files, metrics, outputs_probabilities, targets)
@@ -96,29 +98,15 @@ def write_evaluation(output_dir: Path, report: TrainingReport) -> Path:
 
 
 def write_plots(output_dir: Path, report: TrainingReport) -> list[Path]:
-    """Learning curves always; ROC curve and confusion matrix for classification (on the held-out channel)."""
+    """Learning curves when there is a history (a training job's, not an evaluation's); ROC curve and
+    confusion matrix for classification (on the held-out channel)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display in a training container
     from matplotlib import pyplot as plt
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    epochs = range(1, len(report.history) + 1)
-    names = sorted({key.split(":", 1)[1] for row in report.history for key in row})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ["loss", _headline_metric(report.metadata.task, names)], strict=True):
-        for channel in ("train", "validation"):
-            values = [row.get(f"{channel}:{metric}", float("nan")) for row in report.history]
-            if any(math.isfinite(v) for v in values):
-                ax.plot(epochs, values, marker="o", markersize=3, label=channel)
-        if report.best_epoch:
-            ax.axvline(report.best_epoch, color="grey", linestyle="--", label=f"best epoch {report.best_epoch}")
-        ax.set(title=metric, xlabel="epoch")
-        ax.legend()
-    fig.tight_layout()
-    written.append(_save(fig, output_dir / "learning_curves.png"))
-
+    written = [_plot_learning_curves(output_dir, report)] if report.history else []
     held_out = next((report.channels[c] for c in ("test", "validation", "train") if c in report.channels), None)
     if held_out is None or held_out.probabilities is None or held_out.class_indices is None:
         plt.close("all")
@@ -145,6 +133,25 @@ def write_plots(output_dir: Path, report: TrainingReport) -> list[Path]:
     ax.set(title="confusion matrix", xlabel="predicted", ylabel="true")
     written.append(_save(fig, output_dir / "confusion_matrix.png"))
     return written
+
+
+def _plot_learning_curves(output_dir: Path, report: TrainingReport) -> Path:
+    from matplotlib import pyplot as plt
+
+    epochs = range(1, len(report.history) + 1)
+    names = sorted({key.split(":", 1)[1] for row in report.history for key in row})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ["loss", _headline_metric(report.metadata.task, names)], strict=True):
+        for channel in ("train", "validation"):
+            values = [row.get(f"{channel}:{metric}", float("nan")) for row in report.history]
+            if any(math.isfinite(v) for v in values):
+                ax.plot(epochs, values, marker="o", markersize=3, label=channel)
+        if report.best_epoch:
+            ax.axvline(report.best_epoch, color="grey", linestyle="--", label=f"best epoch {report.best_epoch}")
+        ax.set(title=metric, xlabel="epoch")
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, output_dir / "learning_curves.png")
 
 
 def _headline_metric(task: str, names: list[str]) -> str:
