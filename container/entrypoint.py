@@ -1,7 +1,9 @@
-"""The image's ENTRYPOINT: `train`, `serve`, `metric-definitions`, or no argument at all.
+"""The image's ENTRYPOINT: `train`, `serve`, `evaluate`, `metric-definitions`, or no argument at all.
 
-SageMaker SDK v3 local mode runs a bring-your-own image with no command for training, so with no
-argument we train when hyperparameters.json is there and serve otherwise.
+SageMaker SDK v3 local mode runs a bring-your-own image with no command for training, and a Processing job
+started without ContainerArguments has none either, so with no argument we train when hyperparameters.json
+is there, evaluate when processingjobconfig.json is (SageMaker writes it for Processing jobs only), and
+serve otherwise.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ def run_server(args: list[str]) -> int:
     return main(args)
 
 
+def run_evaluation(args: list[str]) -> int:
+    from optml.train.evaluate import main
+
+    return main(args)
+
+
 def print_metric_definitions(args: list[str]) -> int:
     from optml.train.metric_definitions import main
 
@@ -38,14 +46,17 @@ def print_metric_definitions(args: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": run_training,
     "serve": run_server,
+    "evaluate": run_evaluation,
     "metric-definitions": print_metric_definitions,
 }
-USAGE = "usage: IMAGE [train | serve | metric-definitions]"
+USAGE = "usage: IMAGE [train | serve | evaluate | metric-definitions]; IMAGE evaluate --help lists its arguments"
 
 
 def resolve_command(argv: Sequence[str], paths: Paths) -> tuple[str | None, list[str]]:
     if not argv:
-        return ("train" if paths.hyperparameters_file.exists() else "serve"), []
+        if paths.hyperparameters_file.exists():
+            return "train", []
+        return ("evaluate" if paths.processing_job_config_file.exists() else "serve"), []
     return (argv[0] if argv[0] in COMMANDS else None), list(argv[1:])
 
 

@@ -90,3 +90,23 @@ class Paths:
     @property
     def checkpoints_dir(self) -> Path:
         return self.root / "checkpoints"
+
+    # Processing jobs: SageMaker mounts each ProcessingInput at the LocalPath the request names (by convention
+    # under processing/input/) and uploads each ProcessingOutput's LocalPath when the job ends.
+
+    @property
+    def processing_job_config_file(self) -> Path:
+        """Written by SageMaker for a Processing job only: its presence tells a Processing job apart."""
+        return self.root / "config" / "processingjobconfig.json"
+
+    def processing_input_dir(self, name: str) -> Path:
+        return self.root / "processing" / "input" / name
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.root / "processing" / "evaluation"
+
+    @property
+    def exit_message_file(self) -> Path:
+        """A Processing job's reason for failing: SageMaker shows its first 1 KB as ExitMessage."""
+        return self.output_dir / "message"

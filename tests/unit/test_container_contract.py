@@ -144,19 +144,36 @@ def test_metric_definitions_respect_sagemaker_limits() -> None:
         metric_definitions([f"m{i}" for i in range(41)])
 
 
-def test_no_argument_trains_when_hyperparameters_exist_else_serves(tmp_path: Path) -> None:
+def test_no_argument_trains_with_hyperparameters_else_evaluates_in_a_processing_job_else_serves(
+    tmp_path: Path,
+) -> None:
     paths = Paths(root=tmp_path)
     assert resolve_command([], paths) == ("serve", [])
+    paths.processing_job_config_file.parent.mkdir(parents=True)
+    paths.processing_job_config_file.write_text("{}")
+    assert resolve_command([], paths) == ("evaluate", [])
     paths.config_dir.mkdir(parents=True)
     paths.hyperparameters_file.write_text("{}")
     assert resolve_command([], paths) == ("train", [])
     assert resolve_command(["serve", "--x"], paths) == ("serve", ["--x"])
+    assert resolve_command(["evaluate", "--test", "t"], paths) == ("evaluate", ["--test", "t"])
     assert resolve_command(["nope"], paths) == (None, [])
+
+
+def test_processing_paths_follow_sagemakers_processing_layout() -> None:
+    paths = Paths.from_env({"OPTML_ROOT": "/tmp/x"})
+    assert Paths.from_env({}).processing_job_config_file == Path("/opt/ml/config/processingjobconfig.json")
+    assert paths.processing_input_dir("model") == Path("/tmp/x/processing/input/model")
+    assert paths.evaluation_dir == Path("/tmp/x/processing/evaluation")
+    assert paths.exit_message_file == Path("/tmp/x/output/message")
 
 
 def test_unknown_command_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert entrypoint_main(["nope"]) == 2
-    assert "unknown command 'nope'" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "unknown command 'nope'; usage: IMAGE [train | serve | evaluate | metric-definitions];"
+        " IMAGE evaluate --help lists its arguments\n"
+    )
 
 
 def test_metric_definitions_command_prints_valid_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -182,7 +199,7 @@ def test_a_stop_before_the_command_takes_over_exits_at_once() -> None:
     assert (result.returncode, result.stdout) == (143, "")
 
 
-@pytest.mark.parametrize("command_module", ["optml.serve.wsgi", "optml.train.main"])
+@pytest.mark.parametrize("command_module", ["optml.serve.wsgi", "optml.train.main", "optml.train.evaluate"])
 def test_each_command_imports_only_its_own_package(command_module: str) -> None:
     """The entrypoint imports a command's package only when it runs it; the server (all that gunicorn's master
     loads) never loads the training code, nor training the server's: neither start-up pays for the other."""
