@@ -24,7 +24,6 @@ import os
 import shutil
 import tempfile
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any, NoReturn
 
 from optml.container.artifact import ModelLoadError, ModelMetadata, load_model
 from optml.container.errors import UserError
-from optml.container.failure import write_failure
+from optml.container.failure import run_reporting_failure
 from optml.container.logs import configure_logging, format_metric_line
 from optml.container.paths import Paths
 from optml.train.data import Dataset, channel_files, load_channel
@@ -63,27 +62,13 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_arguments(argv: Sequence[str], paths: Paths) -> Arguments:
     parser = _Parser(prog="evaluate", description="Score a model trained by this image on a test set.")
-    parser.add_argument(
-        "--model",
-        type=Path,
-        metavar="DIR",
-        default=paths.processing_input_dir("model"),
-        help="directory holding the model's model.tar.gz, or its files (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--test",
-        type=Path,
-        metavar="DIR",
-        default=paths.processing_input_dir("test"),
-        help="directory of test data, in any format a training channel takes (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        metavar="DIR",
-        default=paths.evaluation_dir,
-        help="directory for evaluation.json, model_quality.json and the plots (default: %(default)s)",
-    )
+    directories = {
+        "--model": (paths.processing_input_dir("model"), "directory holding the model's model.tar.gz, or its files"),
+        "--test": (paths.processing_input_dir("test"), "directory of test data, in any format training takes"),
+        "--output": (paths.evaluation_dir, "directory for evaluation.json, model_quality.json and the plots"),
+    }
+    for flag, (default, what) in directories.items():
+        parser.add_argument(flag, type=Path, metavar="DIR", default=default, help=f"{what} (default: %(default)s)")
     parser.add_argument(
         "--content-type", metavar="TYPE", help="the test data's ContentType, e.g. text/csv (default: detected)"
     )
@@ -188,14 +173,7 @@ def evaluate(arguments: Arguments, message_file: Path) -> ChannelResult:
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     paths = Paths.from_env(os.environ)
-    try:
-        evaluate(parse_arguments(argv or [], paths), paths.exit_message_file)
-    except UserError as error:
-        log.error("evaluation failed: %s", error)
-        write_failure(paths.exit_message_file, str(error))
-        return 1
-    except Exception as error:  # anything else is our bug: keep the traceback in the log only
-        log.error("evaluation failed with an internal error:\n%s", traceback.format_exc())
-        write_failure(paths.exit_message_file, f"Internal error: {type(error).__name__}: {error}")
-        return 2
-    return 0
+    message_file = paths.exit_message_file
+    return run_reporting_failure(
+        lambda: evaluate(parse_arguments(argv or [], paths), message_file), message_file, "evaluation", log
+    )

@@ -13,7 +13,6 @@ import random
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ from optml.container.config import (
     read_resource_config,
 )
 from optml.container.errors import UserError
-from optml.container.failure import write_failure
+from optml.container.failure import run_reporting_failure
 from optml.container.features import FeatureEncoder
 from optml.container.kinds import REGRESSION
 from optml.container.logs import configure_logging, format_metric_line
@@ -528,20 +527,14 @@ def run_process(paths: Paths, local_rank: int) -> int:
     """One training process, with its exit code and failure file."""
     stop = StopRequest()
     stop.install()
-    try:
-        run(paths, stop, local_rank)
-    except TrainingStopped as stopped:
-        log.info("stopped by %s (%s); the next run resumes from the checkpoint", stop.signal_name, stopped)
-        return 0
-    except UserError as error:
-        log.error("training failed: %s", error)
-        write_failure(paths.failure_file, str(error))
-        return 1
-    except Exception as error:  # anything else is our bug: keep the traceback in the log only
-        log.error("training failed with an internal error:\n%s", traceback.format_exc())
-        write_failure(paths.failure_file, f"Internal error: {type(error).__name__}: {error}")
-        return 2
-    return 0
+
+    def train() -> None:
+        try:
+            run(paths, stop, local_rank)
+        except TrainingStopped as stopped:
+            log.info("stopped by %s (%s); the next run resumes from the checkpoint", stop.signal_name, stopped)
+
+    return run_reporting_failure(train, paths.failure_file, "training", log)
 
 
 def _process_entry(local_rank: int, paths: Paths) -> None:

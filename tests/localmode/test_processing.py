@@ -12,7 +12,6 @@ import json
 import math
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from sklearn import metrics as reference
 
 from optml.container.artifact import load_model
 from tests.conftest import make_classification, write_csv
+from tests.unit.test_multimodel import tar_model
 
 pytestmark = [pytest.mark.localmode, pytest.mark.docker, pytest.mark.slow]
 
@@ -56,11 +56,7 @@ def run_processing(image: str, model: Path, test: Path, output: Path, *extra: st
 @pytest.fixture
 def inputs(trained_binary_model: Path, tmp_path: Path) -> tuple[Path, Path]:
     """The model as a training job leaves it (model.tar.gz in a directory of its own), and a test set."""
-    model = tmp_path / "model"
-    model.mkdir()
-    with tarfile.open(model / "model.tar.gz", "w:gz") as archive:
-        for path in sorted(trained_binary_model.iterdir()):
-            archive.add(path, arcname=path.name)
+    model = tar_model(trained_binary_model, tmp_path / "model" / "model.tar.gz").parent
     return model, write_csv(tmp_path / "test" / "part-0.csv", TEST_ROWS).parent
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from optml.container.paths import Paths
 from optml.train import evaluate
 from optml.train.main import run
 from tests.conftest import make_classification, make_opt_ml, make_regression, write_csv
+from tests.unit.test_multimodel import tar_model  # model.tar.gz as SageMaker writes it
 
 HYPERPARAMETERS = {"epochs": "8", "hidden_units": "16", "batch_size": "32", "learning_rate": "0.01"}
 CLASSIFICATION_PLOTS = {"roc_curve.png", "confusion_matrix.png"}
@@ -34,18 +34,9 @@ def train_with_test_channel(root: Path, train: np.ndarray, test: np.ndarray, hyp
     return root
 
 
-def pack(model_dir: Path, tarball: Path) -> Path:
-    """model.tar.gz as SageMaker writes it: the model directory's files at the archive's top level."""
-    tarball.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tarball, "w:gz") as archive:
-        for path in sorted(model_dir.iterdir()):
-            archive.add(path, arcname=path.name)
-    return tarball
-
-
 def processing_tree(root: Path, model_dir: Path, test: np.ndarray | None) -> Path:
     """/opt/ml of a Processing job: the model's tarball and the test set where the inputs go by default."""
-    pack(model_dir, root / "processing" / "input" / "model" / "model.tar.gz")
+    tar_model(model_dir, root / "processing" / "input" / "model" / "model.tar.gz")
     if test is not None:
         write_csv(root / "processing" / "input" / "test" / "part-0.csv", test)
     return root
@@ -161,14 +152,14 @@ def test_multiclass_text_labels_from_parquet_and_balanced_class_weights(
 
 
 def corrupt_tarball(root: Path, model_dir: Path) -> None:
-    tarball = pack(model_dir, root / "processing/input/model/model.tar.gz")
+    tarball = tar_model(model_dir, root / "processing/input/model/model.tar.gz")
     tarball.write_bytes(tarball.read_bytes()[:300])
 
 
 def foreign_tarball(root: Path, model_dir: Path) -> None:
     (root / "scratch").mkdir(parents=True)
     (root / "scratch" / "model.pkl").write_bytes(b"not ours")
-    pack(root / "scratch", root / "processing/input/model/model.tar.gz")
+    tar_model(root / "scratch", root / "processing/input/model/model.tar.gz")
 
 
 def foreign_directory(root: Path, model_dir: Path) -> None:
