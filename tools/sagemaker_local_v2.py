@@ -13,7 +13,7 @@ Run it with the SDK v2 environment's Python, from the repository root::
 
 Progress goes to stderr; the run ends with a short summary on stdout (model.tar.gz path, main
 validation metrics, predictions) and writes the machine-readable one to ``<output>/summary.json``
-(``--summary``): ``--help`` and ``tools/_localmode_common.py`` say what each holds.
+(``--summary``): ``--help`` and ``optml/cli/localmode.py`` say what each holds.
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ import sys
 import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # mypy knows the package; at run time a script run has only tools/ on sys.path
-    from tools import _localmode_common as common
-else:
-    try:
-        from tools import _localmode_common as common
-    except ImportError:  # run as a script: python tools/sagemaker_local_v2.py
-        import _localmode_common as common
+if not __package__:  # run as a script (python tools/sagemaker_local_v2.py): only tools/ is on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, which holds optml/
+
+# Local mode's stdlib-only part, shared with `optml train --local` (SDK v3): nothing of optml's dependencies
+# is installed in SDK v2's venv.
+from optml.cli import localmode as common  # noqa: E402
 
 RUN_PREFIX = "optml-v2"
 
