@@ -368,6 +368,8 @@ def existing_dir(location: str, what: str) -> Path:
 
 
 def _data_files(directory: Path) -> list[Path]:
+    if directory.is_file():
+        return [directory]
     return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
