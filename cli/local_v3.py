@@ -82,11 +82,12 @@ def train(
         hyperparameters=dict(hyperparameters),
         local_container_root=str(root),
     )
+    # InputData's content_type takes a string or nothing at all, not None.
     inputs = [
         InputData(
             channel_name=channel.name,
             data_source=str(common.local_path(channel.uri)),
-            content_type=channel.content_type,
+            **({"content_type": channel.content_type} if channel.content_type else {}),
         )
         for channel in channels
     ]

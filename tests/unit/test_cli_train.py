@@ -357,3 +357,44 @@ def test_a_failed_job_ends_the_wait_with_its_reason_and_exit_code_1(
         "Failed: Failed message",
     ]  # noqa: E501
     assert "optml: training job churn-1 Failed: AlgorithmError: Invalid hyperparameters" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--channel", "train=file://{tmp}/no/such/folder", "--output-path", "out"),
+         "--channel train=file://{tmp}/no/such/folder: {tmp}/no/such/folder does not exist"),
+        (("--channel", "train=data", "--channel", "validation=missing", "--output-path", "out"),
+         "--channel validation=missing: {tmp}/missing does not exist"),
+        (("--channel", "train=s3://my-bucket/t", "--output-path", "out"),
+         "s3://my-bucket/t: only local paths and file:// URIs work offline"),
+        (("--channel", "train=data", "--output-path", "out", "--role", ROLE, "--spot"),
+         "--role, --spot only apply in AWS: drop them with --local"),
+        (("--channel", "train=data"), "--output-path is required: the folder for the run's files"),
+        (("--channel", "train=data", "--output-path", "out", "--hp", "epochs=x"),
+         "epochs='x' is invalid: expected a positive integer"),
+    ],
+    ids=["file-uri", "relative", "s3", "aws-options", "output", "hyperparameter"],
+)  # fmt: skip
+def test_local_mistakes_are_refused_before_any_docker_work(
+    no_network: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...], message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Local mode needs no AWS credentials (no_network has none), and its checks come before Docker starts."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    monkeypatch.setattr("optml.cli.localmode.run_locally", pytest.fail)
+
+    assert run_cli("train", "--local", *(item.replace("{tmp}", str(tmp_path)) for item in argv)) == 2
+
+    assert message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
+
+
+def test_a_channel_path_that_does_not_exist_is_named_for_aws_too(
+    credentials: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    channel = f"validation=file://{tmp_path}/gone"
+
+    assert run_cli(*BASE, "--channel", channel) == 2
+
+    assert f"--channel {channel}: {tmp_path}/gone does not exist" in capsys.readouterr().err
