@@ -22,8 +22,6 @@ from optml.cli.jobs import Request
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 DEFAULT_VARIANT = "AllTraffic"
-DEFAULT_SERVING_PORT = 8080
-LOCAL_IMAGE = "optml:latest"
 INVOKE_LIMIT = 6 * 1024 * 1024  # bytes: InvokeEndpoint's largest request body
 TEXT_TYPES = ("text/csv", "application/json", "application/jsonlines")
 
@@ -64,12 +62,7 @@ def add_deploy_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model-data", metavar="URI", help="the model.tar.gz: s3://...; with --local a local file")
-    parser.add_argument(
-        "--image-uri",
-        metavar="URI",
-        help=f"the image in ECR (`optml push` prints it); --local: a local tag, default {LOCAL_IMAGE}",
-    )
-    parser.add_argument("--role", metavar="ARN", help="the IAM role SageMaker assumes for the model")
+    jobs.add_image_and_role(parser, "the IAM role SageMaker assumes for the model")
     parser.add_argument("--name", help="the endpoint's name, and its model's and config's (default: optml-<time>)")
     parser.add_argument("--instance-type", help=f"default {DEFAULT_INSTANCE_TYPE}")
     parser.add_argument("--instance-count", type=jobs.positive, help="instances behind the endpoint (default 1)")
@@ -95,8 +88,8 @@ def add_deploy_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     local.add_argument(
         "--serving-port",
         type=jobs.positive,
-        default=DEFAULT_SERVING_PORT,
-        help=f"the host port of the endpoint (default {DEFAULT_SERVING_PORT}; must be free)",
+        default=jobs.DEFAULT_SERVING_PORT,
+        help=f"the host port of the endpoint (default {jobs.DEFAULT_SERVING_PORT}; must be free)",
     )
     parser.set_defaults(run=deploy)
 
@@ -119,7 +112,7 @@ def add_invoke_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     parser.add_argument("--output", metavar="FILE", help="write the answer to FILE instead of printing it")
     parser.add_argument("--local", action="store_true", help="the local endpoint of `optml deploy --local`")
-    parser.add_argument("--serving-port", type=jobs.positive, default=DEFAULT_SERVING_PORT, help="with --local")
+    parser.add_argument("--serving-port", type=jobs.positive, default=jobs.DEFAULT_SERVING_PORT, help="with --local")
     jobs.add_aws_options(parser)
     parser.set_defaults(run=invoke)
 
@@ -212,24 +205,11 @@ def deploy_in_aws(requests: list[Request], aws: Aws, wait: bool, out: TextIO, **
 def deploy_locally(args: argparse.Namespace, environment: dict[str, str]) -> int:
     from optml.cli import local_v3
 
-    jobs.refuse_with_local(
-        {
-            "--role": args.role,
-            "--name": args.name,
-            "--instance-type": args.instance_type,
-            "--instance-count": args.instance_count,
-            "--wait": args.wait,
-            "--dry-run": args.dry_run,
-        }
-    )
-    if not args.model_data:
-        raise CliError("--model-data is required: the model.tar.gz that `optml train --local` wrote")
+    model_data = jobs.local_model(args, {}, "the model.tar.gz that `optml train --local` wrote")
     with jobs.local_checks():
-        local_v3.require_sdk()
-        model_data = localmode.existing_model(args.model_data)
         rows = rows_to_predict(args.predict_csv, args.predict_from)
         summary = localmode.local_path(args.summary) if args.summary else None
-    image = args.image_uri or LOCAL_IMAGE
+    image = args.image_uri or jobs.LOCAL_IMAGE
     port = args.serving_port
     timeout = args.timeout
     if timeout is None:  # hosting until Ctrl-C has no time limit of its own

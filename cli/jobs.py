@@ -22,6 +22,8 @@ from optml.cli.errors import CliError
 from optml.cli.localmode import LocalModeError, new_run_name
 
 DEFAULT_LOCAL_TIMEOUT = 1800  # seconds a local run may take before it gives up and cleans up
+LOCAL_IMAGE = "optml:latest"  # --local's image when --image-uri names none: what `optml build` tags
+DEFAULT_SERVING_PORT = 8080  # the port SageMaker's local endpoints publish unless told otherwise
 # SageMaker's pattern for the names of jobs, models, endpoint configs and endpoints (at most 63 characters).
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 ROLE_PATTERN = re.compile(r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
@@ -61,6 +63,16 @@ def model_request(
     if role:
         params["ExecutionRoleArn"] = role
     return Request("sagemaker", "CreateModel", params)
+
+
+def add_image_and_role(group: argparse._ActionsContainer, role_help: str) -> None:
+    """--image-uri and --role: what every job, model and endpoint runs, and as whom."""
+    group.add_argument(
+        "--image-uri",
+        metavar="URI",
+        help=f"the image in ECR (`optml push` prints it); --local: a local tag, default {LOCAL_IMAGE}",
+    )
+    group.add_argument("--role", metavar="ARN", help=role_help)
 
 
 def add_aws_options(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +179,29 @@ def add_local_options(parser: argparse.ArgumentParser, local_help: str, summary_
     )
     group.add_argument("--verbose", action="store_true", help="show the SDK's INFO logging")
     return group
+
+
+def local_model(args: argparse.Namespace, aws_only: dict[str, object], missing: str) -> Path:
+    """deploy --local's and transform --local's checks before any Docker work: no option that only means
+    something in AWS, the SDK, and the model.tar.gz (`missing` says what to pass when there is none)."""
+    from optml.cli import local_v3, localmode
+
+    refuse_with_local(
+        {
+            "--role": args.role,
+            "--name": args.name,
+            **aws_only,
+            "--instance-type": args.instance_type,
+            "--instance-count": args.instance_count,
+            "--wait": args.wait,
+            "--dry-run": args.dry_run,
+        }
+    )
+    if not args.model_data:
+        raise CliError(f"--model-data is required: {missing}")
+    with local_checks():
+        local_v3.require_sdk()
+        return localmode.existing_model(args.model_data)
 
 
 @contextlib.contextmanager

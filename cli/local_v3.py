@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
-import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,14 +97,7 @@ def train(
     except RuntimeError as exc:
         raise common.training_failure(exc, root / "compressed_artifacts" / "output.tar.gz") from exc
 
-    model_data = model_tarball(root)
-    if not model_data.is_file():
-        raise common.LocalModeError(f"training finished but {model_data} is missing")
-    with tarfile.open(model_data) as tar:
-        if not any(member.isfile() for member in tar.getmembers()):
-            raise common.LocalModeError(f"training finished but wrote nothing to /opt/ml/model ({model_data} is empty)")
-    common.log(f"model saved to {model_data}")
-    return model_data
+    return common.trained_model(model_tarball(root))
 
 
 def session(serving_port: int) -> Any:

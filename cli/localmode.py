@@ -411,6 +411,18 @@ def split_predictions(body: str, expected: int) -> list[str]:
     return lines
 
 
+def trained_model(model_data: Path) -> Path:
+    """`model_data`, once it is known to hold a model: a training job can end well having written nothing to
+    /opt/ml/model, and then the archive is empty."""
+    if not model_data.is_file():
+        raise LocalModeError(f"training finished but {model_data} is missing")
+    with tarfile.open(model_data) as tar:
+        if not any(member.isfile() for member in tar.getmembers()):
+            raise LocalModeError(f"training finished but wrote nothing to /opt/ml/model ({model_data} is empty)")
+    log(f"model saved to {model_data}")
+    return model_data
+
+
 def training_failure(exc: Exception, output_tar: Path) -> LocalModeError:
     """A readable error for a failed local training job: the container's failure file and exit code."""
     code = re.search(r"exited with code:? (\d+)", str(exc))

@@ -25,7 +25,6 @@ DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
 DEFAULT_MAX_RUN = 86400  # seconds: SageMaker's own default, a day
 DEFAULT_VOLUME_GB = 30
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # where the image checkpoints when the job names no LocalPath
-LOCAL_IMAGE = "optml:latest"
 METRIC_NAME_LIMIT = 255
 
 EXAMPLES = """\
@@ -90,12 +89,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     job = parser.add_argument_group("the job")
-    job.add_argument(
-        "--image-uri",
-        metavar="URI",
-        help=f"the image in ECR (`optml push` prints it); --local: a local tag, default {LOCAL_IMAGE}",
-    )
-    job.add_argument("--role", metavar="ARN", help="the IAM role SageMaker assumes for the job (README 'To AWS')")
+    jobs.add_image_and_role(job, "the IAM role SageMaker assumes for the job (README 'To AWS')")
     job.add_argument("--instance-type", help=f"default {DEFAULT_INSTANCE_TYPE}")
     job.add_argument("--instance-count", type=jobs.positive, default=1, help="hosts (default 1)")
     job.add_argument(
@@ -437,7 +431,7 @@ def train_locally(args: argparse.Namespace, channels: tuple[Channel, ...], hyper
         local_v3.require_sdk()
         output_dir = localmode.local_path(args.output_path)
         summary = localmode.local_path(args.summary) if args.summary else localmode.default_summary_path(output_dir)
-    image = args.image_uri or LOCAL_IMAGE
+    image = args.image_uri or jobs.LOCAL_IMAGE
 
     def steps(run: localmode.LocalRun) -> None:
         janitor = run.start_docker(image)

@@ -20,8 +20,6 @@ from optml.cli.jobs import Request
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 DEFAULT_CONTENT_TYPE = "text/csv"
 LINE_TYPES = ("text/csv", "application/jsonlines", "application/json")
-LOCAL_IMAGE = "optml:latest"
-DEFAULT_SERVING_PORT = 8080
 
 EXAMPLES = """\
 examples:
@@ -87,12 +85,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     model = parser.add_argument_group("the model: --model-data and --image-uri (and --role in AWS), or --model-name")
     model.add_argument("--model-data", metavar="URI", help="a model.tar.gz: s3://...; with --local a local file")
-    model.add_argument(
-        "--image-uri",
-        metavar="URI",
-        help=f"the image in ECR (`optml push` prints it); --local: a local tag, default {LOCAL_IMAGE}",
-    )
-    model.add_argument("--role", metavar="ARN", help="the IAM role SageMaker assumes for the model")
+    jobs.add_image_and_role(model, "the IAM role SageMaker assumes for the model")
     model.add_argument("--model-name", help="an existing SageMaker model instead, e.g. an `optml deploy` endpoint's")
     data = parser.add_argument_group("data")
     data.add_argument("--input", required=True, metavar="URI", help="s3://bucket/prefix of files; --local: a folder")
@@ -114,7 +107,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         local_help="run the transform in SageMaker local mode, in Docker on this machine (no AWS account needed)",
         summary_help="--local: where to write the run's summary, a JSON file (default OUTPUT-PATH/summary.json)",
     )
-    local.add_argument("--serving-port", type=jobs.positive, default=DEFAULT_SERVING_PORT, help="must be free")
+    local.add_argument("--serving-port", type=jobs.positive, default=jobs.DEFAULT_SERVING_PORT, help="must be free")
     parser.set_defaults(run=run)
 
 
@@ -182,28 +175,16 @@ def model_of(args: argparse.Namespace, name: str) -> Request | None:
 def transform_locally(args: argparse.Namespace, environment: dict[str, str]) -> int:
     from optml.cli import local_v3, localmode
 
-    jobs.refuse_with_local(
-        {
-            "--role": args.role,
-            "--model-name": args.model_name,
-            "--name": args.name,
-            "--instance-type": args.instance_type,
-            "--instance-count": args.instance_count,
-            "--wait": args.wait,
-            "--dry-run": args.dry_run,
-        }
+    model_data = jobs.local_model(
+        args, {"--model-name": args.model_name}, "a model.tar.gz, e.g. the one `optml train --local` wrote"
     )
-    if not args.model_data:
-        raise CliError("--model-data is required: a model.tar.gz, e.g. the one `optml train --local` wrote")
     with jobs.local_checks():
-        local_v3.require_sdk()
-        model_data = localmode.existing_model(args.model_data)
         input_dir = localmode.local_path(args.input)
         output_dir = localmode.local_path(args.output_path)
         summary = localmode.local_path(args.summary) if args.summary else localmode.default_summary_path(output_dir)
     if not input_dir.is_dir():
         raise CliError(f"--input {args.input} is not a folder: local mode transforms the files in a folder")
-    image = args.image_uri or LOCAL_IMAGE
+    image = args.image_uri or jobs.LOCAL_IMAGE
 
     def steps(run: localmode.LocalRun) -> None:
         janitor = run.start_docker(image, args.serving_port)

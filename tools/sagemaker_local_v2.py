@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -98,14 +97,7 @@ def train(
         if own_janitor:
             janitor.cleanup()
 
-    model_data = common.local_path(estimator.model_data)
-    if not model_data.is_file():
-        raise common.LocalModeError(f"training finished but {model_data} is missing")
-    with tarfile.open(model_data) as tar:
-        if not any(member.isfile() for member in tar.getmembers()):
-            raise common.LocalModeError(f"training finished but wrote nothing to /opt/ml/model ({model_data} is empty)")
-    common.log(f"model saved to {model_data}")
-    return model_data
+    return common.trained_model(common.local_path(estimator.model_data))
 
 
 def _status_checking_deserializer() -> Any:

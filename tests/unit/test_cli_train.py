@@ -24,6 +24,17 @@ SPOT_JOB = (
     "--spot", "--max-run", "3600", "--max-wait", "7200", "--checkpoint-s3-uri", "s3://my-bucket/churn/checkpoints",
     "--metric", "my_loss=my_loss=([0-9.]+)",
 )  # fmt: skip
+BASE = (
+    "train",
+    "--image-uri",
+    IMAGE,
+    "--role",
+    ROLE,
+    "--channel",
+    "train=s3://my-bucket/t",
+    "--output-path",
+    "s3://my-bucket/o",
+)  # noqa: E501
 
 
 def image_metric_definitions(capsys: pytest.CaptureFixture[str]) -> list[dict[str, str]]:
@@ -104,18 +115,7 @@ def test_dry_run_prints_the_request_and_calls_nothing(no_network: None, capsys: 
 def test_the_defaults_make_an_on_demand_job_of_a_day_at_most(
     no_network: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = (
-        "train",
-        "--image-uri",
-        IMAGE,
-        "--role",
-        ROLE,
-        "--channel",
-        "train=s3://my-bucket/t",
-        "--output-path",
-        "s3://my-bucket/o",
-    )
-    assert run_cli(*argv, "--dry-run", "--region", REGION, "--name", "j") == 0
+    assert run_cli(*BASE, "--dry-run", "--region", REGION, "--name", "j") == 0
 
     request = printed_requests(capsys.readouterr().out)[0]["request"]
     assert request["ResourceConfig"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
@@ -124,18 +124,7 @@ def test_the_defaults_make_an_on_demand_job_of_a_day_at_most(
 
 
 def test_a_generated_name_has_the_time_in_it(no_network: None, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = (
-        "train",
-        "--image-uri",
-        IMAGE,
-        "--role",
-        ROLE,
-        "--channel",
-        "train=s3://my-bucket/t",
-        "--output-path",
-        "s3://my-bucket/o",
-    )
-    assert run_cli(*argv, "--dry-run", "--region", REGION) == 0
+    assert run_cli(*BASE, "--dry-run", "--region", REGION) == 0
     name = printed_requests(capsys.readouterr().out)[0]["request"]["TrainingJobName"]
     assert name.startswith("optml-20") and len(name) == len("optml-20261201-152143-0e51")
 
@@ -145,35 +134,11 @@ def test_hp_file_values_are_read_as_the_image_reads_them_and_hp_overrides(
 ) -> None:
     hp_file = tmp_path / "hp.json"
     hp_file.write_text(json.dumps({"epochs": 10, "batch_norm": True, "optimizer": '"adamw"', "sagemaker_x": "1"}))
-    argv = (
-        "train",
-        "--image-uri",
-        IMAGE,
-        "--role",
-        ROLE,
-        "--channel",
-        "train=s3://my-bucket/t",
-        "--output-path",
-        "s3://my-bucket/o",
-    )
 
-    assert run_cli(*argv, "--hp-file", str(hp_file), "--hp", "epochs=12", "--dry-run", "--region", REGION) == 0
+    assert run_cli(*BASE, "--hp-file", str(hp_file), "--hp", "epochs=12", "--dry-run", "--region", REGION) == 0
 
     request = printed_requests(capsys.readouterr().out)[0]["request"]
     assert request["HyperParameters"] == {"epochs": "12", "batch_norm": "true", "optimizer": "adamw"}
-
-
-BASE = (
-    "train",
-    "--image-uri",
-    IMAGE,
-    "--role",
-    ROLE,
-    "--channel",
-    "train=s3://my-bucket/t",
-    "--output-path",
-    "s3://my-bucket/o",
-)
 
 
 @pytest.mark.parametrize(
