@@ -120,6 +120,17 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     data.add_argument(
         "--output-path", metavar="URI", help="where the model goes: s3://bucket/prefix; with --local a folder"
     )
+    add_hyperparameter_and_limit_options(parser)
+    jobs.add_aws_options(parser)
+    jobs.add_local_options(
+        parser,
+        local_help="train in SageMaker local mode, in Docker on this machine (no AWS account needed)",
+        summary_help="--local: where to write the run's summary, a JSON file (default OUTPUT-PATH/summary.json)",
+    )
+    parser.set_defaults(run=run)
+
+
+def add_hyperparameter_and_limit_options(parser: argparse.ArgumentParser) -> None:
     hyperparameters = parser.add_argument_group("hyperparameters (README 'Hyperparameters'; checked before any call)")
     hyperparameters.add_argument("--hp", action="append", metavar="KEY=VALUE", help="a hyperparameter; repeat for each")
     hyperparameters.add_argument(
@@ -153,13 +164,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a metric definition besides the image's own (for a script of your own)",
     )
     limits.add_argument("--wait", action="store_true", help="follow the job's status and log until it ends")
-    jobs.add_aws_options(parser)
-    jobs.add_local_options(
-        parser,
-        local_help="train in SageMaker local mode, in Docker on this machine (no AWS account needed)",
-        summary_help="--local: where to write the run's summary, a JSON file (default OUTPUT-PATH/summary.json)",
-    )
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
