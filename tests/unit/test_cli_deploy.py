@@ -54,7 +54,7 @@ OPTIONS = (
     "blue",
     "--env",
     "SAGEMAKER_MODEL_SERVER_WORKERS=2",
-)  # noqa: E501
+)
 ANSWERS = {
     "create_model": {"ModelArn": "arn:aws:sagemaker:eu-west-1:123456789012:model/churn"},
     "create_endpoint_config": {"EndpointConfigArn": "arn:aws:sagemaker:eu-west-1:123456789012:endpoint-config/churn"},
@@ -192,7 +192,7 @@ def test_invoke_sends_the_file_with_its_content_type_and_prints_the_answer(
 
 def test_invoke_a_binary_body_asks_for_json(
     no_network: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # noqa: E501
+) -> None:
     array = tmp_path / "rows.npy"
     array.write_bytes(b"\x93NUMPY\x01\x00")
 
@@ -261,7 +261,7 @@ def test_invoke_local_posts_to_the_local_endpoint(
             "invoke", "--local", "--serving-port", port, str(tmp_path / "rows.csv"), "--custom-attributes", "top_k=2"
         )
         == 0
-    )  # noqa: E501
+    )
 
     assert capsys.readouterr().out == "/invocations text/csv text/csv top_k=2 1,2\n"
 
@@ -276,12 +276,12 @@ def test_invoke_local_reports_the_endpoints_error(
     assert (
         'the endpoint answered HTTP 400: {"error": "bad", "message": "CSV line 1: not a number"}'
         in capsys.readouterr().err
-    )  # noqa: E501
+    )
 
 
 def test_invoke_local_without_an_endpoint_says_how_to_start_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # noqa: E501
+) -> None:
     (tmp_path / "rows.csv").write_text("1,2\n")
     port = closed_port()
 

@@ -38,7 +38,7 @@ def test_several_hosts_are_named_and_each_line_comes_once(stub: Any) -> None:
 def test_a_log_group_that_does_not_exist_yet_prints_nothing(stub: Any) -> None:
     stub("logs").add_client_error(
         "filter_log_events", "ResourceNotFoundException", "The specified log group does not exist."
-    )  # noqa: E501
+    )
     out = io.StringIO()
 
     CloudWatchLog(Aws(), "/aws/sagemaker/TrainingJobs", "job/", out).print_new()

@@ -34,7 +34,7 @@ BASE = (
     "train=s3://my-bucket/t",
     "--output-path",
     "s3://my-bucket/o",
-)  # noqa: E501
+)
 
 
 def image_metric_definitions(capsys: pytest.CaptureFixture[str]) -> list[dict[str, str]]:
@@ -252,23 +252,23 @@ def test_wait_follows_status_and_log_to_the_end_and_prints_the_spot_saving(stub:
     sagemaker.add_response("describe_training_job", describe("InProgress", ["Starting"]))
     sagemaker.add_response("describe_training_job", describe("InProgress", ["Starting", "Downloading", "Training"]))
     log_query = {"logGroupName": "/aws/sagemaker/TrainingJobs", "logStreamNamePrefix": "churn-1/", "startTime": 0}
-    logs.add_response("filter_log_events", log_page(("1", 10, "epoch=1 loss=0.5;\n"), ("2", 12, "epoch=2;")), log_query)  # noqa: E501
+    logs.add_response("filter_log_events", log_page(("1", 10, "epoch=1 loss=0.5;\n"), ("2", 12, "epoch=2;")), log_query)
     ended = ["Starting", "Downloading", "Training", "Uploading", "Completed"]
     sagemaker.add_response(
         "describe_training_job",
         describe(
             "Completed", ended, EnableManagedSpotTraining=True, TrainingTimeInSeconds=1200, BillableTimeInSeconds=360
-        ),  # noqa: E501
+        ),
     )
     # The last millisecond seen comes again (startTime is inclusive): event 2 is not printed twice.
     logs.add_response(
         "filter_log_events",
         {**log_page(("2", 12, "epoch=2;"), ("3", 12, "saved")), "nextToken": "t"},
-        {**log_query, "startTime": 12},  # noqa: E501
+        {**log_query, "startTime": 12},
     )
     logs.add_response(
         "filter_log_events", log_page(("4", 20, "done")), {**log_query, "startTime": 12, "nextToken": "t"}
-    )  # noqa: E501
+    )
     out, sleeps = io.StringIO(), list[float]()
     job = train.training_job_from(
         train_args(), train.channels_from(["train=s3://my-bucket/t"], None, None), {"epochs": "3"}
@@ -320,7 +320,7 @@ def test_a_failed_job_ends_the_wait_with_its_reason_and_exit_code_1(
         "training job churn-1: arn:job",
         "Starting: Starting message",
         "Failed: Failed message",
-    ]  # noqa: E501
+    ]
     assert "optml: training job churn-1 Failed: AlgorithmError: Invalid hyperparameters" in capsys.readouterr().err
 
 
