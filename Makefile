@@ -43,11 +43,18 @@ image: wheelhouse/.complete ## build $(IMAGE) (falls back to a local Debian base
 	base=$$(tools/base-image.sh) && \
 	docker build --build-arg BASE_IMAGE=$$base -t $(IMAGE) .
 
+# `optml` from this checkout (pip install . puts the same command on PATH).
+OPTML := $(VENV)/bin/python -m optml.cli
+DEMO_SUMMARY := demo-output/summary.json
+
 .PHONY: demo
 demo: $(VENV)/.installed image ## train on bundled data in SageMaker local mode, deploy, predict (summary: demo-output/summary.json)
-	$(VENV)/bin/python tools/sagemaker_local_v3.py --image $(IMAGE) \
-		--train data/breast_cancer/train --validation data/breast_cancer/validation \
-		--output demo-output
+	$(OPTML) train --local --image-uri $(IMAGE) \
+		--channel train=data/breast_cancer/train --channel validation=data/breast_cancer/validation \
+		--output-path demo-output
+	$(OPTML) deploy --local --image-uri $(IMAGE) --summary $(DEMO_SUMMARY) \
+		--model-data "$$($(VENV)/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["model_data"])' $(DEMO_SUMMARY))" \
+		--predict-from data/breast_cancer/validation
 
 .PHONY: test
 test: venv image ## run the whole test suite (unit, container, SageMaker local mode v2 and v3)

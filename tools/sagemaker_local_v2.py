@@ -13,25 +13,23 @@ Run it with the SDK v2 environment's Python, from the repository root::
 
 Progress goes to stderr; the run ends with a short summary on stdout (model.tar.gz path, main
 validation metrics, predictions) and writes the machine-readable one to ``<output>/summary.json``
-(``--summary``): ``--help`` and ``tools/_localmode_common.py`` say what each holds.
+(``--summary``): ``--help`` and ``optml/cli/localmode.py`` say what each holds.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
-import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # mypy knows the package; at run time a script run has only tools/ on sys.path
-    from tools import _localmode_common as common
-else:
-    try:
-        from tools import _localmode_common as common
-    except ImportError:  # run as a script: python tools/sagemaker_local_v2.py
-        import _localmode_common as common
+if not __package__:  # run as a script (python tools/sagemaker_local_v2.py): only tools/ is on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, which holds optml/
+
+# Local mode's stdlib-only part, shared with `optml train --local` (SDK v3): nothing of optml's dependencies
+# is installed in SDK v2's venv.
+from optml.cli import localmode as common  # noqa: E402
 
 RUN_PREFIX = "optml-v2"
 
@@ -99,14 +97,7 @@ def train(
         if own_janitor:
             janitor.cleanup()
 
-    model_data = common.local_path(estimator.model_data)
-    if not model_data.is_file():
-        raise common.LocalModeError(f"training finished but {model_data} is missing")
-    with tarfile.open(model_data) as tar:
-        if not any(member.isfile() for member in tar.getmembers()):
-            raise common.LocalModeError(f"training finished but wrote nothing to /opt/ml/model ({model_data} is empty)")
-    common.log(f"model saved to {model_data}")
-    return model_data
+    return common.trained_model(common.local_path(estimator.model_data))
 
 
 def _status_checking_deserializer() -> Any:

@@ -39,18 +39,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # mypy knows the package; at run time a script run has only tools/ on sys.path
-    from tools import _localmode_common as common
-    from tools import sagemaker_local_v2 as local_v2
-else:
-    try:
-        from tools import _localmode_common as common
-        from tools import sagemaker_local_v2 as local_v2
-    except ImportError:  # run as a script: python tools/sagemaker_processing_v2.py
-        import _localmode_common as common
-        import sagemaker_local_v2 as local_v2
+if not __package__:  # run as a script (python tools/sagemaker_processing_v2.py): only tools/ is on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, which holds optml/
+
+from optml.cli import localmode as common  # noqa: E402
+from tools import sagemaker_local_v2 as local_v2  # noqa: E402
 
 RUN_PREFIX = "optml-v2-processing"
 MODEL_DESTINATION = "/opt/ml/processing/input/model"
@@ -138,16 +133,11 @@ def process(
     return sorted(str(path.relative_to(output_dir)) for path in evaluation.rglob("*") if path.is_file())
 
 
-def summary_text(summary: dict[str, Any], summary_file: str) -> list[str]:
+def summary_text(summary: dict[str, Any], summary_file: str | None) -> list[str]:
     """What a successful job prints last: where its files are, which they are, the summary file."""
-    return [
-        "",
-        "done",
-        *common.aligned([("output", common.shown_path(Path(summary["output_dir"]))), ("summary", summary_file)]),
-        "",
-        "files",
-        *common.aligned([(name,) for name in summary["files"]]),
-    ]
+    places = [("output", common.shown_path(Path(summary["output_dir"])))]
+    places += [("summary", summary_file)] if summary_file else []
+    return ["", "done", *common.aligned(places), "", "files", *common.aligned([(name,) for name in summary["files"]])]
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -172,39 +162,21 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
 def main(argv: Sequence[str] | None = None) -> int:
     parser, args = parse_args(argv)
     summary_path = common.summary_path_of(parser, args)
-    scratch = common.scratch_dir(f"{RUN_PREFIX}-")
-    common.prepare_sdk_environment(scratch, allow_telemetry=False)
-    common.configure_logging(verbose=False)
-    run_name = common.new_run_name(RUN_PREFIX)
-    result: dict[str, Any] = {"run": run_name, "arguments": list(args.arguments)}
-    janitor: common.DockerJanitor | None = None
-    tee = None
-    exit_code = 1
-    started = time.monotonic()
-    try:
-        with common.time_limit(args.timeout), common.capture_stdout() as tee:
-            common.preflight(args.image)
-            janitor = common.DockerJanitor(run_name)
-            output_dir = common.local_path(args.output)
-            result["output_dir"] = str(output_dir)
-            inputs = {
-                "model": (common.local_path(args.model), args.model_destination),
-                "test": (common.existing_dir(args.test, "test"), args.test_destination),
-            }
-            result["files"] = process(args.image, inputs, output_dir, args.arguments, janitor, run_name)
-        exit_code = 0
-    except (common.LocalModeError, common.Deadline) as exc:
-        result["error"] = str(exc)
-    except Exception as exc:  # the SDK and Docker raise all sorts: report them, don't hide them
-        result["error"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        if exit_code != 0 and tee is not None:
-            result["log_tail"] = list(tee.lines)[-20:]
-        if janitor is not None:
-            janitor.cleanup()
-        shutil.rmtree(scratch, ignore_errors=True)
-    result["timings"] = {"processing_s": round(time.monotonic() - started, 1)}
-    return common.finish(result, summary_path, exit_code, lambda summary_file: summary_text(result, summary_file))
+
+    def steps(run: common.LocalRun) -> None:
+        janitor = run.start_docker(args.image)
+        output_dir = common.local_path(args.output)
+        run.result["output_dir"] = str(output_dir)
+        inputs = {
+            "model": (common.local_path(args.model), args.model_destination),
+            "test": (common.existing_dir(args.test, "test"), args.test_destination),
+        }
+        started = time.monotonic()
+        run.result["files"] = process(args.image, inputs, output_dir, args.arguments, janitor, run.name)
+        run.timings["processing_s"] = round(time.monotonic() - started, 1)
+
+    run = common.run_locally(RUN_PREFIX, steps, args.timeout, extends={"arguments": list(args.arguments)})
+    return common.finish(run.result, summary_path, run.exit_code, lambda shown: summary_text(run.result, shown))
 
 
 if __name__ == "__main__":

@@ -26,18 +26,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # mypy knows the package; at run time a script run has only tools/ on sys.path
-    from tools import _localmode_common as common
-    from tools import sagemaker_local_v2 as local_v2
-else:
-    try:
-        from tools import _localmode_common as common
-        from tools import sagemaker_local_v2 as local_v2
-    except ImportError:  # run as a script: python tools/sagemaker_transform_v2.py
-        import _localmode_common as common
-        import sagemaker_local_v2 as local_v2
+if not __package__:  # run as a script (python tools/sagemaker_transform_v2.py): only tools/ is on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, which holds optml/
+
+from optml.cli import localmode as common  # noqa: E402
+from optml.cli.localmode import transform_summary_text as summary_text  # noqa: E402
+from tools import sagemaker_local_v2 as local_v2  # noqa: E402
 
 RUN_PREFIX = "optml-v2-transform"
 
@@ -79,19 +75,6 @@ def transform(
         str(path.relative_to(output_dir)): len(path.read_text(encoding="utf-8").splitlines())
         for path in sorted(output_dir.rglob("*.out"))
     }
-
-
-def summary_text(summary: dict[str, Any], summary_file: str) -> list[str]:
-    """What a successful transform prints last: where the outputs are, their line counts, the summary file."""
-    outputs = [(name, f"{lines} line(s)") for name, lines in summary["outputs"].items()]
-    return [
-        "",
-        "done",
-        *common.aligned([("output", common.shown_path(Path(summary["output_dir"]))), ("summary", summary_file)]),
-        "",
-        "output files",
-        *common.aligned(outputs),
-    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,9 @@
-"""Batch transform through SageMaker SDK v2 local mode's Transformer, against the real image.
+"""Batch transform through SageMaker local mode against the real image: SDK v2's Transformer
+(tools/sagemaker_transform_v2.py) and SDK v3's local CreateTransformJob (`optml transform --local`).
 
 The SDK starts the image with `serve` and SAGEMAKER_BATCH=true, asks GET /execution-parameters for the
 payload size, splits each input file by line into mini-batches and appends a newline after each answer
-(AssembleWith=Line). The output must hold exactly one line per input line, in order; the driver's
+(AssembleWith=Line). The output must hold exactly one line per input line, in order; the run's
 summary file must count them.
 """
 
@@ -22,14 +23,31 @@ from tests.conftest import make_classification
 pytestmark = [pytest.mark.localmode, pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-PYTHON_SDK2 = REPO / ".venv-sdk2" / "bin" / "python"
+PYTHONS = {"v3": REPO / ".venv" / "bin" / "python", "v2": REPO / ".venv-sdk2" / "bin" / "python"}
 
 
-def test_transformer_gives_one_output_line_per_input_line(
-    image: str, trained_binary_model: Path, tmp_path: Path, serving_port: int
+def command(sdk: str, image: str, model_data: Path, inputs: Path, output_dir: Path, serving_port: int) -> list[str]:
+    """The same transform, by each SDK: 1 MB requests, so that the big file takes several."""
+    python = str(PYTHONS[sdk])
+    if sdk == "v2":
+        return [
+            python, str(REPO / "tools" / "sagemaker_transform_v2.py"), "--image", image,
+            "--model-data", str(model_data), "--input", str(inputs), "--output", str(output_dir),
+            "--serving-port", str(serving_port), "--env", "SAGEMAKER_MAX_PAYLOAD_IN_MB=1",
+        ]  # fmt: skip
+    return [
+        python, "-m", "optml.cli", "transform", "--local", "--image-uri", image,
+        "--model-data", str(model_data), "--input", str(inputs), "--output-path", str(output_dir),
+        "--serving-port", str(serving_port), "--max-payload", "1",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("sdk", sorted(PYTHONS))
+def test_transform_gives_one_output_line_per_input_line(
+    sdk: str, image: str, trained_binary_model: Path, tmp_path: Path, serving_port: int
 ) -> None:
-    if not PYTHON_SDK2.exists():
-        pytest.fail(f"{PYTHON_SDK2} is missing: run `make venv` (make test does)")
+    if not PYTHONS[sdk].exists():
+        pytest.fail(f"{PYTHONS[sdk]} is missing: run `make venv` (make test does)")
     model_data = tmp_path / "model.tar.gz"
     with tarfile.open(model_data, "w:gz") as archive:
         for path in sorted(trained_binary_model.iterdir()):
@@ -44,11 +62,7 @@ def test_transformer_gives_one_output_line_per_input_line(
 
     output_dir = tmp_path / "out"
     result = subprocess.run(
-        [
-            str(PYTHON_SDK2), str(REPO / "tools" / "sagemaker_transform_v2.py"), "--image", image,
-            "--model-data", str(model_data), "--input", str(inputs), "--output", str(output_dir),
-            "--serving-port", str(serving_port), "--env", "SAGEMAKER_MAX_PAYLOAD_IN_MB=1",
-        ],
+        command(sdk, image, model_data, inputs, output_dir, serving_port),
         capture_output=True, text=True, timeout=900, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tools import _localmode_common as common
+from optml.cli import localmode as common
 from tools import sagemaker_transform_v2
 
 EPOCH_1 = (

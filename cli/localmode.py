@@ -1,11 +1,12 @@
-"""Shared, stdlib-only helpers for the SageMaker SDK local-mode drivers.
+"""SageMaker local mode's shared, stdlib-only part: the command line of a run, progress, the summary, clean-up.
 
-``tools/sagemaker_local_v2.py`` and ``tools/sagemaker_local_v3.py`` run in two different virtual
-environments (SageMaker Python SDK v2 and v3 own the same ``sagemaker`` package name), so nothing here
-may import ``sagemaker``. This module holds what both drivers (and the v2 batch-transform driver)
-share: the command line, reading the CSV rows to predict, progress output, the end-of-run summary, and
-the Docker clean-up that both SDKs leave undone (they leave exited compose containers and the
-``sagemaker-local`` network behind).
+Two SDKs use it, from two virtual environments (SageMaker Python SDK v2 and v3 own the same ``sagemaker``
+package name): ``optml train --local`` / ``deploy --local`` / ``transform --local`` (SDK v3,
+``optml.cli.local_v3``) and the SDK v2 test drivers ``tools/sagemaker_local_v2.py`` and
+``tools/sagemaker_transform_v2.py`` (``.venv-sdk2``, where nothing of optml's dependencies is installed). So
+nothing here may import ``sagemaker``, nor anything outside the standard library. It holds reading the CSV
+rows to predict, progress output, the end-of-run summary, and the Docker clean-up that both SDKs leave undone
+(they leave exited compose containers and the ``sagemaker-local`` network behind).
 
 Progress (the SDK's and the containers' output included) goes to stderr. A run ends with a short human
 summary on stdout — the model.tar.gz path, the final model's main validation metrics, the predictions —
@@ -34,6 +35,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol, TextIO
@@ -179,12 +181,16 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def run_summary_text(summary: Mapping[str, Any], rows: Sequence[str], summary_file: str) -> list[str]:
-    """What a successful train/deploy/predict run prints last (see the module docstring)."""
-    lines = ["", "done", *aligned([("model", shown_path(Path(summary["model_data"]))), ("summary", summary_file)])]
+def run_summary_text(summary: Mapping[str, Any], rows: Sequence[str], summary_file: str | None) -> list[str]:
+    """What a successful run prints last (see the module docstring): a training run has no predictions, a
+    deployment of a model trained elsewhere no metrics."""
+    files = [("model", shown_path(Path(summary["model_data"])))] + ([("summary", summary_file)] if summary_file else [])
+    lines = ["", "done", *aligned(files)]
     table = metrics_table(summary.get("metrics", {}))
     if table:
         lines += ["", *table]
+    if "predictions" not in summary:
+        return lines
     predicted = zip(rows, summary["predictions"], strict=True)
     lines += ["", "predictions"]
     lines += aligned(
@@ -194,26 +200,52 @@ def run_summary_text(summary: Mapping[str, Any], rows: Sequence[str], summary_fi
     return lines
 
 
+def transform_summary_text(summary: Mapping[str, Any], summary_file: str | None) -> list[str]:
+    """What a successful batch transform prints last: where the outputs are, their line counts, the summary file."""
+    outputs = [(name, f"{lines} line(s)") for name, lines in summary["outputs"].items()]
+    files = [("output", shown_path(Path(summary["output_dir"])))] + (
+        [("summary", summary_file)] if summary_file else []
+    )
+    return ["", "done", *aligned(files), "", "output files", *aligned(outputs)]
+
+
+def output_line_counts(output_dir: Path) -> dict[str, int]:
+    """A batch transform's output files (``<input file>.out``, relative to ``output_dir``) and their lines."""
+    return {
+        str(path.relative_to(output_dir)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in sorted(output_dir.rglob("*.out"))
+    }
+
+
 def failure_line(error: str) -> str:
     """The reason a run failed, on one line (SDK and container messages may span several)."""
     return "failed: " + " ".join(error.split())
 
 
 def finish(
-    summary: Mapping[str, Any], summary_path: Path, exit_code: int, success_text: Callable[[str], list[str]]
+    summary: Mapping[str, Any],
+    summary_path: Path | None,
+    exit_code: int,
+    success_text: Callable[[str | None], list[str]],
 ) -> int:
-    """Write the summary file, print the human summary (or the failure) to stdout; the exit code.
+    """Write the summary file (unless there is none to write: a local endpoint without --summary), print the
+    human summary (or the failure) to stdout; the exit code.
 
     A summary file that cannot be written fails the run: programs that read it would find nothing.
     """
     failed = [failure_line(summary["error"])] if "error" in summary else []
-    try:
-        write_summary(summary_path, summary)
-    except OSError as exc:
-        print(*failed, failure_line(f"cannot write the summary file {summary_path}: {exc}"), sep="\n", flush=True)
-        return exit_code or 1
-    shown = shown_path(summary_path)
-    lines = [*failed, f"summary: {shown}"] if failed else success_text(shown)
+    shown = None
+    if summary_path is not None:
+        try:
+            write_summary(summary_path, summary)
+        except OSError as exc:
+            print(*failed, failure_line(f"cannot write the summary file {summary_path}: {exc}"), sep="\n", flush=True)
+            return exit_code or 1
+        shown = shown_path(summary_path)
+    if failed:
+        lines = [*failed, f"summary: {shown}"] if shown else failed
+    else:
+        lines = success_text(shown)
     print(*lines, sep="\n", flush=True)
     return exit_code
 
@@ -336,6 +368,8 @@ def existing_dir(location: str, what: str) -> Path:
 
 
 def _data_files(directory: Path) -> list[Path]:
+    if directory.is_file():
+        return [directory]
     return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
@@ -375,6 +409,18 @@ def split_predictions(body: str, expected: int) -> list[str]:
     if len(lines) != expected:
         raise LocalModeError(f"the endpoint answered {len(lines)} line(s) for {expected} row(s): {body[:500]!r}")
     return lines
+
+
+def trained_model(model_data: Path) -> Path:
+    """`model_data`, once it is known to hold a model: a training job can end well having written nothing to
+    /opt/ml/model, and then the archive is empty."""
+    if not model_data.is_file():
+        raise LocalModeError(f"training finished but {model_data} is missing")
+    with tarfile.open(model_data) as tar:
+        if not any(member.isfile() for member in tar.getmembers()):
+            raise LocalModeError(f"training finished but wrote nothing to /opt/ml/model ({model_data} is empty)")
+    log(f"model saved to {model_data}")
+    return model_data
 
 
 def training_failure(exc: Exception, output_tar: Path) -> LocalModeError:
@@ -566,7 +612,115 @@ def scratch_dir(prefix: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
-# The driver both scripts run
+# A run: its steps between the checks and the summary
+
+
+@dataclass
+class LocalRun:
+    """One run's record: what its summary file will hold, its log, and what to clean up after it."""
+
+    name: str
+    result: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    janitor: DockerJanitor | None = None
+    tee: _TeeToStderr | None = None
+    exit_code: int = 1
+
+    def start_docker(self, image: str, serving_port: int | None = None) -> DockerJanitor:
+        """Docker answers, the image is here and the serving port is free — found before the work, not after
+        it; then the janitor of this run's containers."""
+        preflight(image)
+        if serving_port is not None:
+            require_free_port(serving_port)
+        self.janitor = DockerJanitor(self.name)
+        return self.janitor
+
+    def record_training(self, train: Callable[[], Path]) -> Path:
+        """Run the training step; record its model, the metrics of the saved model's log line and its time."""
+        assert self.tee is not None, "a run's steps run inside run_locally"
+        started = time.monotonic()
+        model_data = train()
+        self.timings["train_s"] = round(time.monotonic() - started, 1)
+        if self.janitor is not None:
+            self.janitor.remove_phase("train")
+        self.result["training_log_tail"] = list(self.tee.lines)[-20:]
+        self.result["metrics"] = final_metrics(self.tee.metric_lines)
+        self.result["model_data"] = str(model_data)
+        return model_data
+
+    def record_predictions(self, predict: Callable[[], list[str]]) -> None:
+        """Run the serving step; record its predictions and its time (a failure's log tail is its own)."""
+        assert self.tee is not None, "a run's steps run inside run_locally"
+        self.tee.lines.clear()
+        started = time.monotonic()
+        self.result["predictions"] = predict()
+        self.timings["serve_s"] = round(time.monotonic() - started, 1)
+
+
+def run_locally(
+    run_prefix: str,
+    steps: Callable[[LocalRun], None],
+    timeout: int,
+    allow_telemetry: bool = False,
+    verbose: bool = False,
+    extends: Mapping[str, Any] | None = None,
+) -> LocalRun:
+    """Run `steps` with the SDK's and the containers' output on stderr (its tail kept), within `timeout`
+    seconds, and always clean up. A failure ends up as `error` in the run's result, to be reported on one
+    line. `extends` is a summary to add to (a deployment's predictions join the summary of the training run
+    that made its model)."""
+    scratch = scratch_dir(f"{run_prefix}-")
+    prepare_sdk_environment(scratch, allow_telemetry)
+    configure_logging(verbose)
+    name = new_run_name(run_prefix)
+    earlier = dict(extends or {})
+    run = LocalRun(name, {"sdk": "unknown", "run": name, **earlier}, dict(earlier.get("timings", {})))
+    try:
+        with time_limit(timeout), capture_stdout() as run.tee:
+            run.result["sdk"] = sdk_version()
+            steps(run)
+        run.exit_code = 0
+    except (LocalModeError, Deadline) as exc:
+        run.result["error"] = str(exc)
+    except KeyboardInterrupt:
+        run.result["error"] = "interrupted"
+        run.exit_code = 130
+    except Exception as exc:  # the SDKs and Docker raise all sorts: show them, don't hide them
+        traceback.print_exc(file=sys.stderr)
+        run.result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        started = time.monotonic()
+        if run.janitor is not None:
+            run.janitor.cleanup()
+        run.timings["cleanup_s"] = round(time.monotonic() - started, 1)
+        shutil.rmtree(scratch, ignore_errors=True)
+    run.result["timings"] = run.timings
+    if run.exit_code != 0 and run.tee is not None and run.tee.lines:
+        run.result["log_tail"] = list(run.tee.lines)[-20:]
+    return run
+
+
+def existing_model(location: str) -> Path:
+    model_data = local_path(location)
+    if not model_data.is_file():
+        raise LocalModeError(f"--model-data {location} is not a file")
+    return model_data
+
+
+def training_summary_of(summary_path: Path, model_data: Path) -> dict[str, Any]:
+    """The summary at `summary_path` when it is that of the successful training run that made `model_data`
+    (a deployment then adds to it), else nothing: a summary of something else is replaced, not mixed in."""
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(summary, dict) or "error" in summary or summary.get("model_data") != str(model_data):
+        return {}
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# The SDK v2 drivers' run (tools/sagemaker_local_v2.py): train, deploy and predict in one command
 
 
 class TrainFn(Protocol):
@@ -605,81 +759,38 @@ def run_driver(
 ) -> int:
     """Parse the command line, train, deploy, predict, clean up; write the summary file and print the summary."""
     args = parse_args(argv, description)
-    scratch = scratch_dir(f"{run_prefix}-")
-    prepare_sdk_environment(scratch, args.allow_telemetry)
-    configure_logging(args.verbose)
-
-    run_name = new_run_name(run_prefix)
-    result: dict[str, Any] = {"sdk": "unknown", "run": run_name}
-    timings: dict[str, float] = {}
-    exit_code = 1
-    janitor: DockerJanitor | None = None
-    tee: _TeeToStderr | None = None
     rows: list[str] = []
-    try:
-        with time_limit(args.timeout), capture_stdout() as tee:
-            result["sdk"] = sdk_version()
-            preflight(args.image)
-            require_free_port(args.serving_port)  # fail before training, not after
-            janitor = DockerJanitor(run_name)
-            train_dir = existing_dir(args.train, "train")
-            validation_dir = existing_dir(args.validation, "validation") if args.validation else None
-            output_dir = local_path(args.output)
-            rows = read_predict_rows(args.predict_csv, args.validation, args.train)
 
-            started = time.monotonic()
-            if args.model_data:
-                model_data = local_path(args.model_data)
-                if not model_data.is_file():
-                    raise LocalModeError(f"--model-data {args.model_data} is not a file")
-            else:
-                model_data = train(
+    def steps(run: LocalRun) -> None:
+        janitor = run.start_docker(args.image, args.serving_port)
+        train_dir = existing_dir(args.train, "train")
+        validation_dir = existing_dir(args.validation, "validation") if args.validation else None
+        output_dir = local_path(args.output)
+        rows.extend(read_predict_rows(args.predict_csv, args.validation, args.train))
+        if args.model_data:
+            model_data = existing_model(args.model_data)
+            run.result["model_data"] = str(model_data)
+        else:
+            model_data = run.record_training(
+                lambda: train(
                     args.image,
                     train_dir,
                     output_dir,
                     validation_dir=validation_dir,
                     instance_count=args.instance_count,
                     hyperparameters=args.hyperparameters,
-                    run_name=run_name,
+                    run_name=run.name,
                     janitor=janitor,
                 )
-                timings["train_s"] = round(time.monotonic() - started, 1)
-                janitor.remove_phase("train")
-                result["training_log_tail"] = list(tee.lines)[-20:]
-                result["metrics"] = final_metrics(tee.metric_lines)
-            result["model_data"] = str(model_data)
-            tee.lines.clear()
-
-            started = time.monotonic()
-            predictions = deploy_and_predict(
-                args.image,
-                model_data,
-                rows,
-                serving_port=args.serving_port,
-                run_name=run_name,
-                janitor=janitor,
             )
-            timings["serve_s"] = round(time.monotonic() - started, 1)
-            result["predictions"] = predictions
-        exit_code = 0
-    except (LocalModeError, Deadline) as exc:
-        result["error"] = str(exc)
-    except KeyboardInterrupt:
-        result["error"] = "interrupted"
-        exit_code = 130
-    except Exception as exc:  # the SDKs and Docker raise all sorts: show them, don't hide them
-        traceback.print_exc(file=sys.stderr)
-        result["error"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        started = time.monotonic()
-        if janitor is not None:
-            janitor.cleanup()
-        timings["cleanup_s"] = round(time.monotonic() - started, 1)
-        shutil.rmtree(scratch, ignore_errors=True)
-    result["timings"] = timings
-    if exit_code != 0 and tee is not None and tee.lines:
-        result["log_tail"] = list(tee.lines)[-20:]
-    return finish(result, args.summary, exit_code, lambda summary_file: run_summary_text(result, rows, summary_file))
+        run.record_predictions(
+            lambda: deploy_and_predict(
+                args.image, model_data, rows, serving_port=args.serving_port, run_name=run.name, janitor=janitor
+            )
+        )
+
+    run = run_locally(run_prefix, steps, args.timeout, args.allow_telemetry, args.verbose)
+    return finish(run.result, args.summary, run.exit_code, lambda file: run_summary_text(run.result, rows, file))
 
 
 def sdk_version() -> str:

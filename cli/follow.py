@@ -1,0 +1,140 @@
+"""--wait: follow a training job, an endpoint or a transform job in AWS until it settles, printing each status
+change as it comes (and a training job's log lines from CloudWatch).
+
+There is no deadline here: the job has its own (--max-run, --max-wait), and Ctrl-C stops only the following,
+never the job. `sleep` is a parameter so that tests follow a whole job without waiting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from optml.cli.aws import Aws
+from optml.cli.errors import CliError
+
+POLL_SECONDS = 15.0
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+TRAINING_DONE = ("Completed", "Failed", "Stopped")
+TRANSFORM_DONE = ("Completed", "Failed", "Stopped")
+ENDPOINT_DONE = ("InService", "Failed")  # the ends of a CreateEndpoint
+
+Sleep = Callable[[float], None]
+
+
+def poll(
+    describe: Callable[[], dict[str, Any]],
+    done: Callable[[dict[str, Any]], bool],
+    show: Callable[[dict[str, Any]], None],
+    sleep: Sleep,
+    interval: float,
+) -> dict[str, Any]:
+    """Describe, show, and again after `interval` seconds, until `done`; the last answer."""
+    while True:
+        answer = describe()
+        show(answer)
+        if done(answer):
+            return answer
+        sleep(interval)
+
+
+def status(
+    aws: Aws,
+    operation: str,
+    name: dict[str, str],
+    status_key: str,
+    done: tuple[str, ...],
+    out: TextIO,
+    sleep: Sleep = time.sleep,
+    interval: float = POLL_SECONDS,
+) -> dict[str, Any]:
+    """Follow an endpoint (DescribeEndpoint) or a transform job (DescribeTransformJob): one line per status."""
+    shown: list[str] = []
+
+    def show(answer: dict[str, Any]) -> None:
+        if not shown or shown[-1] != answer[status_key]:
+            shown.append(answer[status_key])
+            print(f"{status_key}: {answer[status_key]}", file=out, flush=True)
+
+    return poll(
+        lambda: aws.call("sagemaker", operation, **name), lambda a: a[status_key] in done, show, sleep, interval
+    )
+
+
+def training_job(
+    aws: Aws, name: str, hosts: int, out: TextIO, sleep: Sleep = time.sleep, interval: float = POLL_SECONDS
+) -> dict[str, Any]:
+    """Follow a training job: its secondary status changes (Starting, Downloading, Training, ...) with their
+    messages, and its containers' log lines, until it has Completed, Failed or Stopped."""
+    log = CloudWatchLog(aws, TRAINING_LOG_GROUP, f"{name}/", out, show_hosts=hosts > 1)
+    transitions_shown = 0
+
+    def show(job: dict[str, Any]) -> None:
+        nonlocal transitions_shown
+        transitions = job.get("SecondaryStatusTransitions", [])
+        new = transitions[transitions_shown:]
+        transitions_shown = len(transitions)
+        # Log streams exist once a container has started, i.e. from status Training on.
+        started = any(transition["Status"] == "Training" for transition in transitions)
+        done = job["TrainingJobStatus"] in TRAINING_DONE
+        if started and done:
+            log.print_new()  # the last lines before the final status
+        for transition in new:
+            message = transition.get("StatusMessage")
+            print(f"{transition['Status']}: {message}" if message else transition["Status"], file=out, flush=True)
+        if started and not done:
+            log.print_new()
+
+    def describe() -> dict[str, Any]:
+        return aws.call("sagemaker", "DescribeTrainingJob", TrainingJobName=name)
+
+    return poll(describe, lambda job: job["TrainingJobStatus"] in TRAINING_DONE, show, sleep, interval)
+
+
+class CloudWatchLog:
+    """The lines of a job's log streams (one per host) that have not been printed yet."""
+
+    def __init__(self, aws: Aws, group: str, stream_prefix: str, out: TextIO, show_hosts: bool = False) -> None:
+        self.aws = aws
+        self.group = group
+        self.stream_prefix = stream_prefix
+        self.out = out
+        self.show_hosts = show_hosts
+        # FilterLogEvents' startTime is inclusive: events of the last millisecond seen come again next time.
+        self.since = 0
+        self.seen_at_since: set[str] = set()
+
+    def print_new(self) -> None:
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {
+                "logGroupName": self.group,
+                "logStreamNamePrefix": self.stream_prefix,
+                "startTime": self.since,
+            }
+            if token:
+                params["nextToken"] = token
+            try:
+                page = self.aws.call("logs", "FilterLogEvents", **params)
+            except CliError as error:
+                if "ResourceNotFoundException" in str(error):  # an account's first job: the group comes soon
+                    return
+                raise
+            for event in page.get("events", []):
+                self._print(event)
+            token = page.get("nextToken")
+            if not token:
+                return
+
+    def _print(self, event: dict[str, Any]) -> None:
+        if event["timestamp"] < self.since or event["eventId"] in self.seen_at_since:
+            return
+        if event["timestamp"] > self.since:
+            self.since, self.seen_at_since = event["timestamp"], set()
+        self.seen_at_since.add(event["eventId"])
+        message = event["message"].rstrip("\n")
+        if self.show_hosts:  # streams are named <job>/algo-<n>-<epoch seconds>
+            host = "-".join(event["logStreamName"].removeprefix(self.stream_prefix).split("-")[:2])
+            message = f"[{host}] {message}"
+        print(message, file=self.out, flush=True)

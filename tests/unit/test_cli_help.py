@@ -1,0 +1,38 @@
+"""Every `optml` command has --help with examples of its own use, and `optml --help` lists them all."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from optml.cli.main import build_parser, main
+
+
+def command_names() -> list[str]:
+    subparsers = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    return list(subparsers.choices)
+
+
+def test_the_commands_are_registered() -> None:
+    assert {"train", "deploy", "invoke", "delete-endpoint", "transform"} <= set(command_names())
+
+
+@pytest.mark.parametrize("name", command_names())
+def test_each_command_has_help_with_examples(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: optml {name} ")
+    examples = text[text.index("example") :]
+    assert f"optml {name} " in examples
+
+
+def test_optml_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line[:4] == "    " and line[4] != " "]
+    assert listed == command_names()
