@@ -11,10 +11,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from optml.cli import build
 from optml.cli.errors import CliError
 
 # The commands, in the order `optml --help` lists them: each module defines add_parser(subparsers).
-COMMANDS: tuple[ModuleType, ...] = ()
+COMMANDS: tuple[ModuleType, ...] = (build,)
 
 DESCRIPTION = """\
 Take the optml image somewhere: build it, push it to ECR, run training jobs, endpoints and batch transform
