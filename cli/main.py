@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from optml.cli import build
+from optml.cli import build, push
 from optml.cli.errors import CliError
 
 # The commands, in the order `optml --help` lists them: each module defines add_parser(subparsers).
-COMMANDS: tuple[ModuleType, ...] = (build,)
+COMMANDS: tuple[ModuleType, ...] = (build, push)
 
 DESCRIPTION = """\
 Take the optml image somewhere: build it, push it to ECR, run training jobs, endpoints and batch transform
