@@ -44,6 +44,10 @@ image: $(VENV)/.installed ## build $(IMAGE) for linux/amd64 (falls back to a loc
 image-gpu: $(VENV)/.installed ## build $(IMAGE_GPU): the CUDA build of torch (several GB of wheels)
 	$(OPTML) build --gpu --image $(IMAGE_GPU)
 
+.PHONY: gpu-check
+gpu-check: $(VENV)/.installed ## on a GPU host: train and serve with $(IMAGE_GPU) on CUDA (fails without a GPU)
+	$(VENV)/bin/python tools/gpu_check.py --image $(IMAGE_GPU)
+
 .PHONY: demo
 demo: $(VENV)/.installed image ## train on bundled data in SageMaker local mode, deploy, predict (summary: demo-output/summary.json)
 	$(VENV)/bin/python tools/sagemaker_local_v3.py --image $(IMAGE) \

@@ -253,3 +253,32 @@ def test_training_falls_back_to_the_cpu_without_cuda(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert device_for(topology) == torch.device("cuda:1")  # one process per GPU, each on its own
     assert processes_per_host({}) == 4
+
+
+GPU_PROBE = {
+    "torch": "2.13.0",
+    "cuda": "13.0",
+    "available": True,
+    "devices": ["NVIDIA L4", "NVIDIA L4"],
+    "matmul_on": "cuda:0",
+    "trainer_device": "cuda:0",
+    "processes_per_host": 2,
+}
+
+
+@pytest.mark.parametrize(
+    ("probe", "message"),
+    [
+        ({"torch": "2.13.0", "cuda": "13.0", "available": False}, "sees no GPU: run on a GPU host with the NVIDIA"),
+        ({**GPU_PROBE, "cuda": None}, "is a CPU build: build it with `optml build --gpu`"),
+        ({**GPU_PROBE, "trainer_device": "cpu"}, "the trainer stays on the CPU"),
+        ({**GPU_PROBE, "processes_per_host": 1}, "would not start one process per GPU"),
+    ],
+)
+def test_the_gpu_check_fails_clearly_without_cuda(probe: dict[str, object], message: str) -> None:
+    """tools/gpu_check.py runs on GPU hosts only; its verdict on what the image reports is checked here."""
+    from tools import gpu_check
+
+    gpu_check.check_probe(GPU_PROBE)
+    with pytest.raises(gpu_check.CheckFailed, match=re.escape(message)):
+        gpu_check.check_probe(probe)
