@@ -286,7 +286,9 @@ def push_to_ecr(args: argparse.Namespace, aws: Aws, target: Target, steps: Docke
         note(f"created ECR repository {target.repository} (scan on push)")
     registry = target.registry or ecr_host(account, aws.resolved_region())
     login = ecr_login(aws, registry)
-    steps.login(login.endpoint, login.username, login.password)
+    # The token is good for every registry the caller may push to, but its endpoint is the caller's own: a push
+    # to another account's registry (--image-uri) logs in there instead.
+    steps.login(f"https://{registry}" if target.ecr_account else login.endpoint, login.username, login.password)
     repository = f"{registry}/{target.repository}"
     auth = {"username": login.username, "password": login.password}
     return repository, steps.push(args.image, repository, target.tag, auth)

@@ -114,6 +114,16 @@ def test_an_ecr_image_uri_names_account_region_repository_and_tag(
     assert capsys.readouterr().out == f"image   {REGISTRY}/team/optml:2.0\ndigest  {DIGEST}\n"
 
 
+def test_a_push_to_another_accounts_registry_logs_in_there(
+    moto: Any, engine: RecordedSteps, aws_calls: list[str]
+) -> None:
+    other = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
+    assert main(["push", "--image-uri", f"{other}/optml:2.0"]) == 0
+    assert aws_calls == ["DescribeRepositories", "CreateRepository", "GetAuthorizationToken"]
+    assert engine.steps[1] == ("login", f"https://{other}", "AWS", f"{ACCOUNT}-auth-token")
+    assert engine.steps[2][2] == f"{other}/optml"
+
+
 def test_another_registry_uses_dockers_own_credentials_and_no_aws(
     no_network: None, engine: RecordedSteps, aws_calls: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
