@@ -1,21 +1,36 @@
 # optml: one image that SageMaker runs as `train` and as `serve`.
 #
-# Build with `make image`: it fills ./wheelhouse from requirements/image.lock on the host and picks the
-# base image (the public python image, or a local debootstrap stand-in where no registry is reachable).
-# Nothing in the build touches the network.
+# Build with `optml build` (or `make image`, which runs it): it fills the wheelhouse from the lock on the
+# host, for linux/amd64, picks the base image (the public python image, or a local debootstrap stand-in
+# where no registry is reachable) and passes what differs between the CPU and the GPU image as the build
+# arguments below. Nothing in the build touches the network.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
+# cpu, or gpu (`optml build --gpu`): the GPU image installs the CUDA build of torch from its own lock and
+# wheelhouse, and asks the NVIDIA container runtime for the GPUs.
+ARG VARIANT=cpu
+ARG IMAGE_LOCK=requirements/image.lock
+ARG WHEELHOUSE=wheelhouse
 
 # ---- dependencies: a virtual environment installed from the host-built wheelhouse ----
 FROM ${BASE_IMAGE} AS deps
-COPY requirements/image.lock /tmp/image.lock
+ARG IMAGE_LOCK
+ARG WHEELHOUSE
+COPY ${IMAGE_LOCK} /tmp/image.lock
 # The wheels stay in this stage: the runtime stage copies only the installed venv.
-COPY wheelhouse /tmp/wheelhouse
+COPY ${WHEELHOUSE} /tmp/wheelhouse
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheelhouse -r /tmp/image.lock \
  && /opt/venv/bin/pip uninstall -y -q pip
 
 # ---- runtime ----
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS runtime-cpu
+FROM ${BASE_IMAGE} AS runtime-gpu
+# The NVIDIA container runtime mounts the GPUs and the driver's libraries into containers whose image asks
+# for them, as the nvidia/cuda images do; GPU hosts that run it by default (SageMaker's) need the ask.
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+
+FROM runtime-${VARIANT}
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
       com.amazonaws.sagemaker.capabilities.multi-models=true \
       org.opencontainers.image.title="optml" \

@@ -3,11 +3,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 IMAGE ?= optml:latest
+IMAGE_GPU ?= optml:latest-gpu
 PYTHON ?= python3
 VENV := .venv
 VENV_SDK2 := .venv-sdk2
-# Extra index for the wheelhouse, e.g. https://download.pytorch.org/whl/cpu where torch's +cpu build
-# is not on your default index.
+# The image's build is `optml build` (cli/build.py), run from this checkout: one definition for both.
+OPTML := $(VENV)/bin/python -m optml.cli
+# Extra index for the wheelhouse, for a mirror or private index (the CPU torch comes from
+# PyTorch's own index, which image.lock's +cpu label picks).
 PIP_EXTRA_INDEX_URL ?=
 export PIP_EXTRA_INDEX_URL
 
@@ -29,19 +32,21 @@ $(VENV_SDK2)/.installed: requirements/sdk-v2.lock
 .PHONY: venv
 venv: $(VENV)/.installed $(VENV_SDK2)/.installed ## create the dev venv (SDK v3) and the SDK v2 venv
 
-wheelhouse/.complete: requirements/image.lock
-	mkdir -p wheelhouse
-	$(PYTHON) -m pip download -qq --disable-pip-version-check --no-deps --only-binary=:all: \
-		-r requirements/image.lock -d wheelhouse
-	touch $@
-
 .PHONY: wheelhouse
-wheelhouse: wheelhouse/.complete ## download the image's pinned wheels on the host (for offline builds)
+wheelhouse: $(VENV)/.installed ## download the image's pinned wheels for linux/amd64 (for offline builds)
+	$(OPTML) build --wheelhouse-only
 
 .PHONY: image
-image: wheelhouse/.complete ## build $(IMAGE) (falls back to a local Debian base when none can be pulled)
-	base=$$(tools/base-image.sh) && \
-	docker build --build-arg BASE_IMAGE=$$base -t $(IMAGE) .
+image: $(VENV)/.installed ## build $(IMAGE) for linux/amd64 (falls back to a local Debian base when none can be pulled)
+	$(OPTML) build --image $(IMAGE)
+
+.PHONY: image-gpu
+image-gpu: $(VENV)/.installed ## build $(IMAGE_GPU): the CUDA build of torch (several GB of wheels)
+	$(OPTML) build --gpu --image $(IMAGE_GPU)
+
+.PHONY: gpu-check
+gpu-check: $(VENV)/.installed ## on a GPU host: train and serve with $(IMAGE_GPU) on CUDA (fails without a GPU)
+	$(VENV)/bin/python tools/gpu_check.py --image $(IMAGE_GPU)
 
 # `optml` from this checkout (pip install . puts the same command on PATH).
 OPTML := $(VENV)/bin/python -m optml.cli

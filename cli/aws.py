@@ -30,7 +30,7 @@ class Aws:
     region: str | None = None
     profile: str | None = None
     dry_run: bool = False
-    out: TextIO = field(default=sys.stdout)
+    out: TextIO = field(default_factory=lambda: sys.stdout)  # the stdout at use, not at import (pytest swaps it)
     printed: list[dict[str, Any]] = field(default_factory=list)  # what --dry-run printed, in order
     _session: boto3.Session | None = field(default=None, repr=False)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +86,7 @@ def add_aws_options(parser: argparse.ArgumentParser) -> None:
 
 
 def aws_from(args: argparse.Namespace) -> Aws:
-    return Aws(region=args.region, profile=args.profile, dry_run=args.dry_run, out=sys.stdout)
+    return Aws(region=args.region, profile=args.profile, dry_run=args.dry_run)
 
 
 def parse_pairs(values: Sequence[str] | None, option: str) -> dict[str, str]:

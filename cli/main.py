@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from optml.cli import deploy, train, transform
+from optml.cli import build, deploy, push, train, transform
 from optml.cli.errors import CliError
 
 # The commands, in the order `optml --help` lists them: each module defines add_parser(subparsers).
-COMMANDS: tuple[ModuleType, ...] = (train, deploy, transform)
+COMMANDS: tuple[ModuleType, ...] = (build, push, train, deploy, transform)
 
 DESCRIPTION = """\
 Take the optml image somewhere: build it, push it to ECR, run training jobs, endpoints and batch transform
