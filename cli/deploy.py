@@ -9,6 +9,7 @@ Docker on this machine, predicts --predict-csv's rows, or serves until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -21,6 +22,8 @@ from optml.cli.errors import CliError
 from optml.cli.jobs import Request
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
+# Instance families with a GPU or another accelerator (g4dn, g5, g6, p3, p4d, p5, inf1, inf2, trn1, ...).
+GPU_INSTANCE = re.compile(r"ml\.(g|p|inf|trn)\d")
 DEFAULT_VARIANT = "AllTraffic"
 INVOKE_LIMIT = 6 * 1024 * 1024  # bytes: InvokeEndpoint's largest request body
 TEXT_TYPES = ("text/csv", "application/json", "application/jsonlines")
@@ -176,9 +179,14 @@ def deploy(args: argparse.Namespace) -> int:
     model_data = jobs.s3_uri(args.model_data, "--model-data")
     name = jobs.resource_name(args.name)
     model = jobs.model_request(name, args.image_uri, model_data, role, environment)
-    requests = endpoint_requests(
-        model, args.instance_type or DEFAULT_INSTANCE_TYPE, args.instance_count or 1, args.variant
-    )
+    instance_type = args.instance_type or DEFAULT_INSTANCE_TYPE
+    if GPU_INSTANCE.match(instance_type):
+        print(
+            f"optml: note: optml's server predicts on the CPU, also in the GPU image: {instance_type} pays for"
+            " accelerators the endpoint will not use (an ml.c* or ml.m* type serves the same model)",
+            file=sys.stderr,
+        )
+    requests = endpoint_requests(model, instance_type, args.instance_count or 1, args.variant)
     return deploy_in_aws(requests, jobs.aws_from(args), args.wait, sys.stdout)
 
 

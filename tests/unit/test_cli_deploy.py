@@ -119,6 +119,20 @@ def test_deploy_dry_run_prints_the_three_requests(no_network: None, capsys: pyte
 
 
 @pytest.mark.parametrize(
+    ("instance_type", "noted"), [("ml.g5.xlarge", True), ("ml.p4d.24xlarge", True), ("ml.c5.large", False)]
+)
+def test_a_gpu_instance_type_is_noted_as_unused_by_the_cpu_server(
+    no_network: None, capsys: pytest.CaptureFixture[str], instance_type: str, noted: bool
+) -> None:
+    assert run_cli(*DEPLOY, "--instance-type", instance_type, "--dry-run", "--region", REGION) == 0
+
+    captured = capsys.readouterr()
+    assert printed_requests(captured.out)[1]["request"]["ProductionVariants"][0]["InstanceType"] == instance_type
+    note = f"optml's server predicts on the CPU, also in the GPU image: {instance_type} pays for accelerators"
+    assert (note in captured.err) == noted
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (("deploy", "--image-uri", IMAGE, "--role", ROLE, "--model-data", "model.tar.gz"),
