@@ -89,6 +89,28 @@ def processes_per_host(env: Mapping[str, str]) -> int:
     return max(torch.cuda.device_count(), 1) if torch.cuda.is_available() else 1
 
 
+def check_gpus_usable(dev_dir: Path = Path("/dev")) -> None:
+    """A GPU host whose GPUs torch cannot use would train on its CPU, for hours, at a GPU's price: refuse that
+    when the image is the GPU one (torch is a CUDA build); with the CPU image, say which image to use."""
+    gpus = sorted(path.name for path in dev_dir.glob("nvidia[0-9]*"))
+    if not gpus or torch.cuda.is_available():
+        return
+    if torch.version.cuda is None:
+        log.warning(
+            "this host has %d NVIDIA GPU(s) but the image is the CPU one: training runs on the CPU"
+            " (`optml build --gpu` builds the GPU image, optml:latest-gpu)",
+            len(gpus),
+        )
+        return
+    raise UserError(
+        f"this host has {len(gpus)} NVIDIA GPU(s) ({', '.join(gpus)}) but torch, built for CUDA"
+        f" {torch.version.cuda}, cannot use them: the NVIDIA driver is most likely older than that CUDA needs"
+        " (CUDA 13 needs driver 580 or newer, CUDA 12 driver 525). Use an instance type or AMI with a newer"
+        " driver, or build the GPU image for an older CUDA (README: Building the image); refusing to train on"
+        " the CPU of a GPU instance"
+    )
+
+
 def topology_from(resources: ResourceConfig, env: Mapping[str, str]) -> Topology:
     hosts = tuple(sorted(resources.hosts))
     if resources.current_host not in hosts:

@@ -400,6 +400,7 @@ def run(paths: Paths, stop_requested: Callable[[], bool] | None = None, local_ra
     if job.hyperparameters.ignored_keys:
         log.info("ignoring SDK keys: %s", ", ".join(job.hyperparameters.ignored_keys))
     log.info("hyperparameters: %s", hp.to_json())
+    distributed.check_gpus_usable()
     topology = topology_from(job.resources, os.environ).with_local_rank(local_rank)
     distributed.init_process_group(topology)
     try:

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torch.distributed as dist
 from safetensors.numpy import load_file
 from torch.distributed.distributed_c10d import BackendConfig
 
 from optml.container.config import ResourceConfig
 from optml.container.errors import UserError
+from optml.train import distributed
 from optml.train.distributed import Topology, process_group_backend, topology_from, wait_for_host
 from optml.train.main import main
 from tests.conftest import make_classification, make_opt_ml
@@ -94,3 +96,50 @@ def test_a_host_that_never_resolves_is_named() -> None:
 def test_topology_dataclass_defaults() -> None:
     topology = Topology(hosts=("algo-1",), host_index=0)
     assert (topology.world_size, topology.rank, topology.distributed) == (1, 0, False)
+
+
+def fake_gpu_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_cuda: str | None) -> Path:
+    """A /dev with two NVIDIA GPUs (and the control devices beside them) that torch cannot use."""
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
+        (tmp_path / name).touch()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", torch_cuda)
+    return tmp_path
+
+
+def test_the_gpu_image_refuses_a_gpu_host_whose_gpus_torch_cannot_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dev = fake_gpu_host(tmp_path, monkeypatch, torch_cuda="13.0")
+
+    with pytest.raises(UserError) as refused:
+        distributed.check_gpus_usable(dev)
+
+    message = str(refused.value)
+    assert message.startswith("this host has 2 NVIDIA GPU(s) (nvidia0, nvidia1) but torch, built for CUDA 13.0,")
+    assert "refusing to train on the CPU of a GPU instance" in message
+
+
+def test_the_cpu_image_on_a_gpu_host_trains_on_the_cpu_and_says_which_image_to_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    dev = fake_gpu_host(tmp_path, monkeypatch, torch_cuda=None)
+
+    distributed.check_gpus_usable(dev)
+
+    assert "2 NVIDIA GPU(s) but the image is the CPU one" in caplog.text
+    assert "optml build --gpu" in caplog.text
+
+
+def test_a_host_without_gpus_or_with_usable_ones_is_not_checked_further(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    distributed.check_gpus_usable(tmp_path)  # no /dev/nvidia*: a CPU host
+
+    (tmp_path / "nvidia0").touch()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    distributed.check_gpus_usable(tmp_path)  # GPUs torch can use
+
+    assert caplog.text == ""
