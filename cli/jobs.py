@@ -117,8 +117,14 @@ def resource_name(given: str | None, prefix: str = "optml", option: str = "--nam
 
 
 def s3_uri(value: str, option: str) -> str:
-    if not S3_PATTERN.fullmatch(value):
+    if not value.startswith("s3://"):
         raise CliError(f"{option}: {value!r} is not an S3 location: use s3://bucket/prefix")
+    if not S3_PATTERN.fullmatch(value):
+        bucket = value.removeprefix("s3://").split("/", 1)[0]
+        raise CliError(
+            f"{option}: {bucket!r} in {value!r} is not an S3 bucket name: 3 to 63 lowercase letters, digits, dots"
+            " and hyphens, starting and ending with a letter or digit"
+        )
     return value
 
 

@@ -186,9 +186,10 @@ def test_mistakes_are_refused_before_any_call(
         (("--channel", "train=data/t"), "--channel train=data/t: a training job in AWS reads S3; upload the data"),
         (("--role", "SageMakerExecution"), "--role 'SageMakerExecution' is not an IAM role ARN"),
         (("--output-path", "/tmp/o"), "--output-path: '/tmp/o' is not an S3 location: use s3://bucket/prefix"),
+        (("--output-path", "s3://My_Bucket/o"), "--output-path: 'My_Bucket' in 's3://My_Bucket/o' is not an S3 bucket"),
         (("--image-uri", ""), "--image-uri is required: the image's URI in ECR"),
     ],
-    ids=["local-channel", "role", "output-path", "image"],
+    ids=["local-channel", "role", "output-path", "bucket", "image"],
 )  # fmt: skip
 def test_aws_needs_s3_a_role_and_an_image(
     credentials: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...], message: str,
