@@ -55,7 +55,15 @@ class Aws:
 
     def check_credentials(self) -> None:
         """Fail before the first call when there are no credentials at all (--dry-run needs none)."""
-        if not self.dry_run and self.session().get_credentials() is None:
+        if self.dry_run:
+            return
+        import botocore.exceptions
+
+        try:
+            credentials = self.session().get_credentials()
+        except botocore.exceptions.BotoCoreError as error:  # a partial key pair, an SSO token gone stale, ...
+            raise CliError(f"AWS credentials: {error}") from None
+        if credentials is None:
             raise CliError(
                 "no AWS credentials: run `aws configure` (or `aws sso login`), set AWS_PROFILE, or set"
                 " AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; --dry-run shows the requests without any"
@@ -79,7 +87,7 @@ class Aws:
         except botocore.exceptions.ClientError as error:
             details = error.response.get("Error", {})
             raise CliError(f"{service} {operation}: {details.get('Code')}: {details.get('Message')}") from None
-        except (botocore.exceptions.NoCredentialsError, botocore.exceptions.EndpointConnectionError) as error:
+        except botocore.exceptions.BotoCoreError as error:  # credentials (SSO expiry), connection, timeouts
             raise CliError(f"{service} {operation}: {error}") from None
         return answer
 

@@ -61,3 +61,26 @@ def test_the_network_guard_catches_a_real_call(no_network: None, monkeypatch: py
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with pytest.raises(AssertionError, match="a network call was made: POST https://api.sagemaker.eu-west-1"):
         Aws(region="eu-west-1").call("sagemaker", "DeleteEndpoint", EndpointName="churn")
+
+
+def test_a_partial_key_pair_is_one_line_not_a_traceback(no_network: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # and no secret key
+    with pytest.raises(CliError, match="AWS credentials: Partial credentials found in env, missing: AWS_SECRET_ACCESS"):
+        Aws(region="eu-west-1").call("sagemaker", "DeleteEndpoint", EndpointName="churn")
+
+
+def test_botocores_other_errors_are_one_line(no_network: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An expired SSO token, a timeout: any BotoCoreError becomes the command's one-line error."""
+    import botocore.exceptions
+
+    def expired(*args: object, **kwargs: object) -> None:
+        raise botocore.exceptions.TokenRetrievalError(provider="sso", error_msg="the SSO session has expired")
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    aws = Aws(region="eu-west-1")
+    client = aws.client("sagemaker")
+    monkeypatch.setattr(client, "delete_endpoint", expired)
+    monkeypatch.setattr(aws, "client", lambda service: client)
+    with pytest.raises(CliError, match="sagemaker DeleteEndpoint: Error when retrieving token from sso: the SSO"):
+        aws.call("sagemaker", "DeleteEndpoint", EndpointName="churn")
