@@ -165,7 +165,7 @@ def deletion_requests(name: str, endpoint_only: bool = False) -> list[Request]:
 
 
 def deploy(args: argparse.Namespace) -> int:
-    environment = jobs.parse_pairs(args.env, "--env")
+    environment = jobs.environment(args.env)
     if args.local:
         return deploy_locally(args, environment)
     if args.predict_csv or args.predict_from:
@@ -186,7 +186,9 @@ def deploy(args: argparse.Namespace) -> int:
             " accelerators the endpoint will not use (an ml.c* or ml.m* type serves the same model)",
             file=sys.stderr,
         )
-    requests = endpoint_requests(model, instance_type, args.instance_count or 1, args.variant)
+    requests = endpoint_requests(
+        model, instance_type, args.instance_count or 1, jobs.resource_name(args.variant, option="--variant")
+    )
     return deploy_in_aws(requests, jobs.aws_from(args), args.wait, sys.stdout)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ DEFAULT_SERVING_PORT = 8080  # the port SageMaker's local endpoints publish unle
 # SageMaker's pattern for the names of jobs, models, endpoint configs and endpoints (at most 63 characters).
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 ROLE_PATTERN = re.compile(r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
+ENVIRONMENT_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+ENVIRONMENT_LIMIT = 100  # variables in a container's Environment
+ENVIRONMENT_TEXT_LIMIT = 1024  # characters in a name or a value
 S3_PATTERN = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?")
 # The request types optml's endpoint reads (README "Request types"), by the file extensions that hold them.
 CONTENT_TYPES = {
@@ -159,6 +162,35 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} must be at least 1")
     return value
+
+
+def at_most(limit: int, what: str) -> Callable[[str], int]:
+    """argparse type: an integer from 1 to `limit`, SageMaker's own maximum (`what` says which)."""
+
+    def parse(text: str) -> int:
+        value = positive(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{value} is more than {limit}, {what}")
+        return value
+
+    return parse
+
+
+MAX_SECONDS = at_most(28 * 24 * 3600, "SageMaker's limit (28 days)")
+
+
+def environment(values: Sequence[str] | None) -> dict[str, str]:
+    """--env NAME=VALUE pairs, checked as SageMaker checks a container's Environment (before CreateModel, so
+    that a refused endpoint leaves no model behind)."""
+    pairs = parse_pairs(values, "--env")
+    if len(pairs) > ENVIRONMENT_LIMIT:
+        raise CliError(f"--env: {len(pairs)} variables, SageMaker takes at most {ENVIRONMENT_LIMIT}")
+    for name, value in pairs.items():
+        if not ENVIRONMENT_NAME.fullmatch(name) or len(name) > ENVIRONMENT_TEXT_LIMIT:
+            raise CliError(f"--env {name!r} is not a variable name: letters, digits and _, not starting with a digit")
+        if len(value) > ENVIRONMENT_TEXT_LIMIT:
+            raise CliError(f"--env {name}: the value has {len(value)} characters, at most {ENVIRONMENT_TEXT_LIMIT} fit")
+    return pairs
 
 
 def refuse_with_local(options: dict[str, object]) -> None:

@@ -139,7 +139,7 @@ def add_hyperparameter_and_limit_options(parser: argparse.ArgumentParser) -> Non
     limits = parser.add_argument_group("time, spot and metrics (AWS)")
     limits.add_argument(
         "--max-run",
-        type=jobs.positive,
+        type=jobs.MAX_SECONDS,
         metavar="SECONDS",
         help=f"stop the job after this long (default {DEFAULT_MAX_RUN})",
     )
@@ -148,7 +148,7 @@ def add_hyperparameter_and_limit_options(parser: argparse.ArgumentParser) -> Non
     )
     limits.add_argument(
         "--max-wait",
-        type=jobs.positive,
+        type=jobs.MAX_SECONDS,
         metavar="SECONDS",
         help="spot: the longest the job may take, waiting for capacity included (≥ --max-run)",
     )

@@ -20,6 +20,8 @@ from optml.cli.jobs import Request
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 DEFAULT_CONTENT_TYPE = "text/csv"
 LINE_TYPES = ("text/csv", "application/jsonlines", "application/json")
+# The types the image's server answers in (serve/negotiation.py's RESPONSE_TYPES; the CLI does not import serve/).
+RESPONSE_TYPES = ("text/csv", "application/json", "application/jsonlines", "application/x-npy")
 
 EXAMPLES = """\
 examples:
@@ -75,6 +77,12 @@ class TransformJob:
         return Request("sagemaker", "CreateTransformJob", params)
 
 
+def output_type(content_type: str) -> str:
+    """The records' answer type when --accept is not given: the input's own type where the server can answer
+    in it, JSON otherwise (an npz or Parquet input has no per-record answer of its own type)."""
+    return content_type if content_type in RESPONSE_TYPES else "application/json"
+
+
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "transform",
@@ -93,12 +101,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     data.add_argument(
         "--content-type", default=DEFAULT_CONTENT_TYPE, help=f"the input's type (default {DEFAULT_CONTENT_TYPE})"
     )
-    data.add_argument("--accept", help="the output's type (default: the input's)")
+    data.add_argument(
+        "--accept", help="the output's type (default: the input's when the server answers in it, else JSON)"
+    )
     job = parser.add_argument_group("the job")
     job.add_argument("--name", help="the job's name, and its model's (default: optml-<date>-<time>-<random>)")
     job.add_argument("--instance-type", help=f"default {DEFAULT_INSTANCE_TYPE}")
     job.add_argument("--instance-count", type=jobs.positive, help="default 1")
-    job.add_argument("--max-payload", type=jobs.positive, metavar="MB", help="request size (default: the image's)")
+    job.add_argument(
+        "--max-payload",
+        type=jobs.at_most(100, "SageMaker's largest batch request (100 MB)"),
+        metavar="MB",
+        help="request size (default: the image's)",
+    )
     job.add_argument("--env", action="append", metavar="KEY=VALUE", help="the containers' environment")
     job.add_argument("--wait", action="store_true", help="wait until the job ends")
     jobs.add_aws_options(parser)
@@ -112,7 +127,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    environment = jobs.parse_pairs(args.env, "--env")
+    environment = jobs.environment(args.env)
     if args.local:
         return transform_locally(args, environment)
     name = jobs.resource_name(args.name)
@@ -123,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         input_uri=jobs.s3_uri(args.input, "--input"),
         output_path=jobs.s3_uri(args.output_path, "--output-path"),
         content_type=args.content_type,
-        accept=args.accept or args.content_type,
+        accept=args.accept or output_type(args.content_type),
         instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
         instance_count=args.instance_count or 1,
         environment=environment,
@@ -196,7 +211,7 @@ def transform_locally(args: argparse.Namespace, environment: dict[str, str]) -> 
             input_uri=localmode.file_uri(input_dir),
             output_path=localmode.file_uri(output_dir),
             content_type=args.content_type,
-            accept=args.accept or args.content_type,
+            accept=args.accept or output_type(args.content_type),
             instance_type="local",
             instance_count=1,
             environment=environment,

@@ -147,9 +147,13 @@ def test_a_gpu_instance_type_is_noted_as_unused_by_the_cpu_server(
         (("deploy", "--local", "--model-data", MODEL_DATA, "--role", ROLE, "--wait"),
          "--role, --wait only apply in AWS: drop them with --local"),
         (("delete-endpoint", "churn_v2"), "NAME 'churn_v2' is not a name SageMaker accepts"),
+        ((*DEPLOY, "--variant", "blue_green"), "--variant 'blue_green' is not a name SageMaker accepts"),
+        ((*DEPLOY, "--env", "LOG LEVEL=debug"), "--env 'LOG LEVEL' is not a variable name"),
+        ((*DEPLOY, "--env", f"BIG={'x' * 1025}"), "--env BIG: the value has 1025 characters, at most 1024 fit"),
     ],
     ids=[
-        "model-data", "role", "no-model", "predict", "predict-from", "both", "local-model", "local-role", "delete-name"
+        "model-data", "role", "no-model", "predict", "predict-from", "both", "local-model", "local-role",
+        "delete-name", "variant", "env-name", "env-value",
     ],
 )  # fmt: skip
 def test_mistakes_are_refused_before_any_call(

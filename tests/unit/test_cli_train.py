@@ -364,3 +364,13 @@ def test_a_channel_path_that_does_not_exist_is_named_for_aws_too(
     assert run_cli(*BASE, "--channel", channel) == 2
 
     assert f"--channel {channel}: {tmp_path}/gone does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--max-run", "--max-wait"])
+def test_times_over_sagemakers_28_days_are_refused_by_the_parser(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_cli("train", option, "2419201")
+    assert exited.value.code == 2
+    assert f"argument {option}: 2419201 is more than 2419200, SageMaker's limit (28 days)" in capsys.readouterr().err

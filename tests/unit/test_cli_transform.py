@@ -140,8 +140,10 @@ def test_wait_follows_the_job_to_its_end(
         (("--model-name", "churn_2"), "--model-name 'churn_2' is not a name SageMaker accepts"),
         (("--model-name", "churn", "--input", "to-score/"), "--input: 'to-score/' is not an S3 location"),
         (("--model-name", "churn", "--output-path", "scores"), "--output-path: 'scores' is not an S3 location"),
+        (("--model-data", MODEL_DATA, "--image-uri", IMAGE, "--role", ROLE, "--env", "1BAD=x"),
+         "--env '1BAD' is not a variable name: letters, digits and _, not starting with a digit"),
     ],
-    ids=["no-image", "no-role", "both-models", "model-name", "input", "output"],
+    ids=["no-image", "no-role", "both-models", "model-name", "input", "output", "env"],
 )  # fmt: skip
 def test_mistakes_are_refused_before_any_call(
     credentials: None, argv: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
@@ -177,3 +179,27 @@ def test_local_mistakes_are_refused_before_any_docker_work(
     assert run_cli("transform", "--local", "--output-path", "out", *argv) == 2
 
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content_type", "accept"),
+    [("text/csv", "text/csv"), ("application/x-npy", "application/x-npy"), ("application/x-npz", "application/json"),
+     ("application/x-parquet", "application/json")],
+)  # fmt: skip
+def test_the_output_type_is_the_inputs_only_where_the_server_answers_in_it(
+    no_network: None, content_type: str, accept: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ("transform", "--model-name", "churn", "--input", "s3://my-bucket/in/", "--output-path", "s3://my-bucket/o/")
+    assert run_cli(*argv, "--content-type", content_type, "--dry-run", "--region", "eu-west-1") == 0
+    [printed] = printed_requests(capsys.readouterr().out)
+    assert printed["request"]["TransformInput"]["ContentType"] == content_type
+    assert printed["request"]["TransformOutput"]["Accept"] == accept
+
+
+def test_a_payload_over_sagemakers_limit_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_cli("transform", "--model-name", "churn", "--max-payload", "500")
+    assert exited.value.code == 2
+    assert "argument --max-payload: 500 is more than 100, SageMaker's largest batch request (100 MB)" in (
+        capsys.readouterr().err
+    )
