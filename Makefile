@@ -7,7 +7,8 @@ IMAGE_GPU ?= optml:latest-gpu
 PYTHON ?= python3
 VENV := .venv
 VENV_SDK2 := .venv-sdk2
-# The image's build is `optml build` (cli/build.py), run from this checkout: one definition for both.
+# `optml` from this checkout (pip install . puts the same command on PATH); `make image` is `optml build`
+# (cli/build.py): one definition of the build for both.
 OPTML := $(VENV)/bin/python -m optml.cli
 # Extra index for the wheelhouse, for a mirror or private index (the CPU torch comes from
 # PyTorch's own index, which image.lock's +cpu label picks).
@@ -48,8 +49,6 @@ image-gpu: $(VENV)/.installed ## build $(IMAGE_GPU): the CUDA build of torch (se
 gpu-check: $(VENV)/.installed ## on a GPU host: train and serve with $(IMAGE_GPU) on CUDA (fails without a GPU)
 	$(VENV)/bin/python tools/gpu_check.py --image $(IMAGE_GPU)
 
-# `optml` from this checkout (pip install . puts the same command on PATH).
-OPTML := $(VENV)/bin/python -m optml.cli
 DEMO_SUMMARY := demo-output/summary.json
 
 .PHONY: demo

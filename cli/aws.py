@@ -8,8 +8,10 @@ never from an answer they would have to fetch first.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     import boto3
 
 REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+# A private ECR registry's host: the only place SageMaker pulls training and hosting images from.
+ECR_HOST = re.compile(r"(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?")
 
 
 @dataclass
@@ -102,9 +106,16 @@ class Aws:
         except botocore.exceptions.ParamValidationError as error:  # optml built a request AWS would refuse
             raise AssertionError(f"{service} {operation}: {error}") from None
         request = {"service": service, "operation": operation, "region": self.resolved_region(), "request": params}
-        print(json.dumps(request, indent=2, sort_keys=True, default=str), file=self.out)
+        print(json.dumps(request, indent=2, sort_keys=True, default=_shown), file=self.out)
         self.printed.append(request)
         return {}
+
+
+def _shown(value: object) -> str:
+    """What JSON cannot hold, as --dry-run shows it: a binary body by its size and digest, not its bytes."""
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes, sha256 {hashlib.sha256(value).hexdigest()}>"
+    return str(value)
 
 
 def _method_name(client: Any, operation: str) -> str:

@@ -25,6 +25,7 @@ DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 # Instance families with a GPU or another accelerator (g4dn, g5, g6, p3, p4d, p5, inf1, inf2, trn1, ...).
 GPU_INSTANCE = re.compile(r"ml\.(g|p|inf|trn)\d")
 DEFAULT_VARIANT = "AllTraffic"
+CUSTOM_ATTRIBUTES = re.compile(r"[\x20-\x7e]{1,1024}")  # InvokeEndpoint's own rule for CustomAttributes
 INVOKE_LIMIT = 6 * 1024 * 1024  # bytes: InvokeEndpoint's largest request body
 TEXT_TYPES = ("text/csv", "application/json", "application/jsonlines")
 
@@ -171,14 +172,13 @@ def deploy(args: argparse.Namespace) -> int:
     if args.predict_csv or args.predict_from:
         option = "--predict-csv" if args.predict_csv else "--predict-from"
         raise CliError(f"{option} works with --local; for an endpoint in AWS use `optml invoke --endpoint NAME FILE`")
-    if not args.image_uri:
-        raise CliError("--image-uri is required: the image's URI in ECR (`optml push` prints it)")
+    image = jobs.ecr_image(args.image_uri)
     role = jobs.role_arn(args.role)
     if not args.model_data:
         raise CliError("--model-data is required: the model.tar.gz in S3 that `optml train --wait` prints")
     model_data = jobs.s3_uri(args.model_data, "--model-data")
     name = jobs.resource_name(args.name)
-    model = jobs.model_request(name, args.image_uri, model_data, role, environment)
+    model = jobs.model_request(name, image, model_data, role, environment)
     instance_type = args.instance_type or DEFAULT_INSTANCE_TYPE
     if GPU_INSTANCE.match(instance_type):
         print(
@@ -265,6 +265,11 @@ def invoke(args: argparse.Namespace) -> int:
         return show_answer(answer, answer_type, args.output)
     if not args.endpoint:
         raise CliError("--endpoint NAME is required (the name `optml deploy` printed), or --local")
+    if args.custom_attributes and not CUSTOM_ATTRIBUTES.fullmatch(args.custom_attributes):
+        raise CliError(
+            f"--custom-attributes is {len(args.custom_attributes)} characters: SageMaker forwards at most"
+            " 1024 visible ASCII characters"
+        )
     if len(body) > INVOKE_LIMIT:
         raise CliError(
             f"{args.file} is {len(body)} bytes; an endpoint takes at most {INVOKE_LIMIT} (6 MiB) per request: split"

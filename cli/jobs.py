@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optml.cli.aws import Aws
+from optml.cli.aws import ECR_HOST, Aws
 from optml.cli.errors import CliError
 from optml.cli.localmode import LocalModeError, new_run_name
 
@@ -131,6 +131,18 @@ def s3_uri(value: str, option: str) -> str:
     return value
 
 
+def ecr_image(value: str | None) -> str:
+    """--image-uri for a job or a model in AWS: SageMaker pulls from a private ECR registry only."""
+    if not value:
+        raise CliError("--image-uri is required: the image's URI in ECR (`optml push` prints it)")
+    if not ECR_HOST.fullmatch(value.split("/", 1)[0]) or "/" not in value:
+        raise CliError(
+            f"--image-uri {value!r} is not in ECR, where SageMaker pulls images from: push it with `optml push`,"
+            " which prints ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG (a local tag works with --local)"
+        )
+    return value
+
+
 def role_arn(value: str | None) -> str:
     if not value:
         raise CliError(
@@ -232,6 +244,8 @@ def local_model(args: argparse.Namespace, aws_only: dict[str, object], missing: 
             "--instance-count": args.instance_count,
             "--wait": args.wait,
             "--dry-run": args.dry_run,
+            "--region": args.region,
+            "--profile": args.profile,
         }
     )
     if not args.model_data:

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from optml.cli import docker_client
-from optml.cli.aws import Aws
+from optml.cli.aws import ECR_HOST, Aws
 from optml.cli.errors import CliError
 
 if TYPE_CHECKING:
     import docker
 
-ECR_HOST = re.compile(r"(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?")
 # ECR's own rules for repositoryName (CreateRepository) and Docker's for tags, which ECR shares.
 REPOSITORY_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
 REPOSITORY_LENGTH = (2, 256)

@@ -183,8 +183,8 @@ def model_of(args: argparse.Namespace, name: str) -> Request | None:
             "the model: pass --model-data s3://.../model.tar.gz and --image-uri (and --role), or --model-name of a"
             " model SageMaker has"
         )
-    role = jobs.role_arn(args.role)
-    return jobs.model_request(name, args.image_uri, jobs.s3_uri(args.model_data, "--model-data"), role)
+    image, role = jobs.ecr_image(args.image_uri), jobs.role_arn(args.role)
+    return jobs.model_request(name, image, jobs.s3_uri(args.model_data, "--model-data"), role)
 
 
 def transform_locally(args: argparse.Namespace, environment: dict[str, str]) -> int:

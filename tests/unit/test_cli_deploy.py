@@ -3,6 +3,7 @@ botocore's model), --dry-run, --wait, and the mistakes refused before any call; 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import socket
 import threading
@@ -147,13 +148,15 @@ def test_a_gpu_instance_type_is_noted_as_unused_by_the_cpu_server(
         (("deploy", "--local", "--model-data", MODEL_DATA, "--role", ROLE, "--wait"),
          "--role, --wait only apply in AWS: drop them with --local"),
         (("delete-endpoint", "churn_v2"), "NAME 'churn_v2' is not a name SageMaker accepts"),
+        (("deploy", "--local", "--model-data", MODEL_DATA, "--region", "eu-west-1"),
+         "--region only apply in AWS: drop them with --local"),
         ((*DEPLOY, "--variant", "blue_green"), "--variant 'blue_green' is not a name SageMaker accepts"),
         ((*DEPLOY, "--env", "LOG LEVEL=debug"), "--env 'LOG LEVEL' is not a variable name"),
         ((*DEPLOY, "--env", f"BIG={'x' * 1025}"), "--env BIG: the value has 1025 characters, at most 1024 fit"),
     ],
     ids=[
         "model-data", "role", "no-model", "predict", "predict-from", "both", "local-model", "local-role",
-        "delete-name", "variant", "env-name", "env-value",
+        "delete-name", "local-region", "variant", "env-name", "env-value",
     ],
 )  # fmt: skip
 def test_mistakes_are_refused_before_any_call(
@@ -218,6 +221,8 @@ def test_invoke_a_binary_body_asks_for_json(
 
     request = printed_requests(capsys.readouterr().out)[0]["request"]
     assert (request["ContentType"], request["Accept"]) == ("application/x-npy", "application/json")
+    digest = hashlib.sha256(b"\x93NUMPY\x01\x00").hexdigest()
+    assert request["Body"] == f"<8 bytes, sha256 {digest}>"  # a binary body by size and digest, not its bytes
 
 
 @pytest.mark.parametrize(
@@ -226,8 +231,14 @@ def test_invoke_a_binary_body_asks_for_json(
         ("rows.txt", b"1,2", (), "cannot tell the content type of rows.txt: pass --content-type"),
         ("big.csv", b"1" * (6 * 1024 * 1024 + 1), (), "big.csv is 6291457 bytes; an endpoint takes at most 6291456"),
         ("rows.csv", b"1,2", ("--endpoint", ""), "--endpoint NAME is required"),
+        (
+            "rows.csv",
+            b"1,2",
+            ("--custom-attributes", "x" * 1025),
+            "--custom-attributes is 1025 characters: SageMaker forwards at most 1024 visible ASCII characters",
+        ),
     ],
-    ids=["extension", "size", "endpoint"],
+    ids=["extension", "size", "endpoint", "custom-attributes"],
 )
 def test_invoke_mistakes_are_refused_before_any_call(
     credentials: None, tmp_path: Path, name: str, content: bytes, extra: tuple[str, ...], message: str,
