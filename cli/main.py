@@ -17,6 +17,10 @@ from optml.cli.errors import CliError
 # The commands, in the order `optml --help` lists them: each module defines add_parser(subparsers).
 COMMANDS: tuple[ModuleType, ...] = (build, push, train, deploy, transform)
 
+# Errors of the Docker engine and its connection (an engine gone mid-build, a registry timing out mid-push) that
+# reach the top: the environment failed, not optml, so one line rather than a traceback.
+ENVIRONMENT_ERRORS = frozenset({"docker.errors", "requests.exceptions", "urllib3.exceptions"})
+
 DESCRIPTION = """\
 Take the optml image somewhere: build it, push it to ECR, run training jobs, endpoints and batch transform
 in AWS, or all of it locally in SageMaker local mode. `optml COMMAND --help` shows each command's options
@@ -44,4 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("optml: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if type(error).__module__ not in ENVIRONMENT_ERRORS:
+            raise  # a bug of ours: the traceback is what a report needs
+        print(f"optml: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
     return result

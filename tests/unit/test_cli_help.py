@@ -36,3 +36,25 @@ def test_optml_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> N
 
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line[:4] == "    " and line[4] != " "]
     assert listed == command_names()
+
+
+def test_an_engine_failure_is_one_line_and_a_bug_keeps_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import docker.errors
+
+    from optml.cli import build
+
+    def engine_gone(args: argparse.Namespace) -> int:
+        raise docker.errors.APIError("500 Server Error: the engine stopped")
+
+    monkeypatch.setattr(build, "run", engine_gone)
+    assert main(["build"]) == 1
+    assert capsys.readouterr().err == "optml: error: APIError: 500 Server Error: the engine stopped\n"
+
+    def bug(args: argparse.Namespace) -> int:
+        raise KeyError("plan")
+
+    monkeypatch.setattr(build, "run", bug)
+    with pytest.raises(KeyError):
+        main(["build"])
