@@ -92,6 +92,9 @@ def training_job(
     return poll(describe, lambda job: job["TrainingJobStatus"] in TRAINING_DONE, show, sleep, interval)
 
 
+LATE_MS = 60_000  # how late a host's line may reach CloudWatch and still be printed
+
+
 class CloudWatchLog:
     """The lines of a job's log streams (one per host) that have not been printed yet."""
 
@@ -101,9 +104,10 @@ class CloudWatchLog:
         self.stream_prefix = stream_prefix
         self.out = out
         self.show_hosts = show_hosts
-        # FilterLogEvents' startTime is inclusive: events of the last millisecond seen come again next time.
-        self.since = 0
-        self.seen_at_since: set[str] = set()
+        # Each poll asks again for the last LATE_MS before the newest event seen: with several hosts, a line can
+        # reach CloudWatch after newer lines of another host. Events are told apart by their id.
+        self.newest = 0
+        self.seen: dict[str, int] = {}  # eventId -> timestamp, for the events inside that window
 
     def print_new(self) -> None:
         token: str | None = None
@@ -111,7 +115,7 @@ class CloudWatchLog:
             params: dict[str, Any] = {
                 "logGroupName": self.group,
                 "logStreamNamePrefix": self.stream_prefix,
-                "startTime": self.since,
+                "startTime": max(self.newest - LATE_MS, 0),
             }
             if token:
                 params["nextToken"] = token
@@ -125,14 +129,14 @@ class CloudWatchLog:
                 self._print(event)
             token = page.get("nextToken")
             if not token:
-                return
+                break
+        self.seen = {event: at for event, at in self.seen.items() if at >= self.newest - LATE_MS}
 
     def _print(self, event: dict[str, Any]) -> None:
-        if event["timestamp"] < self.since or event["eventId"] in self.seen_at_since:
+        if event["eventId"] in self.seen:
             return
-        if event["timestamp"] > self.since:
-            self.since, self.seen_at_since = event["timestamp"], set()
-        self.seen_at_since.add(event["eventId"])
+        self.seen[event["eventId"]] = event["timestamp"]
+        self.newest = max(self.newest, event["timestamp"])
         message = event["message"].rstrip("\n")
         if self.show_hosts:  # streams are named <job>/algo-<n>-<epoch seconds>
             host = "-".join(event["logStreamName"].removeprefix(self.stream_prefix).split("-")[:2])

@@ -10,7 +10,7 @@ import pytest
 
 from optml.cli.aws import Aws
 from optml.cli.errors import CliError
-from optml.cli.follow import CloudWatchLog
+from optml.cli.follow import LATE_MS, CloudWatchLog
 from tests.unit.cli_fakes import credentials_fixture, stub_fixture  # noqa: F401 (fixtures)
 
 QUERY = {"logGroupName": "/aws/sagemaker/TrainingJobs", "logStreamNamePrefix": "job/", "startTime": 0}
@@ -21,10 +21,14 @@ def event(event_id: str, at: int, message: str, host: int = 1) -> dict[str, Any]
 
 
 def test_several_hosts_are_named_and_each_line_comes_once(stub: Any) -> None:
+    t = 1_764_547_200_000  # milliseconds, as CloudWatch stamps events
     logs = stub("logs")
-    logs.add_response("filter_log_events", {"events": [event("1", 5, "a"), event("2", 7, "b", host=2)]}, QUERY)
+    logs.add_response("filter_log_events", {"events": [event("1", t, "a"), event("2", t + 5000, "b", host=2)]}, QUERY)
+    # The next poll asks again for the minute before the newest line: host 1's "late" line, stamped before
+    # host 2's "b" but delivered after it, is printed, and the lines already printed are not printed again.
+    again = [event("1", t, "a"), event("3", t + 1000, "late"), event("2", t + 5000, "b", host=2)]
     logs.add_response(
-        "filter_log_events", {"events": [event("2", 7, "b", host=2), event("3", 7, "c")]}, {**QUERY, "startTime": 7}
+        "filter_log_events", {"events": [*again, event("4", t + 6000, "d")]}, {**QUERY, "startTime": t + 5000 - LATE_MS}
     )
     out = io.StringIO()
     log = CloudWatchLog(Aws(), "/aws/sagemaker/TrainingJobs", "job/", out, show_hosts=True)
@@ -32,7 +36,8 @@ def test_several_hosts_are_named_and_each_line_comes_once(stub: Any) -> None:
     log.print_new()
     log.print_new()
 
-    assert out.getvalue().splitlines() == ["[algo-1] a", "[algo-2] b", "[algo-1] c"]
+    assert out.getvalue().splitlines() == ["[algo-1] a", "[algo-2] b", "[algo-1] late", "[algo-1] d"]
+    assert set(log.seen) == {"1", "2", "3", "4"}  # all inside the minute before the newest
 
 
 def test_a_log_group_that_does_not_exist_yet_prints_nothing(stub: Any) -> None:
