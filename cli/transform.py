@@ -51,9 +51,10 @@ class TransformJob:
     instance_count: int
     environment: dict[str, str]
     max_payload_mb: int | None = None
+    split: str | None = None  # "line" or "none"; None: by the content type
 
     def request(self) -> Request:
-        by_line = self.content_type.split(";")[0].strip() in LINE_TYPES
+        by_line = self.split == "line" if self.split else self.content_type.split(";")[0].strip() in LINE_TYPES
         params: dict[str, Any] = {
             "TransformJobName": self.name,
             "ModelName": self.model_name,
@@ -102,6 +103,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--content-type", default=DEFAULT_CONTENT_TYPE, help=f"the input's type (default {DEFAULT_CONTENT_TYPE})"
     )
     data.add_argument(
+        "--split",
+        choices=("line", "none"),
+        help="line: records one per line, many lines per request (default for CSV, JSON Lines and JSON); none:"
+        ' each file whole in one request (a JSON file holding one document, e.g. {"instances": [...]})',
+    )
+    data.add_argument(
         "--accept", help="the output's type (default: the input's when the server answers in it, else JSON)"
     )
     job = parser.add_argument_group("the job")
@@ -143,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         instance_count=args.instance_count or 1,
         environment=environment,
         max_payload_mb=args.max_payload,
+        split=args.split,
     )
     requests = [model, job.request()] if model else [job.request()]
     return transform_in_aws(requests, jobs.aws_from(args), args.wait, sys.stdout)
@@ -216,6 +224,7 @@ def transform_locally(args: argparse.Namespace, environment: dict[str, str]) -> 
             instance_count=1,
             environment=environment,
             max_payload_mb=args.max_payload,
+            split=args.split,
         )
         model = jobs.model_request(run.name, image, localmode.file_uri(model_data), None)
         local_v3.transform(local_v3.session(args.serving_port), [model, job.request()], janitor)

@@ -203,3 +203,22 @@ def test_a_payload_over_sagemakers_limit_is_refused_by_the_parser(capsys: pytest
     assert "argument --max-payload: 500 is more than 100, SageMaker's largest batch request (100 MB)" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "split", "expected"),
+    [("application/json", None, ("Line", "MultiRecord", "Line")),
+     ("application/json", "none", ("None", "SingleRecord", "None")),
+     ("application/x-npy", None, ("None", "SingleRecord", "None")),
+     ("application/x-npy", "line", ("Line", "MultiRecord", "Line"))],
+)  # fmt: skip
+def test_split_follows_the_type_unless_asked(
+    no_network: None, content_type: str, split: str | None, expected: tuple[str, str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    argv = ["transform", "--model-name", "churn", "--input", "s3://my-bucket/in/", "--output-path", "s3://my-bucket/o/"]
+    argv += ["--content-type", content_type, *(("--split", split) if split else ()), "--dry-run", "--region", REGION]
+    assert run_cli(*argv) == 0
+    request = printed_requests(capsys.readouterr().out)[0]["request"]
+    split_type = request["TransformInput"]["SplitType"]
+    assert (split_type, request["BatchStrategy"], request["TransformOutput"]["AssembleWith"]) == expected
