@@ -171,14 +171,13 @@ def deploy(args: argparse.Namespace) -> int:
     if args.predict_csv or args.predict_from:
         option = "--predict-csv" if args.predict_csv else "--predict-from"
         raise CliError(f"{option} works with --local; for an endpoint in AWS use `optml invoke --endpoint NAME FILE`")
-    if not args.image_uri:
-        raise CliError("--image-uri is required: the image's URI in ECR (`optml push` prints it)")
+    image = jobs.image_uri(args.image_uri)
     role = jobs.role_arn(args.role)
     if not args.model_data:
         raise CliError("--model-data is required: the model.tar.gz in S3 that `optml train --wait` prints")
     model_data = jobs.s3_uri(args.model_data, "--model-data")
     name = jobs.resource_name(args.name)
-    model = jobs.model_request(name, args.image_uri, model_data, role, environment)
+    model = jobs.model_request(name, image, model_data, role, environment)
     instance_type = args.instance_type or DEFAULT_INSTANCE_TYPE
     if GPU_INSTANCE.match(instance_type):
         print(
@@ -200,14 +199,11 @@ def deploy_in_aws(requests: list[Request], aws: Aws, wait: bool, out: TextIO, **
     )
     if not wait:
         return 0
-    endpoint = follow.status(
-        aws, "DescribeEndpoint", {"EndpointName": name}, "EndpointStatus", follow.ENDPOINT_DONE, out, **follow_options
-    )
-    if endpoint["EndpointStatus"] != "InService":
-        reason = endpoint.get("FailureReason", "")
-        print(f"optml: endpoint {name} {endpoint['EndpointStatus']}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    endpoint = follow.succeeded(
+        aws, "endpoint", "DescribeEndpoint", {"EndpointName": name}, "EndpointStatus", follow.ENDPOINT_DONE, out,
+        **follow_options,
+    )  # fmt: skip
+    return 0 if endpoint else 1
 
 
 def deploy_locally(args: argparse.Namespace, environment: dict[str, str]) -> int:

@@ -280,8 +280,7 @@ def regex_problem(regex: str) -> str | None:
 
 
 def training_job_from(args: argparse.Namespace, channels: tuple[Channel, ...], hp: dict[str, str]) -> TrainingJob:
-    if not args.image_uri:
-        raise CliError("--image-uri is required: the image's URI in ECR (`optml push` prints it)")
+    image = jobs.image_uri(args.image_uri)
     role = jobs.role_arn(args.role)
     for channel in channels:
         s3_channel(channel)
@@ -291,7 +290,7 @@ def training_job_from(args: argparse.Namespace, channels: tuple[Channel, ...], h
     check_spot(args.spot, max_run, args.max_wait, args.checkpoint_s3_uri)
     return TrainingJob(
         name=jobs.resource_name(args.name),
-        image=args.image_uri,
+        image=image,
         role=role,
         instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
         instance_count=args.instance_count,

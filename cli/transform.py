@@ -142,15 +142,11 @@ def transform_in_aws(requests: list[Request], aws: Aws, wait: bool, out: TextIO,
     print(f"transform job {name}: its output goes to {job['TransformOutput']['S3OutputPath']}", file=out, flush=True)
     if not wait:
         return 0
-    ended = follow.status(
-        aws, "DescribeTransformJob", {"TransformJobName": name}, "TransformJobStatus", follow.TRANSFORM_DONE, out,
-        **follow_options,
+    ended = follow.succeeded(
+        aws, "transform job", "DescribeTransformJob", {"TransformJobName": name}, "TransformJobStatus",
+        follow.TRANSFORM_DONE, out, **follow_options,
     )  # fmt: skip
-    if ended["TransformJobStatus"] != "Completed":
-        reason = ended.get("FailureReason", "")
-        print(f"optml: transform job {name} {ended['TransformJobStatus']}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    return 0 if ended else 1
 
 
 def model_of(args: argparse.Namespace, name: str) -> Request | None:
