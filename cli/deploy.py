@@ -179,7 +179,7 @@ def deploy(args: argparse.Namespace) -> int:
     model_data = jobs.s3_uri(args.model_data, "--model-data")
     name = jobs.resource_name(args.name)
     model = jobs.model_request(name, image, model_data, role, environment)
-    instance_type = args.instance_type or DEFAULT_INSTANCE_TYPE
+    instance_type = jobs.instance_type(args.instance_type or DEFAULT_INSTANCE_TYPE)
     if GPU_INSTANCE.match(instance_type):
         print(
             f"optml: note: optml's server predicts on the CPU, also in the GPU image: {instance_type} pays for"
@@ -202,14 +202,11 @@ def deploy_in_aws(requests: list[Request], aws: Aws, wait: bool, out: TextIO, **
     )
     if not wait:
         return 0
-    endpoint = follow.status(
-        aws, "DescribeEndpoint", {"EndpointName": name}, "EndpointStatus", follow.ENDPOINT_DONE, out, **follow_options
-    )
-    if endpoint["EndpointStatus"] != "InService":
-        reason = endpoint.get("FailureReason", "")
-        print(f"optml: endpoint {name} {endpoint['EndpointStatus']}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    endpoint = follow.succeeded(
+        aws, "endpoint", "DescribeEndpoint", {"EndpointName": name}, "EndpointStatus", follow.ENDPOINT_DONE, out,
+        **follow_options,
+    )  # fmt: skip
+    return 0 if endpoint else 1
 
 
 def deploy_locally(args: argparse.Namespace, environment: dict[str, str]) -> int:

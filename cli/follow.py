@@ -1,5 +1,5 @@
-"""--wait: follow a training job, an endpoint or a transform job in AWS until it settles, printing each status
-change as it comes (and a training job's log lines from CloudWatch).
+"""--wait: follow a training job, an endpoint, a transform or a processing job in AWS until it settles, printing
+each status change as it comes (and a training job's log lines from CloudWatch).
 
 There is no deadline here: the job has its own (--max-run, --max-wait), and Ctrl-C stops only the following,
 never the job. `sleep` is a parameter so that tests follow a whole job without waiting.
@@ -7,6 +7,7 @@ never the job. `sleep` is a parameter so that tests follow a whole job without w
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -18,6 +19,7 @@ POLL_SECONDS = 15.0
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TRAINING_DONE = ("Completed", "Failed", "Stopped")
 TRANSFORM_DONE = ("Completed", "Failed", "Stopped")
+PROCESSING_DONE = ("Completed", "Failed", "Stopped")
 ENDPOINT_DONE = ("InService", "Failed")  # the ends of a CreateEndpoint
 
 Sleep = Callable[[float], None]
@@ -49,7 +51,8 @@ def status(
     sleep: Sleep = time.sleep,
     interval: float = POLL_SECONDS,
 ) -> dict[str, Any]:
-    """Follow an endpoint (DescribeEndpoint) or a transform job (DescribeTransformJob): one line per status."""
+    """Follow an endpoint (DescribeEndpoint), a transform job (DescribeTransformJob) or a processing job
+    (DescribeProcessingJob): one line per status."""
     shown: list[str] = []
 
     def show(answer: dict[str, Any]) -> None:
@@ -60,6 +63,27 @@ def status(
     return poll(
         lambda: aws.call("sagemaker", operation, **name), lambda a: a[status_key] in done, show, sleep, interval
     )
+
+
+def succeeded(
+    aws: Aws,
+    what: str,
+    operation: str,
+    name: dict[str, str],
+    status_key: str,
+    done: tuple[str, ...],
+    out: TextIO,
+    reasons: tuple[str, ...] = ("FailureReason",),
+    **follow_options: Any,
+) -> dict[str, Any] | None:
+    """`status` until the end: the last answer when it is `done[0]` (Completed, InService); otherwise None, after
+    a line on stderr with the status and the answer's `reasons` (`optml: transform job NAME Failed: ...`)."""
+    answer = status(aws, operation, name, status_key, done, out, **follow_options)
+    if answer[status_key] == done[0]:
+        return answer
+    reason = "; ".join(str(answer[key]) for key in reasons if answer.get(key))
+    print(f"optml: {what} {next(iter(name.values()))} {answer[status_key]}: {reason}", file=sys.stderr)
+    return None
 
 
 def training_job(

@@ -1,4 +1,4 @@
-"""What `optml train`, `deploy`, `transform` and `invoke` share: the AWS options, NAME=VALUE options, names,
+"""What `optml train`, `deploy`, `transform`, `evaluate` and `invoke` share: the AWS options, NAME=VALUE options, names,
 the checks of URIs and roles made before any call, and the requests themselves.
 
 Each command builds its requests (`Request`) from what the user gave — never from an answer it would have to
@@ -30,6 +30,13 @@ ENVIRONMENT_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 ENVIRONMENT_LIMIT = 100  # variables in a container's Environment
 ENVIRONMENT_TEXT_LIMIT = 1024  # characters in a name or a value
 S3_PATTERN = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?")
+# ml.m5.xlarge, ml.g4dn.12xlarge, ml.c7i-flex.large: the form, not a list that grows with every new type.
+INSTANCE_TYPE_PATTERN = re.compile(r"ml\.[a-z][a-z0-9-]*\.[a-z0-9]+")
+# REGISTRY/REPOSITORY[:TAG|@DIGEST]: a job in AWS pulls from a registry, never a local tag (optml:latest).
+IMAGE_URI_PATTERN = re.compile(
+    r"[a-z0-9-]+(\.[a-z0-9-]+)+(:\d+)?/[a-z0-9._/-]+(:[A-Za-z0-9_.-]+|@sha256:[0-9a-f]{64})?"
+)
+IMAGE_URI_LENGTH = 255
 # The request types optml's endpoint reads (README "Request types"), by the file extensions that hold them.
 CONTENT_TYPES = {
     ".csv": "text/csv",
@@ -67,13 +74,11 @@ def model_request(
     return Request("sagemaker", "CreateModel", params)
 
 
-def add_image_and_role(group: argparse._ActionsContainer, role_help: str) -> None:
-    """--image-uri and --role: what every job, model and endpoint runs, and as whom."""
-    group.add_argument(
-        "--image-uri",
-        metavar="URI",
-        help=f"the image in ECR (`optml push` prints it); --local: a local tag, default {LOCAL_IMAGE}",
-    )
+def add_image_and_role(group: argparse._ActionsContainer, role_help: str, local: bool = True) -> None:
+    """--image-uri and --role: what every job, model and endpoint runs, and as whom (`local`: the command has
+    --local, where the image is a local tag)."""
+    local_help = f"; --local: a local tag, default {LOCAL_IMAGE}" if local else ""
+    group.add_argument("--image-uri", metavar="URI", help=f"the image in ECR (`optml push` prints it){local_help}")
     group.add_argument("--role", metavar="ARN", help=role_help)
 
 
@@ -140,6 +145,11 @@ def ecr_image(value: str | None) -> str:
             f"--image-uri {value!r} is not in ECR, where SageMaker pulls images from: push it with `optml push`,"
             " which prints ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG (a local tag works with --local)"
         )
+    if len(value) > IMAGE_URI_LENGTH or not IMAGE_URI_PATTERN.fullmatch(value):
+        raise CliError(
+            f"--image-uri {value!r} is not an image in a registry: use REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST),"
+            " e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/optml:latest as `optml push` prints it"
+        )
     return value
 
 
@@ -151,6 +161,14 @@ def role_arn(value: str | None) -> str:
         )
     if not ROLE_PATTERN.fullmatch(value):
         raise CliError(f"--role {value!r} is not an IAM role ARN: use arn:aws:iam::123456789012:role/NAME")
+    return value
+
+
+def instance_type(value: str) -> str:
+    if not INSTANCE_TYPE_PATTERN.fullmatch(value):
+        raise CliError(
+            f"--instance-type {value!r} is not a SageMaker instance type: use ml.FAMILY.SIZE, e.g. ml.m5.xlarge"
+        )
     return value
 
 

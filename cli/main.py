@@ -11,21 +11,21 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from optml.cli import build, deploy, push, train, transform
+from optml.cli import build, deploy, evaluate, push, train, transform
 from optml.cli.errors import CliError
 
 # The commands, in the order `optml --help` lists them: each module defines add_parser(subparsers).
-COMMANDS: tuple[ModuleType, ...] = (build, push, train, deploy, transform)
+COMMANDS: tuple[ModuleType, ...] = (build, push, train, deploy, transform, evaluate)
 
 # Errors of the Docker engine and its connection (an engine gone mid-build, a registry timing out mid-push) that
 # reach the top: the environment failed, not optml, so one line rather than a traceback.
 ENVIRONMENT_ERRORS = frozenset({"docker.errors", "requests.exceptions", "urllib3.exceptions"})
 
 DESCRIPTION = """\
-Take the optml image somewhere: build it, push it to ECR, run training jobs, endpoints and batch transform
-in AWS, or all of it locally in SageMaker local mode. `optml COMMAND --help` shows each command's options
-and examples; every command that calls AWS takes --dry-run, which prints the exact requests and calls
-nothing."""
+Take the optml image somewhere: build it, push it to ECR, run training jobs, endpoints, batch transform and
+evaluation (a Processing job) in AWS, or train, deploy and transform locally in SageMaker local mode.
+`optml COMMAND --help` shows each command's options and examples; every command that calls AWS takes
+--dry-run, which prints the exact requests and calls nothing."""
 
 
 def build_parser() -> argparse.ArgumentParser:

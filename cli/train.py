@@ -292,7 +292,7 @@ def training_job_from(args: argparse.Namespace, channels: tuple[Channel, ...], h
         name=jobs.resource_name(args.name),
         image=image,
         role=role,
-        instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
+        instance_type=jobs.instance_type(args.instance_type or DEFAULT_INSTANCE_TYPE),
         instance_count=args.instance_count,
         volume_size=args.volume_size or DEFAULT_VOLUME_GB,
         channels=channels,

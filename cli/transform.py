@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         output_path=jobs.s3_uri(args.output_path, "--output-path"),
         content_type=args.content_type,
         accept=args.accept or output_type(args.content_type),
-        instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
+        instance_type=jobs.instance_type(args.instance_type or DEFAULT_INSTANCE_TYPE),
         instance_count=args.instance_count or 1,
         environment=environment,
         max_payload_mb=args.max_payload,
@@ -165,15 +165,11 @@ def transform_in_aws(requests: list[Request], aws: Aws, wait: bool, out: TextIO,
     print(f"transform job {name}: its output goes to {job['TransformOutput']['S3OutputPath']}", file=out, flush=True)
     if not wait:
         return 0
-    ended = follow.status(
-        aws, "DescribeTransformJob", {"TransformJobName": name}, "TransformJobStatus", follow.TRANSFORM_DONE, out,
-        **follow_options,
+    ended = follow.succeeded(
+        aws, "transform job", "DescribeTransformJob", {"TransformJobName": name}, "TransformJobStatus",
+        follow.TRANSFORM_DONE, out, **follow_options,
     )  # fmt: skip
-    if ended["TransformJobStatus"] != "Completed":
-        reason = ended.get("FailureReason", "")
-        print(f"optml: transform job {name} {ended['TransformJobStatus']}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    return 0 if ended else 1
 
 
 def model_of(args: argparse.Namespace, name: str) -> Request | None:

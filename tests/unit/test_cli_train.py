@@ -189,8 +189,9 @@ def test_mistakes_are_refused_before_any_call(
         (("--output-path", "s3://My_Bucket/o"), "--output-path: 'My_Bucket' in 's3://My_Bucket/o' is not an S3 bucket"),
         (("--image-uri", ""), "--image-uri is required: the image's URI in ECR"),
         (("--image-uri", "optml:latest"), "--image-uri 'optml:latest' is not in ECR, where SageMaker pulls"),
+        (("--instance-type", "m5.xlarge"), "--instance-type 'm5.xlarge'"),
     ],
-    ids=["local-channel", "role", "output-path", "bucket", "image", "not-ecr"],
+    ids=["local-channel", "role", "output-path", "bucket", "image", "not-ecr", "instance-type"],
 )  # fmt: skip
 def test_aws_needs_s3_a_role_and_an_image(
     credentials: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...], message: str,
