@@ -205,7 +205,8 @@ def test_a_failed_docker_build_is_one_clear_error(capsys: pytest.CaptureFixture[
 def test_make_image_runs_optml_build() -> None:
     """One definition of the build: the Makefile's image targets (which `make test` and `make demo` use) call it."""
     plan = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "image", "image-gpu", "IMAGE=optml:x", "IMAGE_GPU=optml:x-gpu"],
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "image", "image-gpu", "IMAGE=optml:x",
+         "IMAGE_GPU=optml:x-gpu"],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout.splitlines()  # fmt: skip
     assert plan == [
