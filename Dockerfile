@@ -19,8 +19,9 @@ COPY ${IMAGE_LOCK} /tmp/image.lock
 # The wheels stay in this stage: the runtime stage copies only the installed venv.
 COPY ${WHEELHOUSE} /tmp/wheelhouse
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheelhouse -r /tmp/image.lock \
- && /opt/venv/bin/pip uninstall -y -q pip
+ && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheelhouse -r /tmp/image.lock
+# pip stays: script mode installs a user's requirements.txt (container/user_code.py), and SDK v3's own
+# training driver (sm_train.sh) runs pip, bash, tar and torchrun.
 
 # ---- runtime ----
 FROM ${BASE_IMAGE} AS runtime-cpu

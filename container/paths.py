@@ -91,6 +91,11 @@ class Paths:
     def checkpoints_dir(self) -> Path:
         return self.root / "checkpoints"
 
+    @property
+    def code_dir(self) -> Path:
+        """Script mode: where the user's code is unpacked (and where SDK v2 local mode mounts it)."""
+        return self.root / "code"
+
     # Processing jobs: SageMaker mounts each ProcessingInput at the LocalPath the request names (by convention
     # under processing/input/) and uploads each ProcessingOutput's LocalPath when the job ends.
 

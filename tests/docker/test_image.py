@@ -186,16 +186,21 @@ def test_image_metadata_follows_the_sagemaker_contract(docker_client: docker.Doc
     assert "PYTHONUNBUFFERED=1" in config["Env"]
 
 
-def test_no_wheels_or_pip_are_left_in_the_image(run_container: RunContainer) -> None:
+def test_no_wheels_are_left_and_script_mode_has_its_tools(run_container: RunContainer) -> None:
+    """The wheelhouse stays in the build stage; what a user's script mode needs is there: pip (requirements.txt),
+    torchrun (distributed scripts), bash and tar (SDK v3's own driver, sm_train.sh)."""
     container = run_container(
         "-c",
         "import glob, shutil;"
         "print(sum(len(glob.glob(d + '/**/*.whl', recursive=True)) for d in ('/opt', '/tmp', '/root')),"
-        " shutil.which('pip'))",
+        " *(shutil.which(tool) for tool in ('pip', 'torchrun', 'bash', 'tar')))",
         entrypoint="python",
     )
     status, output = wait_for_exit(container, 60)
-    assert (status, output.strip()) == (0, "0 None")
+    assert status == 0
+    wheels, pip, torchrun, bash, tar = output.split()
+    assert (wheels, pip, torchrun) == ("0", "/opt/venv/bin/pip", "/opt/venv/bin/torchrun")
+    assert bash.endswith("/bash") and tar.endswith("/tar")
 
 
 # ---- the health check: right for serving, training and a replaced entrypoint ------------------------------
