@@ -60,6 +60,14 @@ demo: $(VENV)/.installed image ## train on bundled data in SageMaker local mode,
 		--model-data "$$($(VENV)/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["model_data"])' $(DEMO_SUMMARY))" \
 		--predict-from data/breast_cancer/validation
 
+.PHONY: demo-script
+demo-script: $(VENV)/.installed image ## script mode, SDK v3: examples/digits' own train.py with ModelTrainer + SourceCode, then its inference.py on a local endpoint
+	$(VENV)/bin/python tools/sagemaker_script_v3.py --image $(IMAGE) --output demo-output/script-v3
+
+.PHONY: demo-script-v2
+demo-script-v2: $(VENV_SDK2)/.installed image ## script mode, SDK v2: examples/digits on 2 containers (DDP), then PyTorchModel(inference.py).deploy
+	$(VENV_SDK2)/bin/python tools/sagemaker_script_v2.py --image $(IMAGE) --output demo-output/script-v2
+
 .PHONY: test
 test: venv image ## run the whole test suite (unit, container, SageMaker local mode v2 and v3)
 	OPTML_IMAGE=$(IMAGE) $(VENV)/bin/pytest
