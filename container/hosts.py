@@ -38,11 +38,11 @@ def interface_exists(name: str, net_dir: Path = NET_CLASS_DIR) -> bool:
 
 
 def usable_interface(name: str | None, net_dir: Path = NET_CLASS_DIR) -> str:
-    """`name` when this container has it; else eth0 when it exists, else the first other non-loopback
-    interface, else `name` (or eth0) unchanged: there is nothing better to say."""
+    """`name` when this container has it; else eth0 when it exists, else the first other interface, loopback
+    last (a container without a network has only lo); `name` (or eth0) when none can be listed."""
     if name and interface_exists(name, net_dir):
         return name
     if interface_exists(DEFAULT_INTERFACE, net_dir):
         return DEFAULT_INTERFACE
-    present = sorted(path.name for path in net_dir.iterdir() if path.name != "lo") if net_dir.is_dir() else []
-    return present[0] if present else name or DEFAULT_INTERFACE
+    present = sorted((path.name == "lo", path.name) for path in net_dir.iterdir()) if net_dir.is_dir() else []
+    return present[0][1] if present else name or DEFAULT_INTERFACE

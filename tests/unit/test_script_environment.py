@@ -214,6 +214,9 @@ def test_a_network_interface_that_does_not_exist_falls_back_to_one_that_does(tmp
     assert usable_interface(None, net) == "eth0"
     (net / "eth0").rmdir()
     assert usable_interface("ethwe", net) == "eth1"
+    (net / "eth1").rmdir()
+    assert usable_interface("ethwe", net) == "lo"  # a container without a network
+    assert usable_interface("ethwe", tmp_path / "no-sysfs") == "ethwe"
 
 
 def test_gpus_are_counted_from_the_device_files(tmp_path: Path) -> None:
