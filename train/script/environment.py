@@ -20,6 +20,13 @@ from optml.container.paths import Paths
 from optml.train.script.job import ScriptJob
 
 MASTER_PORT = 7777  # the toolkits' rendezvous port
+# What makes a job distributed for the toolkit (SM_TRAINING_ENV's distribution_instance_groups).
+DISTRIBUTION_SWITCHES = (
+    "sagemaker_mpi_enabled",
+    "sagemaker_pytorch_ddp_enabled",
+    "sagemaker_torch_distributed_enabled",
+    "sagemaker_distributed_dataparallel_enabled",
+)
 
 
 def env_value(value: Any) -> str:
@@ -141,20 +148,20 @@ def training_env(context: Context) -> dict[str, Any]:
     }
 
 
+# The Environment fields the toolkit exports under their own names (SM_HOSTS, SM_MODEL_DIR, ...).
+ENV_FIELDS = (
+    "hosts", "network_interface_name", "user_entry_point", "output_data_dir", "current_host", "current_instance_type",
+    "current_instance_group", "current_instance_group_hosts", "instance_groups", "instance_groups_dict",
+    "distribution_instance_groups", "is_hetero", "module_name", "log_level", "framework_module", "input_dir",
+    "input_config_dir", "output_dir", "num_cpus", "num_gpus", "model_dir", "module_dir", "output_intermediate_dir",
+)  # fmt: skip
+
+
 def sm_variables(context: Context) -> dict[str, str]:
     """Every SM_* variable the toolkit sets (`Environment.to_env_vars`), same names, same value formats."""
     env = training_env(context)
     job = context.job
-    fields = {
-        name: env[name]
-        for name in (
-            "hosts network_interface_name user_entry_point output_data_dir current_host current_instance_type"
-            " current_instance_group current_instance_group_hosts instance_groups instance_groups_dict"
-            " distribution_instance_groups is_hetero module_name log_level framework_module input_dir"
-            " input_config_dir output_dir num_cpus num_gpus model_dir module_dir output_intermediate_dir"
-        ).split()
-        if name in env
-    }
+    fields = {name: env[name] for name in ENV_FIELDS}
     fields.update(
         hps=job.hyperparameters,
         framework_params=job.framework_parameters,
@@ -171,14 +178,6 @@ def sm_variables(context: Context) -> dict[str, str]:
 
 def distributed(job: ScriptJob) -> bool:
     return any(job.enabled(key) for key in DISTRIBUTION_SWITCHES)
-
-
-DISTRIBUTION_SWITCHES = (
-    "sagemaker_mpi_enabled",
-    "sagemaker_pytorch_ddp_enabled",
-    "sagemaker_torch_distributed_enabled",
-    "sagemaker_distributed_dataparallel_enabled",
-)
 
 
 def process_environment(context: Context, base: Mapping[str, str]) -> dict[str, str]:

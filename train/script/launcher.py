@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -46,19 +46,19 @@ class Outcome:
 
 @dataclass
 class _Stop:
+    """Installed before the child starts, so that a stop in between is not lost: the child, once there, is
+    found like every other process below the launcher."""
+
     launcher: int
-    child: subprocess.Popen[bytes]
-    spare_agent: bool  # torchrun's agent: not signalled, see the module docstring
+    spare: frozenset[int]  # the launcher's own processes from before the script
     grace: float = DEFAULT_GRACE_SECONDS
+    agent: int | None = None  # torchrun's agent, not signalled (see the module docstring)
     signal_name: str | None = None
     deadline: float | None = None
     killed: bool = False
-    spare: frozenset[int] = field(default_factory=frozenset)
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
-        targets = descendants(self.launcher, self.spare)
-        if self.spare_agent:
-            targets = [pid for pid in targets if pid != self.child.pid]
+        targets = [pid for pid in descendants(self.launcher, self.spare) if pid != self.agent]
         reached = signal_all(targets, signum)
         if self.deadline is None:
             self.signal_name = signal.Signals(signum).name
@@ -74,7 +74,12 @@ class _Stop:
 def _tee(source: int, keep: bytearray) -> None:
     """Copy the child's stderr to ours as it arrives, keeping the tail."""
     while chunk := os.read(source, 65536):
-        os.write(sys.stderr.fileno(), chunk)
+        try:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(sys.stderr.fileno(), view) :]
+        except OSError:
+            pass  # our stderr is gone: keep draining the pipe, or the script would block on a full one
         keep.extend(chunk)
         del keep[:-STDERR_TAIL_BYTES]
     os.close(source)
@@ -85,23 +90,25 @@ def run_user_process(
 ) -> Outcome:
     """Run `argv` to its end (or the stop's); the launcher's own processes started before it are spared."""
     launcher = os.getpid()
-    already = frozenset(descendants(launcher))
-    sys.stderr.flush()
-    sys.stdout.flush()
-    child = subprocess.Popen(argv, cwd=cwd, env=dict(env), stderr=subprocess.PIPE, start_new_session=True)
-    assert child.stderr is not None
-    tail = bytearray()
-    reader = threading.Thread(target=_tee, args=(os.dup(child.stderr.fileno()), tail), daemon=True)
-    child.stderr.close()
-    reader.start()
-    stop = _Stop(launcher, child, spare_agent=torchrun, spare=already, grace=grace_s)
+    stop = _Stop(launcher, frozenset(descendants(launcher)), grace_s)
     previous = {signum: signal.signal(signum, stop.handle) for signum in STOP_SIGNALS}
+    tail = bytearray()
     try:
+        sys.stderr.flush()
+        sys.stdout.flush()
+        child = subprocess.Popen(argv, cwd=cwd, env=dict(env), stderr=subprocess.PIPE, start_new_session=True)
+        stop.agent = child.pid if torchrun else None
+        assert child.stderr is not None
+        reader = threading.Thread(target=_tee, args=(os.dup(child.stderr.fileno()), tail), daemon=True)
+        child.stderr.close()
+        reader.start()
+        if stop.deadline is not None:  # stopped while it started: it gets the signal too
+            stop.handle(signal.Signals[stop.signal_name or "SIGTERM"], None)
         exit_code = _supervise(child, stop)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    kill_tree(launcher, already)  # what the script left running ends with it
+    kill_tree(launcher, stop.spare)  # what the script left running ends with it
     reader.join(timeout=5)
     return Outcome(exit_code, bytes(tail).decode("utf-8", errors="replace"), stop.signal_name)
 
