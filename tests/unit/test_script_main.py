@@ -192,3 +192,48 @@ def test_a_script_checkpointing_on_sigterm_leaves_its_checkpoint(tmp_path: Path)
     checkpoints = sorted(path.name for path in (root / "checkpoints").iterdir())
     assert len(checkpoints) == 1 and checkpoints[0].startswith("checkpoint-algo-1-"), checkpoints
     assert "SIGTERM passed on to 1 process(es)" in stderr
+
+
+DDP_SCRIPT = """
+import os, time
+from pathlib import Path
+import torch, torch.distributed as dist
+import optml_runtime as rt
+stop = rt.install_stop_handler()
+dist.init_process_group("gloo")
+total = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(total)
+rank = dist.get_rank()
+Path(f"rank{rank}.sum").write_text(f"{total.item():g} of {dist.get_world_size()}")
+if os.environ.get("WAIT_FOR_STOP"):
+    while not stop:
+        time.sleep(0.02)
+    rt.save_checkpoint({"rank": rank}, step=1)
+"""
+
+
+@pytest.mark.slow
+def test_torch_distributed_runs_torchrun_and_a_stop_reaches_its_workers(tmp_path: Path) -> None:
+    hyperparameters = {
+        "sagemaker_program": '"train.py"',
+        "sagemaker_torch_distributed_enabled": "true",
+        "sagemaker_mpi_num_of_processes_per_host": "2",
+    }
+    root = make_job(tmp_path / "ml", DDP_SCRIPT, hyperparameters)
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # torchrun, as on the image's PATH
+    process = start(root, PATH=path, WAIT_FOR_STOP="1")
+    sums = [root / "code" / f"rank{rank}.sum" for rank in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not all(file.exists() for file in sums):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the workers never met"
+        time.sleep(0.05)
+    assert [file.read_text() for file in sums] == ["3 of 2", "3 of 2"]
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=90)
+    assert process.returncode == 0, stdout + stderr
+    assert "torchrun --nnodes 1 --nproc_per_node 2 --master_addr 127.0.0.1 --master_port 7777" in stdout + stderr
+    assert sorted(file.name for file in (root / "checkpoints").iterdir()) == [
+        "checkpoint-algo-1-rank0-000000001.pt",
+        "checkpoint-algo-1-rank1-000000001.pt",
+    ]
