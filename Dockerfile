@@ -52,6 +52,8 @@ COPY optml/__init__.py /opt/optml/optml/__init__.py
 COPY container /opt/optml/optml/container
 COPY train /opt/optml/optml/train
 COPY serve /opt/optml/optml/serve
+# Script mode's helpers for a user's own train.py (`import optml_runtime`): beside optml, on PYTHONPATH.
+COPY optml_runtime /opt/optml/optml_runtime
 RUN python -m compileall -q /opt/optml
 WORKDIR /opt/optml
 EXPOSE 8080

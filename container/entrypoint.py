@@ -20,6 +20,13 @@ from optml.container.signals import exit_on_stop_until_handled
 
 
 def run_training(args: list[str]) -> int:
+    """The user's own code when the job names an entry point (script mode), else the built-in trainer."""
+    from optml.train.script.job import requested
+
+    if requested(Paths.from_env(os.environ), os.environ):
+        from optml.train.script.main import main as run_script
+
+        return run_script(args)
     from optml.train.main import main
 
     return main(args)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,11 +22,11 @@ import torch.distributed as dist
 
 from optml.container.config import ResourceConfig
 from optml.container.errors import UserError
+from optml.container.hosts import PEER_WAIT_SECONDS, interface_exists, wait_for_host
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 7777  # the port the SageMaker toolkits use
-PEER_WAIT_SECONDS = 300.0  # hostnames of other instances can take a while to resolve
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)  # a dead peer fails the job instead of hanging it
 
 
@@ -129,25 +127,6 @@ def topology_from(resources: ResourceConfig, env: Mapping[str, str]) -> Topology
 
 def device_for(topology: Topology) -> torch.device:
     return torch.device(f"cuda:{topology.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def wait_for_host(host: str, deadline_s: float = PEER_WAIT_SECONDS) -> str:
-    """The host's address; SageMaker's hostnames may not resolve at first, so retry until the deadline."""
-    started = time.monotonic()
-    while True:
-        try:
-            return socket.gethostbyname(host)
-        except OSError:
-            if time.monotonic() - started > deadline_s:
-                raise UserError(
-                    f"host {host!r} from resourceconfig.json never became reachable by name within"
-                    f" {deadline_s:.0f} s; check that every instance of the job started"
-                ) from None
-            time.sleep(1.0)
-
-
-def interface_exists(name: str) -> bool:
-    return Path("/sys/class/net", name).exists()
 
 
 def process_group_backend(cuda: bool) -> str:

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import REPO
 
 # What a source install reads: the project file, the README it names, and the packages' folders.
-SOURCES = ("pyproject.toml", "README.md", "optml/__init__.py", "container", "train", "serve", "cli")
+SOURCES = ("pyproject.toml", "README.md", "optml/__init__.py", "container", "train", "serve", "cli", "optml_runtime")
 
 
 def copy_of_the_project(destination: Path) -> Path:
@@ -67,7 +67,9 @@ def test_the_command_installs_without_the_image_dependencies(tmp_path: Path, ver
     ).stdout.lower()
     assert [name for name in ("torch", "numpy", "pyarrow", "safetensors") if f"\n{name}==" in f"\n{installed}"] == []
     check = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import optml.train.hyperparameters as h; print(len(h.describe()))"],
+        # optml_runtime too: a user writes their train.py against it on a laptop, without torch
+        [str(venv / "bin" / "python"), "-c",
+         "import optml_runtime, optml.train.hyperparameters as h; print(len(h.describe()))"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
     assert check.returncode == 0 and int(check.stdout) > 40, check.stderr

@@ -14,8 +14,9 @@ from torch.distributed.distributed_c10d import BackendConfig
 
 from optml.container.config import ResourceConfig
 from optml.container.errors import UserError
+from optml.container.hosts import wait_for_host
 from optml.train import distributed
-from optml.train.distributed import Topology, process_group_backend, topology_from, wait_for_host
+from optml.train.distributed import Topology, process_group_backend, topology_from
 from optml.train.main import main
 from tests.conftest import make_classification, make_opt_ml
 
