@@ -140,19 +140,22 @@ def test_a_syntax_error_in_train_py_fails_the_job_naming_it(image: str, tmp_path
     assert status == 1, logs[-6000:]
     assert "SyntaxError" in report["error"], report
     assert "model_data" not in report
-    assert not list((tmp_path / "out").rglob("model.tar.gz"))
+    # v2 local mode packs /opt/ml/model even for a failed job: the archive must hold nothing.
+    assert [members(archive) for archive in (tmp_path / "out").rglob("model.tar.gz")] in ([], [[]])
 
 
 def test_a_missing_entry_point_fails_the_job_naming_it(image: str, tmp_path: Path) -> None:
-    """sagemaker_program names a script that is not there (a plain Estimator sends it as given, as a tuner
-    does): the SDK v2 PyTorch estimator itself refuses a missing entry_point before any container starts."""
+    """sagemaker_program names a script that the code directory lacks. The PyTorch estimator refuses that
+    before any container starts, so this is a plain Estimator sending the keys itself, as a tuner does:
+    sagemaker_program plain, sagemaker_submit_directory JSON-encoded (v2 local mode then mounts it)."""
     command = [
         str(PYTHONS["v2"]), str(REPO / "tools" / "sagemaker_local_v2.py"), "--image", image,
         "--train", str(EXAMPLE / "data" / "train"), "--output", str(tmp_path / "out"), "--timeout", "600",
         "--hyperparameters", "sagemaker_program=missing.py", "epochs=1",
+        f"sagemaker_submit_directory={json.dumps(f'file://{EXAMPLE}')}",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=700, cwd=REPO)
     assert result.returncode == 1, result.stderr[-4000:]
     report = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert "missing.py" in report["error"], report
+    assert "missing.py" in report["error"] and "train.py" in report["error"], report  # and what there is
     assert "model_data" not in report
