@@ -237,3 +237,18 @@ def test_torch_distributed_runs_torchrun_and_a_stop_reaches_its_workers(tmp_path
         "checkpoint-algo-1-rank0-000000001.pt",
         "checkpoint-algo-1-rank1-000000001.pt",
     ]
+
+
+@pytest.mark.slow  # name lookups of an unknown host take seconds
+def test_a_peer_that_never_comes_up_is_named(tmp_path: Path) -> None:
+    hyperparameters = {"sagemaker_program": "train.py", "sagemaker_torch_distributed_enabled": "true"}
+    root = make_job(tmp_path / "ml", "raise SystemExit('never run')\n", hyperparameters)
+    (root / "input" / "config" / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "localhost", "hosts": ["localhost", "zz-peer.invalid"]})
+    )
+    code, _ = train(root, OPTML_PEER_WAIT_SECONDS="1")
+    assert code == 1
+    assert failure(root) == (
+        "host 'zz-peer.invalid' from resourceconfig.json never became reachable by name within 1 s;"
+        " check that every instance of the job started"
+    )
