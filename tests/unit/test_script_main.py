@@ -44,7 +44,9 @@ with open(os.path.join(args.model_dir, "args.json"), "w") as handle:
 """
 
 
-def make_job(root: Path, script: str, hyperparameters: dict[str, str] | None = None, **files: str) -> Path:
+def make_job(root: Path, script: str | None, hyperparameters: dict[str, str] | None = None, **files: str) -> Path:
+    """/opt/ml as SDK v2 lays it out, with channel `train`; the code in /opt/ml/code (where v2 local mode mounts
+    the source dir) as train.py plus `files` (`requirements__txt` for requirements.txt), or none at all."""
     config = root / "input" / "config"
     config.mkdir(parents=True)
     (config / "hyperparameters.json").write_text(json.dumps(hyperparameters or SDK_V2))
@@ -52,12 +54,14 @@ def make_job(root: Path, script: str, hyperparameters: dict[str, str] | None = N
         json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "ethwe"})
     )
     (config / "inputdataconfig.json").write_text(json.dumps({"train": {"TrainingInputMode": "File"}}))
+    (root / "input" / "data" / "train").mkdir(parents=True)
     (root / "model").mkdir()
-    code = root / "code"  # SDK v2 local mode mounts the source dir here
-    code.mkdir()
-    (code / "train.py").write_text(textwrap.dedent(script))
-    for name, text in files.items():
-        (code / name.replace("__", ".")).write_text(text)
+    if script is not None:
+        code = root / "code"
+        code.mkdir()
+        (code / "train.py").write_text(textwrap.dedent(script))
+        for name, text in files.items():
+            (code / name.replace("__", ".")).write_text(textwrap.dedent(text))
     return root
 
 
