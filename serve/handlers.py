@@ -145,6 +145,8 @@ def default_output_fn(prediction: Any, accept: str, context: Context) -> tuple[b
     response_type = choose_response_type(accept, None, "application/json")
     if isinstance(prediction, torch.Tensor):
         prediction = prediction.detach().cpu().numpy()
+    if response_type == "application/json" and not isinstance(prediction, np.ndarray):
+        return json.dumps(prediction).encode("utf-8"), CONTENT_TYPES[response_type]  # lists, dicts as they are
     array = np.asarray(prediction)
     if response_type == "application/x-npy":
         buffer = io.BytesIO()

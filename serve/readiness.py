@@ -35,6 +35,7 @@ class WorkerReadiness:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._loaded = multiprocessing.get_context("fork").Value("i", 0)
+        self._failed = multiprocessing.get_context("fork").Value("i", 0)
 
     @property
     def loaded(self) -> int:
@@ -46,6 +47,14 @@ class WorkerReadiness:
     def mark_loaded(self) -> None:
         with self._loaded.get_lock():
             self._loaded.value += 1
+
+    def first_failure(self) -> bool:
+        """True for the first worker whose model_fn fails, only. gunicorn halts on a worker's boot-error exit,
+        but a second one reaped while it halts crashes its shutdown: the others wait for its SIGTERM instead."""
+        with self._failed.get_lock():
+            first = not self._failed.value
+            self._failed.value = 1
+        return first
 
 
 def start_worker(
@@ -63,12 +72,14 @@ def load_or_exit(model: ScriptModel, readiness: WorkerReadiness, number: int) ->
     started = time.monotonic()
     try:
         model.load(gpu_id(number))
-    except ModelLoadError as error:
-        log.error("cannot serve: %s", error, exc_info=error.__cause__)
-        _exit(WORKER_BOOT_ERROR)
-    except BaseException:
-        log.exception("cannot serve: model_fn failed")
-        _exit(WORKER_BOOT_ERROR)
+    except BaseException as error:
+        if isinstance(error, ModelLoadError):
+            log.error("cannot serve: %s", error, exc_info=error.__cause__)
+        else:
+            log.exception("cannot serve: model_fn failed")
+        if readiness.first_failure():
+            _exit(WORKER_BOOT_ERROR)
+        return  # not loaded: this worker answers 503 until the halting server stops it
     readiness.mark_loaded()
     log.info(
         "model_fn returned in worker %d (pid %d) after %.2f s: %d of %d workers loaded",

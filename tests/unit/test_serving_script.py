@@ -5,10 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import shutil
 import sys
-import textwrap
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,25 +25,9 @@ from optml.serve.script import ScriptModel
 from optml.serve.settings import ServerSettings
 from optml.serve.user_module import UserCode, UserCodeError, locate_user_code
 from optml.serve.wsgi import load_any_model
+from tests.conftest import model_with_script, save_torchscript
 
 ROW = [1.0, 2.0, 3.0]  # the test model answers [x0, x1 + x2 + 0.5]: [1.0, 5.5]
-
-
-@pytest.fixture(scope="module")
-def torchscript_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model_dir = tmp_path_factory.mktemp("torchscript")
-    linear = torch.nn.Linear(3, 2)
-    with torch.no_grad():
-        linear.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))
-        linear.bias.copy_(torch.tensor([0.0, 0.5]))
-    save_torchscript(linear, model_dir / "model.pt")
-    return model_dir
-
-
-def save_torchscript(module: torch.nn.Module, path: Path) -> None:
-    with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated: users still send it
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.script(module), str(path))
 
 
 @pytest.fixture(autouse=True)
@@ -58,15 +39,6 @@ def restore_import_state() -> Iterator[None]:
     sys.path[:] = path
     for name in set(sys.modules) - modules:
         del sys.modules[name]
-
-
-def model_with_script(tmp_path: Path, torchscript_dir: Path, script: str | None, name: str = "inference") -> Path:
-    model_dir = tmp_path / "model"
-    shutil.copytree(torchscript_dir, model_dir)
-    if script is not None:
-        (model_dir / "code").mkdir()
-        (model_dir / "code" / f"{name}.py").write_text(textwrap.dedent(script))
-    return model_dir
 
 
 def serve(model_dir: Path, settings: ServerSettings | None = None, env: dict[str, str] | None = None) -> FlaskClient:
