@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 from optml.container.artifact import ModelLoadError
 from optml.serve.script import ScriptModel
+from optml.serve.user_module import UserCodeError
 
 log = logging.getLogger("optml.serve")
 
@@ -73,7 +74,7 @@ def load_or_exit(model: ScriptModel, readiness: WorkerReadiness, number: int) ->
     try:
         model.load(gpu_id(number))
     except BaseException as error:
-        if isinstance(error, ModelLoadError):
+        if isinstance(error, ModelLoadError | UserCodeError):
             log.error("cannot serve: %s", error, exc_info=error.__cause__)
         else:
             log.exception("cannot serve: model_fn failed")

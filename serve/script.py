@@ -65,7 +65,8 @@ class ScriptModel:
         return cls(model_dir, bind_handlers(module, source), source, default_accept, import_name or "model")
 
     def load(self, gpu_id: int | None = None) -> None:
-        """Runs model_fn. Raises ModelLoadError (UserCodeError for the user's own exception, chained to it)."""
+        """Runs model_fn. Raises UserCodeError for the user's own exception (chained to it), ModelLoadError
+        from the default model_fn."""
         context = Context(str(self.model_dir), gpu_id, self.name)
         try:
             self.model = self.handlers.model_fn(context, str(self.model_dir))

@@ -21,11 +21,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from optml.container.artifact import ModelLoadError
-from optml.serve import handlers
-from optml.serve.invocation import RequestHeaders
+if TYPE_CHECKING:
+    from optml.serve.invocation import RequestHeaders
 
 log = logging.getLogger("optml.serve")
 
@@ -38,19 +37,14 @@ PARAMETERS = {
     "output_fn": ("prediction", "accept"),
     "transform_fn": ("model", "body", "content_type", "accept"),
 }
-DEFAULTS: dict[str, Callable[..., Any]] = {
-    "model_fn": handlers.default_model_fn,
-    "input_fn": handlers.default_input_fn,
-    "predict_fn": handlers.default_predict_fn,
-    "output_fn": handlers.default_output_fn,
-}
 # transform_fn is the whole request in one function, and the script that defines it defines nothing else:
 # its model comes from the default model_fn (TorchScript model.pt).
 NOT_WITH_TRANSFORM = ("model_fn", "input_fn", "predict_fn", "output_fn")
 
 
-class UserCodeError(ModelLoadError):
-    """The user's script cannot be served: the message names the file and what to change."""
+class UserCodeError(Exception):
+    """The user's script cannot be served: the message names the file and what to change. (Not a
+    ModelLoadError: that lives with torch, and `serve` raises this before gunicorn, without importing torch.)"""
 
 
 @dataclass(frozen=True)
@@ -147,11 +141,12 @@ def bind_handlers(module: ModuleType | None, source: str) -> Handlers:
                 " request alone (its model comes from the default model_fn, a TorchScript model.pt). Define either"
                 " transform_fn, or model_fn / input_fn / predict_fn / output_fn"
             )
+    defaults = _defaults()
     bound = {
         name: Handler(name, function, _takes_context(function, name, source), True)
         if (function := found.get(name)) is not None
-        else Handler(name, DEFAULTS[name], True, False)
-        for name in DEFAULTS
+        else Handler(name, defaults[name], True, False)
+        for name in defaults
     }
     transform = found.get("transform_fn")
     transform_fn = (
@@ -160,6 +155,17 @@ def bind_handlers(module: ModuleType | None, source: str) -> Handlers:
         else None
     )
     return Handlers(transform_fn=transform_fn, **bound)
+
+
+def _defaults() -> dict[str, Callable[..., Any]]:
+    from optml.serve import handlers  # torch: imported once a script is served, not by `serve` before gunicorn
+
+    return {
+        "model_fn": handlers.default_model_fn,
+        "input_fn": handlers.default_input_fn,
+        "predict_fn": handlers.default_predict_fn,
+        "output_fn": handlers.default_output_fn,
+    }
 
 
 def _takes_context(function: Callable[..., Any], name: str, source: str) -> bool:

@@ -49,7 +49,7 @@ def create_app_from_environment() -> Flask:
         if code is not None or not is_builtin_model(paths.model_dir):
             return create_script_app(paths.model_dir, code, settings)
         model = BuiltinModel.load(paths.model_dir)
-    except ModelLoadError as error:
+    except (ModelLoadError, UserCodeError) as error:
         log.error("cannot start: %s", error, exc_info=error.__cause__)
         raise SystemExit(3) from None
     artifact = model.artifact
@@ -87,12 +87,13 @@ def load_any_model(model_dir: Path, settings: ServerSettings, program: str) -> S
     code = UserCode(model_dir / "code", name) if (model_dir / "code" / f"{name}.py").is_file() else None
     if code is None and is_builtin_model(model_dir):
         return BuiltinModel.load(model_dir)
-    if code is not None:
-        try:
-            install_requirements(code.code_dir)
-        except UserError as error:
-            raise UserCodeError(str(error)) from None
     import_name = f"optml_model_{abs(hash(model_dir.resolve()))}_{name}"  # each model's script its own module
-    model = ScriptModel.prepare(model_dir, code, settings.default_accept, import_name)
-    model.load(gpu_id(1))  # the one worker of a multi-model endpoint, after the fork
+    try:
+        if code is not None:
+            install_requirements(code.code_dir)
+        model = ScriptModel.prepare(model_dir, code, settings.default_accept, import_name)
+        model.load(gpu_id(1))  # the one worker of a multi-model endpoint, after the fork
+    except (UserError, UserCodeError) as error:
+        log.error("cannot load %s: %s", model_dir, error, exc_info=error.__cause__)
+        raise ModelLoadError(str(error)) from None  # the registry's 400 for a model that cannot be loaded
     return model
