@@ -48,7 +48,7 @@ class ResourceConfig:
         return self.current_host == self.master_host
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -83,7 +83,7 @@ def read_hyperparameters(path: Path) -> HyperparameterFile:
     """Read hyperparameters.json; a missing file means "all defaults"."""
     if not path.exists():
         return HyperparameterFile(values={})
-    raw = _read_json_object(path)
+    raw = read_json_object(path)
     values: dict[str, str] = {}
     ignored: list[str] = []
     objective: str | None = None
@@ -101,7 +101,7 @@ def read_input_data_config(path: Path) -> dict[str, ChannelConfig]:
     """inputdataconfig.json: one entry per channel SageMaker mounted. Missing file: no declared channels."""
     if not path.exists():
         return {}
-    raw = _read_json_object(path)
+    raw = read_json_object(path)
     channels = {}
     for name, entry in raw.items():
         entry = entry if isinstance(entry, dict) else {}
@@ -119,7 +119,7 @@ def read_resource_config(path: Path) -> ResourceConfig:
     """resourceconfig.json; a missing file (a plain `docker run`) means one host, algo-1."""
     if not path.exists():
         return ResourceConfig()
-    raw = _read_json_object(path)
+    raw = read_json_object(path)
     hosts = tuple(str(host) for host in raw.get("hosts") or ())
     current = str(raw.get("current_host") or (hosts[0] if hosts else "algo-1"))
     return ResourceConfig(
@@ -134,7 +134,7 @@ def read_checkpoint_dir(path: Path) -> Path | None:
     """checkpointconfig.json's LocalPath (present when the job sets CheckpointConfig), else None."""
     if not path.exists():
         return None
-    local = _read_json_object(path).get("LocalPath")
+    local = read_json_object(path).get("LocalPath")
     return Path(local) if local else None
 
 

@@ -1,6 +1,7 @@
 """The HTTP app — the map of the server. Every route, and where its request goes:
 
-  GET  /ping                    200: the app exists only once its model is loaded (multi-model: once it is up)
+  GET  /ping                    200: the app exists only once its model is loaded (multi-model: once it is up);
+                                script mode: 503 until model_fn has returned in every worker (readiness.py)
   POST /invocations             invoke(): read the body → ServedModel.invoke (invocation.py) → response;
                                 multi-model: the model X-Amzn-SageMaker-Target-Model names
   GET  /execution-parameters    batch transform settings (batch.py)
@@ -8,6 +9,8 @@
   POST /models  GET /models  GET|DELETE /models/<name>  POST /models/<name>/invoke → invoke()
 
 optml's own models answer in builtin.py: custom attributes → Accept → decode → predict → shape → encode.
+A user's inference.py (script mode) answers in script.py: input_fn → predict_fn → output_fn, or transform_fn;
+user_module.py finds and checks the script, handlers.py holds the defaults for the handlers it leaves out.
 Client mistakes raise RequestError (errors.py) anywhere below; every error leaves as one JSON shape.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -26,21 +30,31 @@ from optml.serve.multimodel import ModelRegistry
 from optml.serve.negotiation import CUSTOM_ATTRIBUTES_HEADER
 from optml.serve.settings import ServerSettings
 
+if TYPE_CHECKING:
+    from optml.serve.readiness import WorkerReadiness
+
 log = logging.getLogger("optml.serve")
 
 TARGET_MODEL_HEADER = "X-Amzn-SageMaker-Target-Model"
 
 
 def create_app(
-    model: ServedModel | None, settings: ServerSettings | None = None, registry: ModelRegistry | None = None
+    model: ServedModel | None,
+    settings: ServerSettings | None = None,
+    registry: ModelRegistry | None = None,
+    readiness: WorkerReadiness | None = None,
 ) -> Flask:
-    """A single-model server over `model`, or with `registry` (and no model) a multi-model one."""
+    """A single-model server over `model`, or with `registry` (and no model) a multi-model one. With
+    `readiness`, /ping waits for every worker to have loaded the model (script mode's model_fn)."""
     if (model is None) == (registry is None):
         raise ValueError("create_app needs exactly one of a model and a multi-model registry")
     routes = Routes(settings or ServerSettings(), model, registry)
     app = Flask("optml")  # every body is read through read_body, which enforces the payload limit
     app.before_request(routes.refuse_oversized_body)
-    app.add_url_rule("/ping", view_func=ping, methods=["GET"])
+    if readiness is None:
+        app.add_url_rule("/ping", view_func=ping, methods=["GET"])
+    else:
+        app.add_url_rule("/ping", "ping", lambda: ping_when_loaded(readiness), methods=["GET"])
     app.add_url_rule("/execution-parameters", view_func=routes.execution_parameters, methods=["GET"])
     app.add_url_rule("/invocations", view_func=routes.invocations, methods=["POST"])
     if registry is not None:
@@ -86,7 +100,7 @@ class Routes:
         attributes = request.headers.get(CUSTOM_ATTRIBUTES_HEADER)
         body = read_body(self.settings.max_payload_bytes)
         inference = InferenceRequest(
-            body, request.mimetype, request.mimetype_params, request.headers.get("Accept"), attributes
+            body, request.mimetype, request.mimetype_params, request.headers.get("Accept"), attributes, request.headers
         )
         answer = model.invoke(inference, self.settings)
         response = Response(answer.body, status=200, content_type=answer.content_type)
@@ -133,6 +147,15 @@ class Routes:
 
 def ping() -> Response:
     return Response(status=200)
+
+
+def ping_when_loaded(readiness: WorkerReadiness) -> Response:
+    if readiness.all_loaded():
+        return Response(status=200)
+    return json_response(
+        {"error": "loading", "message": f"model_fn has returned in {readiness.loaded} of {readiness.workers} workers"},
+        503,
+    )
 
 
 def json_response(document: object, status: int = 200) -> Response:

@@ -119,10 +119,10 @@ def decode_request(
     if not body and content_type in ("application/x-npy", "application/x-npz"):
         raise bad_request(f"empty body: expected an {content_type} array of feature rows")
     if content_type == "application/x-npy":
-        return Records(schema.encode(_array_rows(_load_npy(body), "the .npy array", schema)), False)
+        return Records(schema.encode(_array_rows(load_npy(body), "the .npy array", schema)), False)
     if content_type == "application/x-npz":
         return Records(schema.encode(_array_rows(_load_npz(body), "the .npz array", schema)), False)
-    text = _decode_text(body, params.get("charset"))
+    text = decode_text(body, params.get("charset"))
     if content_type == "text/csv":
         return Records(schema.encode(decode_csv(text, schema)), True)
     # SageMaker batch transform with SplitType=Line sends many JSON records, one per line, as
@@ -143,7 +143,7 @@ def _several_json_documents(text: str) -> bool:
     return False
 
 
-def _decode_text(body: bytes, charset: str | None) -> str:
+def decode_text(body: bytes, charset: str | None) -> str:
     codec = TEXT_CHARSETS.get((charset or "utf-8").strip().lower())
     if codec is None:
         raise RequestError(
@@ -295,7 +295,7 @@ JSON_SHAPES = (
 def decode_json(text: str, schema: FeatureSchema) -> RawRows:
     """`{"instances": [...]}` (rows, or objects keyed by feature name), `{"features": [...]}` (one
     record), or a bare list (of rows, or one flat row)."""
-    document = _load_json(text, "JSON body")
+    document = load_json(text, "JSON body")
     if isinstance(document, dict) and "instances" in document:
         instances = document["instances"]
         if not isinstance(instances, list):
@@ -329,7 +329,7 @@ def decode_jsonlines(text: str, schema: FeatureSchema) -> RawRows:
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             what = f"JSON Lines line {number}"
-            rows.append(_record(_load_json(line, what), what, schema))
+            rows.append(_record(load_json(line, what), what, schema))
     if not rows:
         raise bad_request("empty JSON Lines body: expected one JSON record per line")
     return _numeric_rows(rows, schema)
@@ -355,7 +355,7 @@ def _numeric_rows(rows: list[list[Any]], schema: FeatureSchema) -> RawRows:
     return rows if schema.takes_text else _check_rows(np.array(rows, dtype=np.float64), schema.count)
 
 
-def _load_json(text: str, what: str) -> Any:
+def load_json(text: str, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
@@ -423,7 +423,7 @@ def _number(value: Any, what: str, schema: FeatureSchema) -> Any:
 # ---- NumPy -------------------------------------------------------------------------------------------
 
 
-def _load_npy(body: bytes) -> np.ndarray:
+def load_npy(body: bytes) -> np.ndarray:
     try:
         return np.lib.format.read_array(io.BytesIO(body), allow_pickle=False)
     except Exception as error:  # numpy raises several types for corrupt files; all mean "not a .npy"

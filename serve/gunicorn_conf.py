@@ -55,3 +55,11 @@ def post_fork(server: object, worker: object) -> None:
     import torch
 
     torch.set_num_threads(_settings.threads_per_worker)
+
+
+def post_worker_init(worker: object) -> None:
+    # Script mode: the user's model_fn runs here, in each worker after the fork (serve/readiness.py).
+    app = getattr(worker, "wsgi", None)
+    start = getattr(app, "extensions", {}).get("optml.worker_start")
+    if start is not None:
+        start(worker.notify, worker.age)  # type: ignore[attr-defined]

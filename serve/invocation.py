@@ -2,17 +2,21 @@
 
 The app reads the body and the headers SageMaker forwards; the model decodes the body, predicts and
 encodes its answer itself. optml's own trained models are one kind of ServedModel (builtin.py); a user's
-inference script, which decodes and encodes in its own input_fn / output_fn, will be another. The
+inference script, which decodes and encodes in its own input_fn / output_fn, is another (script.py). The
 multi-model registry holds ServedModels by name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from werkzeug.datastructures import Headers
+
 from optml.serve.settings import ServerSettings
+
+RequestHeaders = Mapping[str, str] | Headers  # werkzeug's (case-insensitive), or a plain dict in tests
 
 
 @dataclass(slots=True)
@@ -22,6 +26,7 @@ class InferenceRequest:
     content_type_params: Mapping[str, str]  # its parameters: {"charset": "utf-8"}
     accept: str | None  # the Accept header as sent
     custom_attributes: str | None  # X-Amzn-SageMaker-Custom-Attributes as sent
+    headers: RequestHeaders = field(default_factory=dict)  # all of them, for a script's context
 
 
 @dataclass(slots=True)

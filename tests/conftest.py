@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import textwrap
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +15,8 @@ import numpy as np
 import pytest
 
 if TYPE_CHECKING:
+    import torch
+
     from optml.container.artifact import ModelArtifact
 
 ENV_PREFIXES = ("SM_", "SAGEMAKER_", "OPTML_ROOT")
@@ -140,3 +145,35 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+
+
+@pytest.fixture(scope="session")
+def torchscript_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's TorchScript model.pt, as script mode serves it: x → [x0, x1 + x2 + 0.5]."""
+    import torch
+
+    model_dir = tmp_path_factory.mktemp("torchscript")
+    linear = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))
+        linear.bias.copy_(torch.tensor([0.0, 0.5]))
+    save_torchscript(linear, model_dir / "model.pt")
+    return model_dir
+
+
+def save_torchscript(module: torch.nn.Module, path: Path) -> None:
+    import torch
+
+    with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated: users still send it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(module), str(path))
+
+
+def model_with_script(tmp_path: Path, torchscript_dir: Path, script: str | None, name: str = "inference") -> Path:
+    """A copy of `torchscript_dir` with `script` as code/<name>.py (none: the default handlers)."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(torchscript_dir, model_dir)
+    if script is not None:
+        (model_dir / "code").mkdir()
+        (model_dir / "code" / f"{name}.py").write_text(textwrap.dedent(script))
+    return model_dir

@@ -15,22 +15,13 @@ import pytest
 from docker.models.containers import Container
 
 from tests.docker.conftest import wait_for_exit
+from tests.unit.test_script_main import make_job
 
 pytestmark = pytest.mark.docker
 
 RunContainer = Callable[..., Container]
 
-SDK_V2 = {
-    "epochs": "3",
-    "lr": "0.5",
-    "use-cuda": "false",
-    "sagemaker_program": '"train.py"',
-    "sagemaker_submit_directory": '"s3://sagemaker-us-west-2-111122223333/job-1/source/sourcedir.tar.gz"',
-    "sagemaker_region": '"us-west-2"',
-    "sagemaker_container_log_level": "20",
-    "sagemaker_job_name": '"job-1"',
-}
-
+ARGS = "--epochs 2 --lr 0.5 --optimizer adam --use-cuda False"  # SDK_V2's hyperparameters as the script sees them
 TRAIN_PY = """
 import argparse, json, os, sys
 import numpy                      # from requirements.txt (already installed: PIP_NO_INDEX proves no download)
@@ -39,6 +30,7 @@ from model import Net             # the user's own module beside train.py
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", type=int)
 parser.add_argument("--lr", type=float)
+parser.add_argument("--optimizer")
 parser.add_argument("--use-cuda", type=lambda value: value.lower() == "true")
 args = parser.parse_args()
 for epoch in range(args.epochs):
@@ -58,24 +50,6 @@ def code_tarball(files: dict[str, str], extra: dict[str, bytes] | None = None) -
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
-
-
-def make_job(root: Path, files: dict[str, str] | None, hyperparameters: dict[str, str] | None = None) -> Path:
-    """/opt/ml with the code in /opt/ml/code (SDK v2 local mode), or None: left to the caller."""
-    config = root / "input" / "config"
-    config.mkdir(parents=True)
-    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters or SDK_V2))
-    (config / "resourceconfig.json").write_text(
-        json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "ethwe"})
-    )
-    (config / "inputdataconfig.json").write_text(json.dumps({"train": {"TrainingInputMode": "File"}}))
-    (root / "input" / "data" / "train").mkdir(parents=True)
-    (root / "model").mkdir()
-    if files is not None:
-        (root / "code").mkdir()
-        for name, text in files.items():
-            (root / "code" / name).write_text(textwrap.dedent(text))
-    return root
 
 
 def mount(root: Path) -> dict[str, dict[str, str]]:
@@ -98,34 +72,35 @@ def test_a_network_isolated_sdk_v2_job_runs_the_users_script(tmp_path: Path, run
     status, logs = wait_for_exit(container)
     assert status == 0, logs
     result = json.loads((root / "model" / "result.json").read_text())
-    assert result["args"] == {"epochs": 3, "lr": 0.5, "use_cuda": False}
+    assert result["args"] == {"epochs": 2, "lr": 0.5, "optimizer": "adam", "use_cuda": False}
     assert (result["net"], result["cwd"], result["python"]) == ("user net", "/opt/ml/code", "/opt/venv/bin/python")
     # ethwe (as SDK v3 local mode writes) is not in this container, which has no network: one it has instead
     assert result["env"].pop("SM_NETWORK_INTERFACE_NAME") == "lo"
     assert result["env"] == {
-        "SM_HPS": '{"epochs":3,"lr":0.5,"use-cuda":false}',
+        "SM_HPS": '{"epochs":2,"lr":0.5,"optimizer":"adam","use-cuda":false}',
         "SM_CHANNELS": '["train"]',
         "SM_CHANNEL_TRAIN": "/opt/ml/input/data/train",
-        "SM_USER_ARGS": '["--epochs","3","--lr","0.5","--use-cuda","False"]',
+        "SM_USER_ARGS": '["--epochs","2","--lr","0.5","--optimizer","adam","--use-cuda","False"]',
         "MASTER_ADDR": "algo-1",
         "MASTER_PORT": "7777",
         "PYTHONUNBUFFERED": "1",
     }
     assert "Requirement already satisfied: numpy" in logs
-    assert "epoch=2 train:loss=0.333333;" in logs
+    assert "epoch=1 train:loss=0.5;" in logs
     assert not (root / "output" / "failure").exists()
 
 
 def test_a_syntax_error_fails_with_it_in_the_failure_file(tmp_path: Path, run_container: RunContainer) -> None:
-    root = make_job(tmp_path / "ml", {"train.py": "def main(:\n    pass\n"})
+    root = make_job(tmp_path / "ml", "def main(:\n    pass\n")
     status, logs = wait_for_exit(run_container("train", volumes=mount(root)))
     assert status == 1, logs
-    assert failure(root).startswith("SyntaxError: ")
-    assert '\nExitCode 1\nCommand "/opt/venv/bin/python train.py --epochs 3 --lr 0.5 --use-cuda False"' in failure(root)
+    reason = failure(root)
+    assert reason.startswith("SyntaxError: ")
+    assert reason.endswith('\nExitCode 1\nCommand "/opt/venv/bin/python train.py ' + ARGS + '"')
 
 
 def test_a_failing_requirement_is_named(tmp_path: Path, run_container: RunContainer) -> None:
-    root = make_job(tmp_path / "ml", {"train.py": "print('never')\n", "requirements.txt": "no-such-pkg-optml==9\n"})
+    root = make_job(tmp_path / "ml", "print('never')\n", requirements__txt="no-such-pkg-optml==9\n")
     container = run_container("train", volumes=mount(root), environment={"PIP_NO_INDEX": "1"})
     status, logs = wait_for_exit(container)
     assert status == 1, logs
@@ -136,7 +111,9 @@ def test_a_failing_requirement_is_named(tmp_path: Path, run_container: RunContai
 
 
 def test_a_missing_entry_point_lists_what_is_there(tmp_path: Path, run_container: RunContainer) -> None:
-    root = make_job(tmp_path / "ml", {"main.py": ""})
+    root = make_job(tmp_path / "ml", None)
+    (root / "code").mkdir()
+    (root / "code" / "main.py").write_text("")
     status, _ = wait_for_exit(run_container("train", volumes=mount(root)))
     assert status == 1
     assert failure(root) == "entry point 'train.py' not found in /opt/ml/code (it holds: main.py)"
@@ -171,7 +148,7 @@ print("checkpointed at step", step, flush=True)
 
 
 def test_a_stopped_script_checkpoints_into_opt_ml_checkpoints(tmp_path: Path, run_container: RunContainer) -> None:
-    root = make_job(tmp_path / "ml", {"train.py": CHECKPOINT_ON_SIGTERM})
+    root = make_job(tmp_path / "ml", CHECKPOINT_ON_SIGTERM)
     (root / "output").mkdir()
     container = run_container("train", volumes=mount(root))
     deadline = time.monotonic() + 120

@@ -80,3 +80,9 @@ def test_pytorch_ddp_uses_the_same_launcher_and_processes_per_host_overrides(cod
 def test_torchrun_needs_a_python_script(code: Path) -> None:
     with pytest.raises(UserError, match="'run.sh' is not a .py file"):
         command(code, {"sagemaker_program": "run.sh", "sagemaker_torch_distributed_enabled": "true"})
+
+
+def test_mpi_runs_once_per_host_and_says_torchrun_is_the_way(code: Path, caplog: pytest.LogCaptureFixture) -> None:
+    argv = command(code, {"sagemaker_program": "train.py", "sagemaker_mpi_enabled": "true"})
+    assert argv == [sys.executable, "train.py", *ARGS]
+    assert "sagemaker_mpi_enabled: this image has no MPI launcher; use torch_distributed (torchrun)" in caplog.text

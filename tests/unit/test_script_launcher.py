@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from optml.container.errors import UserError
 from optml.train.script.launcher import grace_seconds
 from tests.conftest import REPO
 
@@ -151,6 +152,11 @@ def test_processes_left_running_end_with_the_script(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("value", "expected"), [(None, 110.0), ("30", 30.0), ("2.5", 2.5)])
 def test_the_grace_period_is_110_seconds_unless_configured(value: str | None, expected: float) -> None:
     assert grace_seconds({} if value is None else {"OPTML_STOP_GRACE_SECONDS": value}) == expected
+
+
+def test_a_grace_period_that_is_not_a_number_is_the_users_to_fix() -> None:
+    with pytest.raises(UserError, match="OPTML_STOP_GRACE_SECONDS must be a number of seconds, got '2m'"):
+        grace_seconds({"OPTML_STOP_GRACE_SECONDS": "2m"})
 
 
 def test_our_own_processes_are_not_the_scripts(tmp_path: Path) -> None:

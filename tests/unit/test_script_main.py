@@ -44,7 +44,9 @@ with open(os.path.join(args.model_dir, "args.json"), "w") as handle:
 """
 
 
-def make_job(root: Path, script: str, hyperparameters: dict[str, str] | None = None, **files: str) -> Path:
+def make_job(root: Path, script: str | None, hyperparameters: dict[str, str] | None = None, **files: str) -> Path:
+    """/opt/ml as SDK v2 lays it out, with channel `train`; the code in /opt/ml/code (where v2 local mode mounts
+    the source dir) as train.py plus `files` (`requirements__txt` for requirements.txt), or none at all."""
     config = root / "input" / "config"
     config.mkdir(parents=True)
     (config / "hyperparameters.json").write_text(json.dumps(hyperparameters or SDK_V2))
@@ -52,12 +54,14 @@ def make_job(root: Path, script: str, hyperparameters: dict[str, str] | None = N
         json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "ethwe"})
     )
     (config / "inputdataconfig.json").write_text(json.dumps({"train": {"TrainingInputMode": "File"}}))
+    (root / "input" / "data" / "train").mkdir(parents=True)
     (root / "model").mkdir()
-    code = root / "code"  # SDK v2 local mode mounts the source dir here
-    code.mkdir()
-    (code / "train.py").write_text(textwrap.dedent(script))
-    for name, text in files.items():
-        (code / name.replace("__", ".")).write_text(text)
+    if script is not None:
+        code = root / "code"
+        code.mkdir()
+        (code / "train.py").write_text(textwrap.dedent(script))
+        for name, text in files.items():
+            (code / name.replace("__", ".")).write_text(textwrap.dedent(text))
     return root
 
 
@@ -237,3 +241,18 @@ def test_torch_distributed_runs_torchrun_and_a_stop_reaches_its_workers(tmp_path
         "checkpoint-algo-1-rank0-000000001.pt",
         "checkpoint-algo-1-rank1-000000001.pt",
     ]
+
+
+@pytest.mark.slow  # name lookups of an unknown host take seconds
+def test_a_peer_that_never_comes_up_is_named(tmp_path: Path) -> None:
+    hyperparameters = {"sagemaker_program": "train.py", "sagemaker_torch_distributed_enabled": "true"}
+    root = make_job(tmp_path / "ml", "raise SystemExit('never run')\n", hyperparameters)
+    (root / "input" / "config" / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "localhost", "hosts": ["localhost", "zz-peer.invalid"]})
+    )
+    code, _ = train(root, OPTML_PEER_WAIT_SECONDS="1")
+    assert code == 1
+    assert failure(root) == (
+        "host 'zz-peer.invalid' from resourceconfig.json never became reachable by name within 1 s;"
+        " check that every instance of the job started"
+    )

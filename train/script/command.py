@@ -5,6 +5,7 @@ package (a setup.py beside it, or a directory with __main__.py), `sh run.sh ARGS
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,14 @@ from optml.container.errors import UserError
 from optml.train.script.environment import MASTER_PORT, Host
 from optml.train.script.job import ScriptJob
 
+log = logging.getLogger(__name__)
+
 # Distribution switches that start torchrun. SDK v2 sends sagemaker_pytorch_ddp_enabled for its "pytorchddp"
 # distribution, which AWS's images run with mpirun on GPU hosts; torchrun does the same job everywhere.
 TORCHRUN_SWITCHES = ("sagemaker_torch_distributed_enabled", "sagemaker_pytorch_ddp_enabled")
 PROCESSES_PER_HOST = "sagemaker_mpi_num_of_processes_per_host"
+# Launchers this image does not have (mpirun, smddprun): the script runs once per host, and says so.
+UNSUPPORTED_SWITCHES = ("sagemaker_mpi_enabled", "sagemaker_distributed_dataparallel_enabled")
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,9 @@ def torchrun_command(job: ScriptJob, host: Host, args: list[str]) -> list[str]:
 
 def build_command(job: ScriptJob, host: Host, code_dir: Path, args: list[str]) -> Command:
     entry = entry_point(code_dir, job.program)
+    for switch in UNSUPPORTED_SWITCHES:
+        if job.enabled(switch):
+            log.warning("%s: this image has no MPI launcher; use torch_distributed (torchrun) instead", switch)
     if any(job.enabled(switch) for switch in TORCHRUN_SWITCHES):
         return Command(torchrun_command(job, host, args), torchrun=True)
     module = job.program[:-3] if job.program.endswith(".py") else job.program

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optml.container.config import read_json_object
 from optml.container.errors import UserError
 from optml.container.paths import Paths
 
@@ -47,16 +48,8 @@ def decode_value(value: Any) -> Any:
 
 
 def read_raw_json(path: Path) -> dict[str, Any]:
-    """A config file as a dict; {} when it is missing. Invalid JSON is the user's to fix."""
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} is not valid JSON: {error.msg} at line {error.lineno}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a JSON object, found {type(data).__name__}")
-    return data
+    """A config file as it is, values undecoded; {} when it is missing. Invalid JSON is the user's to fix."""
+    return read_json_object(path) if path.exists() else {}
 
 
 @dataclass(frozen=True)

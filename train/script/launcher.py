@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from optml.container.errors import UserError
 from optml.train.script.process_tree import descendants, kill_tree, signal_all
 
 GRACE_ENV = "OPTML_STOP_GRACE_SECONDS"
@@ -34,7 +35,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 def grace_seconds(env: Mapping[str, str]) -> float:
     value = env.get(GRACE_ENV)
-    return float(value) if value else DEFAULT_GRACE_SECONDS
+    try:
+        return float(value) if value else DEFAULT_GRACE_SECONDS
+    except ValueError:
+        raise UserError(f"{GRACE_ENV} must be a number of seconds, got {value!r}") from None
 
 
 @dataclass
