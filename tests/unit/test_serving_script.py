@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +25,8 @@ from optml.serve.readiness import WorkerReadiness
 from optml.serve.script import ScriptModel
 from optml.serve.settings import ServerSettings
 from optml.serve.user_module import UserCode, UserCodeError, locate_user_code
-from optml.serve.wsgi import load_any_model
-from tests.conftest import model_with_script, save_torchscript
+from optml.serve.wsgi import is_builtin_model, load_any_model
+from tests.conftest import REPO, model_with_script, save_torchscript
 
 ROW = [1.0, 2.0, 3.0]  # the test model answers [x0, x1 + x2 + 0.5]: [1.0, 5.5]
 
@@ -406,3 +407,21 @@ def test_a_multi_model_endpoint_serves_a_model_directory_with_its_own_script(
     assert loaded.status_code == 200, loaded.text
     assert loaded.json is not None and loaded.json["task"] == "script"
     assert response.data == b"sum=6.5"
+
+
+def test_which_path_serves_a_model_directory(tmp_path: Path, torchscript_dir: Path) -> None:
+    """optml's own model (or no model: its loader words the error) → built-in; a TorchScript model alone →
+    the default handlers."""
+    assert is_builtin_model(tmp_path / "missing") is True
+    assert is_builtin_model(torchscript_dir) is False
+    (tmp_path / "optml-model.json").write_text("{}")
+    (tmp_path / "model.pt").write_bytes(b"")
+    assert is_builtin_model(tmp_path) is True
+
+
+def test_serve_installs_requirements_without_importing_torch() -> None:
+    """`serve` runs before gunicorn and is replaced by it: torch loaded there would be seconds of cold start lost."""
+    check = "import sys, optml.serve.main; print(sorted({'torch', 'flask'} & set(sys.modules)))"
+    imported = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True)
+
+    assert imported.stdout == "[]\n"
