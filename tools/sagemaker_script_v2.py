@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 if not __package__:  # run as a script (python tools/sagemaker_script_v2.py): only tools/ is on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, which holds optml/
@@ -225,21 +225,29 @@ def summary_text(summary: Mapping[str, Any], summary_file: str | None) -> list[s
     return lines
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+# The command line and the run, shared with tools/sagemaker_script_v3.py
+
+
+def script_parser(
+    description: str | None, entry_option: str, instance_count: int, output: str
+) -> argparse.ArgumentParser:
+    """The options of both script-mode drivers; ``entry_option`` names the training script as the SDK does."""
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description=description,
         epilog="Progress goes to stderr; the summary file holds sdk, run, model_data, metrics, hyperparameters, "
         "labels, predictions, training_log_tail and timings (on failure error and log_tail, exit code 1).",
     )
     parser.add_argument("--image", required=True, help="local Docker image, e.g. optml:latest")
     parser.add_argument("--source-dir", default=str(EXAMPLE), help="the user's code (default: %(default)s)")
-    parser.add_argument("--entry-point", default="train.py", help="training script in it (default: %(default)s)")
+    parser.add_argument(entry_option, default="train.py", help="training script in it (default: %(default)s)")
     parser.add_argument("--inference", default="inference.py", help="serving script in it (default: %(default)s)")
     parser.add_argument("--train", default=str(EXAMPLE / "data" / "train"), help="`training` channel directory")
     parser.add_argument("--test", default=str(EXAMPLE / "data" / "test"), help="`testing` channel directory")
-    parser.add_argument("--output", default="script-v2-output", help="directory for the run's artifacts")
+    parser.add_argument("--output", default=output, help="directory for the run's artifacts (default: %(default)s)")
     parser.add_argument("--summary", help=common.SUMMARY_HELP)
-    parser.add_argument("--instance-count", type=int, default=2, help="training hosts (default 2: DDP)")
+    parser.add_argument(
+        "--instance-count", type=int, default=instance_count, help="training hosts (default: %(default)s)"
+    )
     parser.add_argument(
         "--hyperparameters",
         nargs="+",
@@ -252,21 +260,39 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument("--train-only", action="store_true", help="train, do not deploy")
     parser.add_argument("--serving-port", type=int, default=common.DEFAULT_SERVING_PORT, help="must be free")
     parser.add_argument("--timeout", type=int, default=1800, help="give up (and clean up) after this many seconds")
+    return parser
+
+
+def parse_script_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parsed and checked; ``hyperparameters`` the defaults updated with the typed KEY=VALUE pairs."""
     args = parser.parse_args(argv)
     if args.instance_count < 1:
         parser.error("--instance-count must be at least 1")
     try:
-        args.hyperparameters = {
-            **DEFAULT_HYPERPARAMETERS,
-            **{key: typed(value) for key, value in common.parse_hyperparameters(args.hyperparameters).items()},
-        }
+        pairs = common.parse_hyperparameters(args.hyperparameters)
     except ValueError as exc:
         parser.error(str(exc))
-    return parser, args
+    args.hyperparameters = {**DEFAULT_HYPERPARAMETERS, **{key: typed(value) for key, value in pairs.items()}}
+    return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser, args = parse_args(argv)
+class TrainStep(Protocol):
+    def __call__(
+        self, source_dir: Path, channels: dict[str, Path], output_dir: Path, run_name: str, janitor: Any
+    ) -> Path: ...
+
+
+class ServeStep(Protocol):
+    def __call__(
+        self, source_dir: Path, model_data: Path, images: list[list[float]], run: common.LocalRun, janitor: Any
+    ) -> dict[str, list[Any]]: ...
+
+
+def run_script_mode(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, run_prefix: str, train_step: TrainStep, serve: ServeStep
+) -> int:
+    """Train (``train_step``), then unless --train-only deploy and predict test images (``serve``), clean up;
+    write the summary file and print the summary."""
     summary_path = common.summary_path_of(parser, args)
 
     def steps(run: common.LocalRun) -> None:
@@ -277,34 +303,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             channels["testing"] = common.existing_dir(args.test, "testing")
         output_dir = common.local_path(args.output)
         run.result["hyperparameters"] = args.hyperparameters
-        model_data = run.record_training(
-            lambda: train(
-                args.image,
-                source_dir,
-                channels,
-                output_dir,
-                args.instance_count,
-                args.hyperparameters,
-                run.name,
-                janitor,
-                args.entry_point,
-            )
-        )
+        model_data = run.record_training(lambda: train_step(source_dir, channels, output_dir, run.name, janitor))
         if args.train_only:
             return
-        images, run.result["labels"] = read_test_images(
-            channels.get("testing", channels["training"]), args.predict_rows
-        )
+        test_dir = channels.get("testing", channels["training"])
+        images, run.result["labels"] = read_test_images(test_dir, args.predict_rows)
         assert run.tee is not None
         run.tee.lines.clear()  # a failure's log tail is the endpoint's
         started = time.monotonic()
-        run.result["predictions"] = deploy_and_predict(
-            args.image, source_dir, model_data, images, args.serving_port, run.name, janitor, args.inference
-        )
+        run.result["predictions"] = serve(source_dir, model_data, images, run, janitor)
         run.timings["serve_s"] = round(time.monotonic() - started, 1)
 
-    run = common.run_locally(RUN_PREFIX, steps, args.timeout)
+    run = common.run_locally(run_prefix, steps, args.timeout)
     return common.finish(run.result, summary_path, run.exit_code, lambda shown: summary_text(run.result, shown))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    description = __doc__.splitlines()[0] if __doc__ else None
+    parser = script_parser(description, "--entry-point", instance_count=2, output="script-v2-output")
+    args = parse_script_args(parser, argv)
+    return run_script_mode(
+        parser,
+        args,
+        RUN_PREFIX,
+        lambda source_dir, channels, output_dir, run_name, janitor: train(
+            args.image,
+            source_dir,
+            channels,
+            output_dir,
+            args.instance_count,
+            args.hyperparameters,
+            run_name,
+            janitor,
+            args.entry_point,
+        ),
+        lambda source_dir, model_data, images, run, janitor: deploy_and_predict(
+            args.image, source_dir, model_data, images, args.serving_port, run.name, janitor, args.inference
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -26,12 +26,10 @@ each test image's label and the endpoint's predictions) and writes the machine-r
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
 import tarfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,14 +41,7 @@ from optml.cli import local_v3  # noqa: E402
 from optml.cli import localmode as common  # noqa: E402
 from optml.cli.deploy import deletion_requests, endpoint_requests  # noqa: E402
 from optml.cli.jobs import model_request  # noqa: E402
-from tools.sagemaker_script_v2 import (  # noqa: E402
-    DEFAULT_HYPERPARAMETERS,
-    DEFAULT_PREDICT_ROWS,
-    EXAMPLE,
-    read_test_images,
-    summary_text,
-    typed,
-)
+from tools.sagemaker_script_v2 import parse_script_args, run_script_mode, script_parser  # noqa: E402
 
 RUN_PREFIX = "optml-v3-script"
 CODE_DIR = "/opt/ml/model/code"  # where SDK v3's ModelBuilder points SAGEMAKER_SUBMIT_DIRECTORY
@@ -150,90 +141,37 @@ def deploy_and_predict(
     return answers
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0] if __doc__ else None,
-        epilog="Progress goes to stderr; the summary file holds sdk, run, model_data, metrics, hyperparameters, "
-        "labels, predictions, training_log_tail and timings (on failure error and log_tail, exit code 1).",
-    )
-    parser.add_argument("--image", required=True, help="local Docker image, e.g. optml:latest")
-    parser.add_argument("--source-dir", default=str(EXAMPLE), help="the user's code (default: %(default)s)")
-    parser.add_argument("--entry-script", default="train.py", help="training script in it (default: %(default)s)")
-    parser.add_argument("--requirements", default="requirements.txt", help="in it; '' for none (default: %(default)s)")
-    parser.add_argument("--inference", default="inference.py", help="serving script in it (default: %(default)s)")
-    parser.add_argument("--train", default=str(EXAMPLE / "data" / "train"), help="`training` channel directory")
-    parser.add_argument("--test", default=str(EXAMPLE / "data" / "test"), help="`testing` channel directory")
-    parser.add_argument("--output", default="script-v3-output", help="directory for the run's artifacts")
-    parser.add_argument("--summary", help=common.SUMMARY_HELP)
-    parser.add_argument("--instance-count", type=int, default=1, help="training hosts (default 1)")
-    parser.add_argument(
-        "--hyperparameters",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help=f"added to {json.dumps(DEFAULT_HYPERPARAMETERS)}; values are JSON where they parse",
-    )
-    parser.add_argument("--predict-rows", type=int, default=DEFAULT_PREDICT_ROWS, help="test images to predict")
-    parser.add_argument("--train-only", action="store_true", help="train, do not deploy")
-    parser.add_argument("--serving-port", type=int, default=common.DEFAULT_SERVING_PORT, help="must be free")
-    parser.add_argument("--timeout", type=int, default=1800, help="give up (and clean up) after this many seconds")
-    args = parser.parse_args(argv)
-    if args.instance_count < 1:
-        parser.error("--instance-count must be at least 1")
-    try:
-        args.hyperparameters = {
-            **DEFAULT_HYPERPARAMETERS,
-            **{key: typed(value) for key, value in common.parse_hyperparameters(args.hyperparameters).items()},
-        }
-    except ValueError as exc:
-        parser.error(str(exc))
-    return parser, args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, args = parse_args(argv)
-    summary_path = common.summary_path_of(parser, args)
+    description = __doc__.splitlines()[0] if __doc__ else None
+    parser = script_parser(description, "--entry-script", instance_count=1, output="script-v3-output")
+    parser.add_argument("--requirements", default="requirements.txt", help="in it; '' for none (default: %(default)s)")
+    args = parse_script_args(parser, argv)
 
-    def steps(run: common.LocalRun) -> None:
+    def train_step(source_dir: Path, channels: dict[str, Path], output_dir: Path, run_name: str, janitor: Any) -> Path:
         local_v3.require_sdk()
-        janitor = run.start_docker(args.image, None if args.train_only else args.serving_port)
-        source_dir = common.existing_dir(args.source_dir, "source")
-        channels = {"training": common.existing_dir(args.train, "training")}
-        if args.test:
-            channels["testing"] = common.existing_dir(args.test, "testing")
-        output_dir = common.local_path(args.output)
-        run.result["hyperparameters"] = args.hyperparameters
-        model_data = run.record_training(
-            lambda: train(
-                args.image,
-                source_dir,
-                channels,
-                output_dir,
-                args.instance_count,
-                args.hyperparameters,
-                run.name,
-                janitor,
-                args.entry_script,
-                args.requirements or None,
-            )
+        return train(
+            args.image,
+            source_dir,
+            channels,
+            output_dir,
+            args.instance_count,
+            args.hyperparameters,
+            run_name,
+            janitor,
+            args.entry_script,
+            args.requirements or None,
         )
-        if args.train_only:
-            return
-        test_dir = channels.get("testing", channels["training"])
-        images, run.result["labels"] = read_test_images(test_dir, args.predict_rows)
+
+    def serve(
+        source_dir: Path, model_data: Path, images: list[list[float]], run: common.LocalRun, janitor: Any
+    ) -> dict[str, list[Any]]:
         serving_model = with_code(model_data, source_dir, model_data.parent.parent / "serving" / "model.tar.gz")
         run.result["serving_model_data"] = str(serving_model)
-        assert run.tee is not None
-        run.tee.lines.clear()  # a failure's log tail is the endpoint's
-        started = time.monotonic()
-        run.result["predictions"] = deploy_and_predict(
+        return deploy_and_predict(
             args.image, serving_model, images, args.serving_port, run.name, janitor, args.inference
         )
-        run.timings["serve_s"] = round(time.monotonic() - started, 1)
 
-    run = common.run_locally(RUN_PREFIX, steps, args.timeout)
-    return common.finish(run.result, summary_path, run.exit_code, lambda shown: summary_text(run.result, shown))
+    return run_script_mode(parser, args, RUN_PREFIX, train_step, serve)
 
 
 if __name__ == "__main__":
