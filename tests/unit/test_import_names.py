@@ -32,11 +32,13 @@ print(optml.train.main.__name__, optml.serve.wsgi.__name__, optml.container.entr
 
 def test_no_code_imports_the_folders_by_their_own_names() -> None:
     """In a checkout `train` would import too (the repository root is on the path), as a second copy of
-    every module: everything imports through `optml.`."""
+    every module: everything imports through `optml.`. examples/ is user code, not optml's: its inference.py
+    does `from train import Net` as AWS's examples do, run with its own directory first on the path."""
     tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True)
     offenders = [
         f"{name}: {match.group(0).strip()}"
         for name in tracked.stdout.split()
+        if not name.startswith("examples/")
         for pattern in (TOP_LEVEL_IMPORT, MODULE_PATH_STRING)
         for match in pattern.finditer((REPO / name).read_text(encoding="utf-8"))
     ]
