@@ -181,7 +181,7 @@ def evaluate_in_aws(job: EvaluationJob, aws: Aws, wait: bool, out: TextIO, **fol
         return 0
     ended = follow.succeeded(
         aws, "processing job", "DescribeProcessingJob", {"ProcessingJobName": job.name}, "ProcessingJobStatus",
-        follow.PROCESSING_DONE, out, reasons=("FailureReason", "ExitMessage"), **follow_options,
+        follow.JOB_DONE, out, reasons=("FailureReason", "ExitMessage"), **follow_options,
     )  # fmt: skip
     if not ended:
         return 1

@@ -17,9 +17,7 @@ from optml.cli.errors import CliError
 
 POLL_SECONDS = 15.0
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-TRAINING_DONE = ("Completed", "Failed", "Stopped")
-TRANSFORM_DONE = ("Completed", "Failed", "Stopped")
-PROCESSING_DONE = ("Completed", "Failed", "Stopped")
+JOB_DONE = ("Completed", "Failed", "Stopped")  # the ends of every SageMaker job: training, transform, processing
 ENDPOINT_DONE = ("InService", "Failed")  # the ends of a CreateEndpoint
 
 Sleep = Callable[[float], None]
@@ -101,7 +99,7 @@ def training_job(
         transitions_shown = len(transitions)
         # Log streams exist once a container has started, i.e. from status Training on.
         started = any(transition["Status"] == "Training" for transition in transitions)
-        done = job["TrainingJobStatus"] in TRAINING_DONE
+        done = job["TrainingJobStatus"] in JOB_DONE
         if started and done:
             log.print_new()  # the last lines before the final status
         for transition in new:
@@ -113,7 +111,7 @@ def training_job(
     def describe() -> dict[str, Any]:
         return aws.call("sagemaker", "DescribeTrainingJob", TrainingJobName=name)
 
-    return poll(describe, lambda job: job["TrainingJobStatus"] in TRAINING_DONE, show, sleep, interval)
+    return poll(describe, lambda job: job["TrainingJobStatus"] in JOB_DONE, show, sleep, interval)
 
 
 LATE_MS = 60_000  # how late a host's line may reach CloudWatch and still be printed

@@ -167,7 +167,7 @@ def transform_in_aws(requests: list[Request], aws: Aws, wait: bool, out: TextIO,
         return 0
     ended = follow.succeeded(
         aws, "transform job", "DescribeTransformJob", {"TransformJobName": name}, "TransformJobStatus",
-        follow.TRANSFORM_DONE, out, **follow_options,
+        follow.JOB_DONE, out, **follow_options,
     )  # fmt: skip
     return 0 if ended else 1
 
