@@ -222,3 +222,13 @@ def test_split_follows_the_type_unless_asked(
     request = printed_requests(capsys.readouterr().out)[0]["request"]
     split_type = request["TransformInput"]["SplitType"]
     assert (split_type, request["BatchStrategy"], request["TransformOutput"]["AssembleWith"]) == expected
+
+
+def test_the_clis_copies_of_the_servers_types_match_the_server() -> None:
+    """The light install cannot import serve/ (werkzeug): cli/ keeps copies, which must not drift."""
+    from optml.cli.jobs import CONTENT_TYPES
+    from optml.serve.codecs import REQUEST_TYPES
+    from optml.serve.negotiation import RESPONSE_TYPES as SERVED
+
+    assert transform.RESPONSE_TYPES == SERVED
+    assert set(CONTENT_TYPES.values()) <= set(REQUEST_TYPES)
