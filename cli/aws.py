@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
 # A private ECR registry's host: the only place SageMaker pulls training and hosting images from.
+# How SageMaker answers a Create* call for a name that exists: ResourceInUse, or a ValidationException whose
+# message says so (CreateExperiment, CreateModelPackageGroup). `Aws.call` puts the code first in its CliError.
+ALREADY_EXISTS = re.compile(r": (ResourceInUse|ValidationException): .*already exists?", re.IGNORECASE)
 ECR_HOST = re.compile(r"(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?")
 
 
@@ -94,6 +97,17 @@ class Aws:
         except botocore.exceptions.BotoCoreError as error:  # credentials (SSO expiry), connection, timeouts
             raise CliError(f"{service} {operation}: {error}") from None
         return answer
+
+    def create_if_missing(self, service: str, operation: str, **params: Any) -> dict[str, Any]:
+        """Call a Create* `operation` whose resource may exist already (an experiment, a model package group):
+        an answer of "already exists" is success, with an empty answer. --dry-run prints the request as `call`
+        does, since optml never asks AWS first what exists."""
+        try:
+            return self.call(service, operation, **params)
+        except CliError as error:
+            if not ALREADY_EXISTS.search(str(error)):
+                raise
+            return {}
 
     def _print(self, service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         import botocore.exceptions

@@ -10,6 +10,7 @@ import pytest
 
 from optml.cli.aws import Aws
 from optml.cli.errors import CliError
+from tests.unit.cli_fakes import REGION, credentials_fixture, stub_fixture  # noqa: F401
 
 
 def test_no_region_is_a_clear_error(no_network: None) -> None:
@@ -84,3 +85,24 @@ def test_botocores_other_errors_are_one_line(no_network: None, monkeypatch: pyte
     monkeypatch.setattr(aws, "client", lambda service: client)
     with pytest.raises(CliError, match="sagemaker DeleteEndpoint: Error when retrieving token from sso: the SSO"):
         aws.call("sagemaker", "DeleteEndpoint", EndpointName="churn")
+
+
+def test_create_if_missing_takes_already_exists_as_success(stub) -> None:
+    stub("sagemaker").add_client_error(
+        "create_experiment",
+        service_error_code="ValidationException",
+        service_message="Experiment 'churn' already exists",
+        expected_params={"ExperimentName": "churn"},
+    )
+    assert Aws(region=REGION).create_if_missing("sagemaker", "CreateExperiment", ExperimentName="churn") == {}
+
+
+def test_create_if_missing_passes_other_errors_on(stub) -> None:
+    stub("sagemaker").add_client_error(
+        "create_experiment",
+        service_error_code="ValidationException",
+        service_message="1 validation error detected: Value 'x!' at 'experimentName' failed to satisfy constraint",
+        expected_params={"ExperimentName": "churn"},
+    )
+    with pytest.raises(CliError, match="CreateExperiment: ValidationException: 1 validation error"):
+        Aws(region=REGION).create_if_missing("sagemaker", "CreateExperiment", ExperimentName="churn")
