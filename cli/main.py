@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from optml.cli import build, deploy, evaluate, push, train, transform
+from optml.cli import build, deploy, evaluate, push, register, train, transform
 from optml.cli.errors import CliError
 
 # The commands, in the order `optml --help` lists them: each module defines add_parser(subparsers).
-COMMANDS: tuple[ModuleType, ...] = (build, push, train, deploy, transform, evaluate)
+COMMANDS: tuple[ModuleType, ...] = (build, push, train, deploy, transform, evaluate, register)
 
 # Errors of the Docker engine and its connection (an engine gone mid-build, a registry timing out mid-push) that
 # reach the top: the environment failed, not optml, so one line rather than a traceback.
@@ -23,7 +23,8 @@ ENVIRONMENT_ERRORS = frozenset({"docker.errors", "requests.exceptions", "urllib3
 
 DESCRIPTION = """\
 Take the optml image somewhere: build it, push it to ECR, run training jobs, endpoints, batch transform and
-evaluation (a Processing job) in AWS, or train, deploy and transform locally in SageMaker local mode.
+evaluation (a Processing job) in AWS, register a model version in the Model Registry, or train, deploy and
+transform locally in SageMaker local mode.
 `optml COMMAND --help` shows each command's options and examples; every command that calls AWS takes
 --dry-run, which prints the exact requests and calls nothing."""
 
