@@ -1,5 +1,5 @@
-"""What `optml train`, `deploy`, `transform`, `evaluate` and `invoke` share: the AWS options, NAME=VALUE options, names,
-the checks of URIs and roles made before any call, and the requests themselves.
+"""What `optml train`, `deploy`, `transform`, `evaluate`, `register` and `invoke` share: the AWS options,
+NAME=VALUE options, names, the checks of URIs and roles made before any call, and the requests themselves.
 
 Each command builds its requests (`Request`) from what the user gave — never from an answer it would have to
 fetch first — so that --dry-run can print them all without a call, and local mode can send the same requests
@@ -164,11 +164,9 @@ def role_arn(value: str | None) -> str:
     return value
 
 
-def instance_type(value: str) -> str:
+def instance_type(value: str, option: str = "--instance-type") -> str:
     if not INSTANCE_TYPE_PATTERN.fullmatch(value):
-        raise CliError(
-            f"--instance-type {value!r} is not a SageMaker instance type: use ml.FAMILY.SIZE, e.g. ml.m5.xlarge"
-        )
+        raise CliError(f"{option} {value!r} is not a SageMaker instance type: use ml.FAMILY.SIZE, e.g. ml.m5.xlarge")
     return value
 
 

@@ -11,19 +11,20 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from optml.cli import build, deploy, evaluate, push, train, transform, tune
+from optml.cli import build, deploy, evaluate, push, register, train, transform, tune
 from optml.cli.errors import CliError
 
 # The commands, in the order `optml --help` lists them: each module defines add_parser(subparsers).
-COMMANDS: tuple[ModuleType, ...] = (build, push, train, tune, deploy, transform, evaluate)
+COMMANDS: tuple[ModuleType, ...] = (build, push, train, tune, deploy, transform, evaluate, register)
 
 # Errors of the Docker engine and its connection (an engine gone mid-build, a registry timing out mid-push) that
 # reach the top: the environment failed, not optml, so one line rather than a traceback.
 ENVIRONMENT_ERRORS = frozenset({"docker.errors", "requests.exceptions", "urllib3.exceptions"})
 
 DESCRIPTION = """\
-Take the optml image somewhere: build it, push it to ECR, run training jobs, endpoints, batch transform and
-evaluation (a Processing job) in AWS, or train, deploy and transform locally in SageMaker local mode.
+Take the optml image somewhere: build it, push it to ECR, run training and tuning jobs, endpoints, batch
+transform and evaluation (a Processing job) in AWS, register a model version in the Model Registry, or train,
+tune, deploy and transform locally.
 `optml COMMAND --help` shows each command's options and examples; every command that calls AWS takes
 --dry-run, which prints the exact requests and calls nothing."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -64,6 +64,15 @@ def stub_fixture(credentials: None, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 def run_cli(*argv: str) -> int:
     return main(list(argv))
+
+
+def with_mistake(argv: Sequence[str], option: str, value: str | None) -> list[str]:
+    """A command line (`argv`, the command first) with `option` given `value` instead, or left out (None)."""
+    arguments = list(argv[1:])
+    if option in arguments:
+        index = arguments.index(option)
+        del arguments[index : index + 2]
+    return [argv[0], *arguments, *([option, value] if value is not None else [])]
 
 
 def printed_requests(out: str) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from tests.unit.cli_fakes import (  # noqa: F401 (fixtures)
     printed_requests,
     run_cli,
     stub_fixture,
+    with_mistake,
 )
 
 MODEL_DATA = "s3://my-bucket/churn/models/churn-1/output/model.tar.gz"
@@ -184,15 +185,6 @@ def test_wait_exits_1_with_the_reason_unless_the_job_completed(
     assert message in capsys.readouterr().err
 
 
-def mistake(option: str, value: str | None) -> list[str]:
-    """EVALUATE's arguments with `option` given `value`, or left out (None)."""
-    argv = list(EVALUATE[1:])
-    index = argv.index(option) if option in argv else None
-    if index is not None:
-        del argv[index : index + 2]
-    return ["evaluate", *argv, *([option, value] if value is not None else [])]
-
-
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
@@ -215,5 +207,5 @@ def test_mistakes_are_refused_before_any_call(
     credentials: None, option: str, value: str | None, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`credentials` has no network: a check that was missing would reach AWS and fail the test."""
-    assert run_cli(*mistake(option, value)) == 2
+    assert run_cli(*with_mistake(EVALUATE, option, value)) == 2
     assert message in capsys.readouterr().err

@@ -15,7 +15,9 @@ def command_names() -> list[str]:
 
 
 def test_the_commands_are_registered() -> None:
-    assert {"train", "deploy", "invoke", "delete-endpoint", "transform", "evaluate"} <= set(command_names())
+    assert {"train", "deploy", "invoke", "delete-endpoint", "transform", "evaluate", "register", "tune"} <= set(
+        command_names()
+    )
 
 
 @pytest.mark.parametrize("name", command_names())
