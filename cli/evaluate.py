@@ -4,7 +4,8 @@ scores a test set with training's own code; evaluation.json, the plots and model
 
 The job gets the model (a model.tar.gz, or a prefix of its files) at /opt/ml/processing/input/model and the
 test set at /opt/ml/processing/input/test; its ContainerArguments name `evaluate` and those paths explicitly.
-model_quality.json is what the Model Registry reads: ModelMetrics' model_statistics.
+model_quality.json is what the Model Registry reads (ModelMetrics' ModelQuality statistics): `optml register
+--model-metrics` takes it.
 """
 
 from __future__ import annotations
@@ -187,9 +188,6 @@ def evaluate_in_aws(job: EvaluationJob, aws: Aws, wait: bool, out: TextIO, **fol
         return 1
     base = job.output_path.rstrip("/")
     print(f"evaluation: {base}/{EVALUATION_FILE}", file=out)
-    print(
-        f"model quality: {base}/{MODEL_QUALITY_FILE} (for the Model Registry: ModelMetrics(model_statistics="
-        f'MetricsSource(content_type="application/json", s3_uri="{base}/{MODEL_QUALITY_FILE}")))',
-        file=out,
-    )
+    print(f"model quality: {base}/{MODEL_QUALITY_FILE}", file=out)
+    print(f"register the model with it: optml register ... --model-metrics {base}/{MODEL_QUALITY_FILE}", file=out)
     return 0

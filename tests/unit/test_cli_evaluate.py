@@ -158,9 +158,9 @@ def test_wait_follows_the_job_and_names_its_files(stub: Any) -> None:
         "ProcessingJobStatus: InProgress",
         "ProcessingJobStatus: Completed",
         "evaluation: s3://my-bucket/churn/evaluation/evaluation.json",
-        "model quality: s3://my-bucket/churn/evaluation/model_quality.json (for the Model Registry: ModelMetrics("
-        'model_statistics=MetricsSource(content_type="application/json",'
-        ' s3_uri="s3://my-bucket/churn/evaluation/model_quality.json")))',
+        "model quality: s3://my-bucket/churn/evaluation/model_quality.json",
+        "register the model with it: optml register ... --model-metrics"
+        " s3://my-bucket/churn/evaluation/model_quality.json",
     ]
     assert sleeps == [15.0, 15.0]
 
