@@ -65,7 +65,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--output-path", metavar="URI", help="where each job's model goes: s3://bucket/prefix; --local: a folder"
     )
     train_command.add_hyperparameter_and_limit_options(parser)
-    add_experiment_options(parser)
+    jobs.add_experiment_options(parser)
     jobs.add_aws_options(parser)
     add_local_options(parser)
     parser.set_defaults(run=run)
@@ -104,12 +104,6 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
         help="AWS: earlier tuning jobs (at most 5) whose results start this search",
     )
     group.add_argument("--warm-start-type", choices=WARM_START_TYPES, help="AWS: default IdenticalDataAndAlgorithm")
-
-
-def add_experiment_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("experiments")
-    group.add_argument("--experiment", metavar="NAME", help="a SageMaker Experiment for the jobs (created if missing)")
-    group.add_argument("--run", metavar="NAME", help="the run's name within the experiment")
 
 
 def add_local_options(parser: argparse.ArgumentParser) -> None:

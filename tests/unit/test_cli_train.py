@@ -47,7 +47,14 @@ def image_metric_definitions(capsys: pytest.CaptureFixture[str]) -> list[dict[st
 def expected_spot_request(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     metrics = image_metric_definitions(capsys)
     assert len(metrics) == 39
-    assert metrics[0] == {"Name": "train:loss", "Regex": r" train:loss=([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)[ ;]"}
+    # validation: and cv: first (what a tuner optimizes, never left out), then train:
+    assert metrics[0] == {
+        "Name": "validation:loss",
+        "Regex": r" validation:loss=([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)[ ;]",
+    }
+    assert [definition["Name"].split(":")[0] for definition in metrics] == ["validation"] * 13 + ["cv"] * 13 + [
+        "train"
+    ] * 13
     return {
         "TrainingJobName": "churn-1",
         "AlgorithmSpecification": {
@@ -164,8 +171,9 @@ def test_hp_file_values_are_read_as_the_image_reads_them_and_hp_overrides(
         (("--distribution", "train=split"), "--distribution train=split: use train=sharded or train=replicated"),
         (("--content-type", "test=text/csv"), "--content-type test=...: no --channel test=URI (channels: train)"),
         (("--channel", "train=s3://my-bucket/u"), "--channel names 'train' twice"),
-        (("--metric", "a=a=([0-9]+)", "--metric", "b=b=([0-9]+)"),
-         "41 metric definitions: SageMaker accepts 40, and the image defines 39, so --metric can add 1"),
+        (tuple(arg for i in range(15) for arg in ("--metric", f"m{i}=m{i}=([0-9]+)")),
+         "54 metric definitions: SageMaker accepts 40, and the image's validation: and cv: metrics (26) never make"
+         " way, so --metric can add 14"),
         (("--metric", "my_loss=my_loss=[0-9.]+"), "--metric my_loss=my_loss=[0-9.]+: SageMaker records the regex's first group"),  # noqa: E501
         (("--metric", "validation:f1=f1=([0-9.]+)"), "the image defines a metric of that name already"),
         (("--name", "churn_1"), "--name 'churn_1' is not a name SageMaker accepts"),
@@ -300,7 +308,7 @@ def train_args(**overrides: Any) -> Any:
     values = {
         "image_uri": IMAGE, "role": ROLE, "output_path": "s3://my-bucket/o", "max_run": None, "spot": False,
         "max_wait": None, "checkpoint_s3_uri": None, "name": "churn-1", "instance_type": None,
-        "instance_count": 1, "volume_size": None, "metric": None,
+        "instance_count": 1, "volume_size": None, "metric": None, "experiment": None, "run_name": None,
     }  # fmt: skip
     return argparse.Namespace(**{**values, **overrides})
 
