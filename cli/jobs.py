@@ -28,6 +28,7 @@ NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 ROLE_PATTERN = re.compile(r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
 # ExperimentConfig's pattern for an experiment's, a trial's and a run's name (at most 120 characters).
 EXPERIMENT_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}")
+EXPERIMENT_NAME_LIMIT = 120  # the pattern counts letters and digits only
 ENVIRONMENT_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 ENVIRONMENT_LIMIT = 100  # variables in a container's Environment
 ENVIRONMENT_TEXT_LIMIT = 1024  # characters in a name or a value
@@ -87,7 +88,7 @@ def experiment_from(args: argparse.Namespace) -> Experiment | None:
     if args.run_name and not args.experiment:
         raise CliError(f"--run {args.run_name} names a run within an experiment: add --experiment NAME")
     for option, value in (("--experiment", args.experiment), ("--run", args.run_name)):
-        if value is not None and not EXPERIMENT_NAME_PATTERN.fullmatch(value):
+        if value is not None and (len(value) > EXPERIMENT_NAME_LIMIT or not EXPERIMENT_NAME_PATTERN.fullmatch(value)):
             raise CliError(
                 f"{option} {value!r} is not a name SageMaker accepts: 1 to 120 letters, digits and hyphens, starting"
                 " and ending with a letter or digit"

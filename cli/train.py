@@ -265,7 +265,10 @@ def metric_definitions(extra: dict[str, str], task: str | None = None) -> list[d
             problem = regex_problem(regex)
         if problem:
             raise CliError(f"--metric {name}={regex}: {problem}")
-    kept, left_out = names[: max(METRIC_DEFINITIONS_LIMIT - len(extra), 0)], names[METRIC_DEFINITIONS_LIMIT - len(extra) :]
+    kept, left_out = (
+        names[: max(METRIC_DEFINITIONS_LIMIT - len(extra), 0)],
+        names[METRIC_DEFINITIONS_LIMIT - len(extra) :],
+    )
     if any(is_objective_candidate(name) for name in left_out):
         kept_always = sum(map(is_objective_candidate, names))
         raise CliError(

@@ -382,3 +382,41 @@ def test_times_over_sagemakers_28_days_are_refused_by_the_parser(
         run_cli("train", option, "2419201")
     assert exited.value.code == 2
     assert f"argument {option}: 2419201 is more than 2419200, SageMaker's limit (28 days)" in capsys.readouterr().err
+
+
+def test_an_experiment_is_created_if_missing_and_named_on_the_job(
+    stub: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CreateExperiment answering "already exists" is success; ExperimentConfig as botocore's model has it."""
+    sagemaker = stub("sagemaker")
+    sagemaker.add_client_error(
+        "create_experiment",
+        "ValidationException",
+        "Experiment churn already exists",
+        expected_params={"ExperimentName": "churn"},
+    )
+    expected = {**expected_spot_request(capsys), "ExperimentConfig": {"ExperimentName": "churn", "RunName": "lr-01"}}
+    sagemaker.add_response("create_training_job", {"TrainingJobArn": "arn:job"}, expected)
+
+    assert run_cli(*SPOT_JOB, "--experiment", "churn", "--run", "lr-01") == 0
+
+
+def test_a_run_needs_an_experiment(credentials: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(*BASE, "--run", "lr-01") == 2
+    assert "--run lr-01 names a run within an experiment: add --experiment NAME" in capsys.readouterr().err
+
+
+def test_metric_definitions_of_a_known_task_include_its_test_metrics(capsys: pytest.CaptureFixture[str]) -> None:
+    image_command.main(["--task", "regression"])
+    names = [definition["Name"] for definition in json.loads(capsys.readouterr().out)]
+    assert names == [f"{channel}:{name}" for channel in ("validation", "cv", "train", "test")
+                     for name in ("loss", "mse", "rmse", "mae", "r2")]  # fmt: skip
+
+
+def test_metric_extras_push_out_train_metrics_with_a_note(capsys: pytest.CaptureFixture[str]) -> None:
+    definitions = train.metric_definitions({"a": "a=([0-9]+)", "b": "b=([0-9]+)"})
+    assert len(definitions) == 40
+    assert [d["Name"] for d in definitions[-3:]] == ["train:mae", "a", "b"]
+    assert capsys.readouterr().err == (
+        "optml: SageMaker takes 40 metric definitions: left out train:r2 to make room for --metric\n"
+    )
