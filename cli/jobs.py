@@ -26,6 +26,9 @@ DEFAULT_SERVING_PORT = 8080  # the port SageMaker's local endpoints publish unle
 # SageMaker's pattern for the names of jobs, models, endpoint configs and endpoints (at most 63 characters).
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 ROLE_PATTERN = re.compile(r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
+# ExperimentConfig's pattern for an experiment's, a trial's and a run's name (at most 120 characters).
+EXPERIMENT_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}")
+EXPERIMENT_NAME_LIMIT = 120  # the pattern counts letters and digits only
 ENVIRONMENT_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 ENVIRONMENT_LIMIT = 100  # variables in a container's Environment
 ENVIRONMENT_TEXT_LIMIT = 1024  # characters in a name or a value
@@ -55,6 +58,42 @@ class Request:
     service: str
     operation: str
     params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """--experiment NAME [--run NAME]: the SageMaker Experiment a job (or a tuning job's jobs) belongs to."""
+
+    name: str
+    run: str | None = None
+
+    def config(self) -> dict[str, str]:
+        """CreateTrainingJob's ExperimentConfig."""
+        return {"ExperimentName": self.name, **({"RunName": self.run} if self.run else {})}
+
+    def create(self, aws: Aws) -> None:
+        """The experiment, unless it exists already (optml never asks first, so --dry-run prints this too)."""
+        aws.create_if_missing("sagemaker", "CreateExperiment", ExperimentName=self.name)
+
+
+def add_experiment_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("experiments")
+    group.add_argument("--experiment", metavar="NAME", help="a SageMaker Experiment for the jobs (created if missing)")
+    # dest run_name: args.run is the command's function (set_defaults(run=...)).
+    group.add_argument("--run", dest="run_name", metavar="NAME", help="the run's name within the experiment")
+
+
+def experiment_from(args: argparse.Namespace) -> Experiment | None:
+    """--experiment and --run, checked as ExperimentConfig checks them."""
+    if args.run_name and not args.experiment:
+        raise CliError(f"--run {args.run_name} names a run within an experiment: add --experiment NAME")
+    for option, value in (("--experiment", args.experiment), ("--run", args.run_name)):
+        if value is not None and (len(value) > EXPERIMENT_NAME_LIMIT or not EXPERIMENT_NAME_PATTERN.fullmatch(value)):
+            raise CliError(
+                f"{option} {value!r} is not a name SageMaker accepts: 1 to 120 letters, digits and hyphens, starting"
+                " and ending with a letter or digit"
+            )
+    return Experiment(args.experiment, args.run_name) if args.experiment else None
 
 
 def send(aws: Aws, requests: Iterable[Request]) -> list[dict[str, Any]]:

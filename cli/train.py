@@ -78,6 +78,7 @@ class TrainingJob:
     max_run: int
     max_wait: int | None = None  # set: managed spot training
     checkpoint_s3_uri: str | None = None
+    experiment: jobs.Experiment | None = None
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -121,6 +122,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--output-path", metavar="URI", help="where the model goes: s3://bucket/prefix; with --local a folder"
     )
     add_hyperparameter_and_limit_options(parser)
+    jobs.add_experiment_options(parser)
     jobs.add_aws_options(parser)
     jobs.add_local_options(
         parser,
@@ -170,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
     channels = channels_from(args.channel, args.content_type, args.distribution)
     refuse_sharded_across_hosts(channels, args.instance_count)
     hyperparameters = hyperparameters_from(args.hp, args.hp_file)
+    jobs.experiment_from(args)  # --local records the names only; both check them first
     if args.local:
         return train_locally(args, channels, hyperparameters)
     job = training_job_from(args, channels, hyperparameters)
@@ -240,17 +243,19 @@ def hyperparameters_from(pairs: list[str] | None, hp_file: str | None) -> dict[s
     return values
 
 
-def metric_definitions(extra: dict[str, str]) -> list[dict[str, str]]:
-    """The image's MetricDefinitions (what `docker run IMAGE metric-definitions` prints), then `extra`."""
+def metric_definitions(extra: dict[str, str], task: str | None = None) -> list[dict[str, str]]:
+    """The image's MetricDefinitions for a job of `task` (what `docker run IMAGE metric-definitions --task
+    TASK` prints; every task's without one), then `extra`. SageMaker takes 40: when `extra` needs room, the
+    image's lowest-priority names (train:, test:) make way, with a note on stderr; validation: and cv: ones,
+    what a tuner optimizes, never do."""
     from optml.container.logs import METRIC_DEFINITIONS_LIMIT, METRIC_REGEX_LIMIT
     from optml.container.logs import metric_definitions as image_definitions
-    from optml.train.metric_names import all_metric_names
+    from optml.train.metric_names import is_objective_candidate, metric_names
 
-    definitions = image_definitions(all_metric_names())
-    own = len(definitions)
+    names = metric_names(task)
     for name, regex in extra.items():
         problem = None
-        if any(definition["Name"] == name for definition in definitions):
+        if name in names:
             problem = "the image defines a metric of that name already: pick another"
         elif len(name) > METRIC_NAME_LIMIT or len(regex) > METRIC_REGEX_LIMIT:
             problem = (
@@ -260,13 +265,37 @@ def metric_definitions(extra: dict[str, str]) -> list[dict[str, str]]:
             problem = regex_problem(regex)
         if problem:
             raise CliError(f"--metric {name}={regex}: {problem}")
-        definitions.append({"Name": name, "Regex": regex})
-    if len(definitions) > METRIC_DEFINITIONS_LIMIT:
+    kept, left_out = (
+        names[: max(METRIC_DEFINITIONS_LIMIT - len(extra), 0)],
+        names[METRIC_DEFINITIONS_LIMIT - len(extra) :],
+    )
+    if any(is_objective_candidate(name) for name in left_out):
+        kept_always = sum(map(is_objective_candidate, names))
         raise CliError(
-            f"{len(definitions)} metric definitions: SageMaker accepts {METRIC_DEFINITIONS_LIMIT}, and the image"
-            f" defines {own}, so --metric can add {METRIC_DEFINITIONS_LIMIT - own}"
+            f"{len(names) + len(extra)} metric definitions: SageMaker accepts {METRIC_DEFINITIONS_LIMIT}, and the"
+            f" image's validation: and cv: metrics ({kept_always}) never make way, so --metric can add"
+            f" {METRIC_DEFINITIONS_LIMIT - kept_always}"
         )
-    return definitions
+    if left_out:
+        print(
+            f"optml: SageMaker takes {METRIC_DEFINITIONS_LIMIT} metric definitions: left out {', '.join(left_out)}"
+            " to make room for --metric",
+            file=sys.stderr,
+        )
+    return image_definitions(kept) + [{"Name": name, "Regex": regex} for name, regex in extra.items()]
+
+
+def job_task(hyperparameters: dict[str, str]) -> str | None:
+    """The task whose metrics the job logs: its `task` hyperparameter, else the one its `loss` implies (bce,
+    cross_entropy and focal: classification, whose binary and multiclass metrics are the same); None when the
+    job infers it from the labels."""
+    from optml.train.hyperparameters import TASK_LOSSES, parse_hyperparameters
+
+    given = {key: value for key, value in hyperparameters.items() if key in ("task", "loss")}
+    parsed = parse_hyperparameters(given)  # checked already with the rest
+    if parsed.task:
+        return parsed.task
+    return next((task for task, losses in TASK_LOSSES.items() if parsed.loss in losses), None)
 
 
 def regex_problem(regex: str) -> str | None:
@@ -279,7 +308,15 @@ def regex_problem(regex: str) -> str | None:
     return None
 
 
-def training_job_from(args: argparse.Namespace, channels: tuple[Channel, ...], hp: dict[str, str]) -> TrainingJob:
+def training_job_from(
+    args: argparse.Namespace,
+    channels: tuple[Channel, ...],
+    hp: dict[str, str],
+    name: str | None = None,
+    definitions: list[dict[str, str]] | None = None,
+) -> TrainingJob:
+    """The job `optml train` creates, or (`name`: the tuning job's, `definitions`: the search's) each job of a
+    tuning job."""
     image = jobs.ecr_image(args.image_uri)
     role = jobs.role_arn(args.role)
     for channel in channels:
@@ -288,8 +325,10 @@ def training_job_from(args: argparse.Namespace, channels: tuple[Channel, ...], h
         raise CliError("--output-path is required: the s3://bucket/prefix where the job writes the model")
     max_run = args.max_run or DEFAULT_MAX_RUN
     check_spot(args.spot, max_run, args.max_wait, args.checkpoint_s3_uri)
+    if definitions is None:
+        definitions = metric_definitions(jobs.parse_pairs(args.metric, "--metric"), job_task(hp))
     return TrainingJob(
-        name=jobs.resource_name(args.name),
+        name=name or jobs.resource_name(args.name),
         image=image,
         role=role,
         instance_type=jobs.instance_type(args.instance_type or DEFAULT_INSTANCE_TYPE),
@@ -297,11 +336,12 @@ def training_job_from(args: argparse.Namespace, channels: tuple[Channel, ...], h
         volume_size=args.volume_size or DEFAULT_VOLUME_GB,
         channels=channels,
         hyperparameters=hp,
-        metric_definitions=metric_definitions(jobs.parse_pairs(args.metric, "--metric")),
+        metric_definitions=definitions,
         output_path=jobs.s3_uri(args.output_path, "--output-path"),
         max_run=max_run,
         max_wait=args.max_wait,
         checkpoint_s3_uri=args.checkpoint_s3_uri and jobs.s3_uri(args.checkpoint_s3_uri, "--checkpoint-s3-uri"),
+        experiment=jobs.experiment_from(args),
     )
 
 
@@ -350,11 +390,11 @@ def check_spot(spot: bool, max_run: int, max_wait: int | None, checkpoint_s3_uri
         )
 
 
-def training_job_request(job: TrainingJob) -> dict[str, Any]:
-    """CreateTrainingJob's request."""
+def job_definition(job: TrainingJob) -> dict[str, Any]:
+    """What CreateTrainingJob and a tuning job's TrainingJobDefinition share: the image, its metrics, the role,
+    the channels, the output, the hosts, the time limits, spot and checkpoints."""
     algorithm = {"TrainingImage": job.image, "TrainingInputMode": "File", "MetricDefinitions": job.metric_definitions}
-    request: dict[str, Any] = {
-        "TrainingJobName": job.name,
+    definition: dict[str, Any] = {
         "AlgorithmSpecification": algorithm,
         "RoleArn": job.role,
         "InputDataConfig": [channel.request() for channel in job.channels],
@@ -366,17 +406,27 @@ def training_job_request(job: TrainingJob) -> dict[str, Any]:
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": job.max_run},
     }
+    if job.max_wait is not None:
+        definition["EnableManagedSpotTraining"] = True
+        definition["StoppingCondition"]["MaxWaitTimeInSeconds"] = job.max_wait
+    if job.checkpoint_s3_uri:
+        definition["CheckpointConfig"] = {"S3Uri": job.checkpoint_s3_uri, "LocalPath": CHECKPOINT_LOCAL_PATH}
+    return definition
+
+
+def training_job_request(job: TrainingJob) -> dict[str, Any]:
+    """CreateTrainingJob's request."""
+    request: dict[str, Any] = {"TrainingJobName": job.name, **job_definition(job)}
     if job.hyperparameters:
         request["HyperParameters"] = dict(job.hyperparameters)
-    if job.max_wait is not None:
-        request["EnableManagedSpotTraining"] = True
-        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = job.max_wait
-    if job.checkpoint_s3_uri:
-        request["CheckpointConfig"] = {"S3Uri": job.checkpoint_s3_uri, "LocalPath": CHECKPOINT_LOCAL_PATH}
+    if job.experiment:
+        request["ExperimentConfig"] = job.experiment.config()
     return request
 
 
 def train_in_aws(job: TrainingJob, aws: Aws, wait: bool, out: TextIO, **follow_options: Any) -> int:
+    if job.experiment:
+        job.experiment.create(aws)
     answer = aws.call("sagemaker", "CreateTrainingJob", **training_job_request(job))
     if aws.dry_run:
         return 0

@@ -47,7 +47,14 @@ def image_metric_definitions(capsys: pytest.CaptureFixture[str]) -> list[dict[st
 def expected_spot_request(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     metrics = image_metric_definitions(capsys)
     assert len(metrics) == 39
-    assert metrics[0] == {"Name": "train:loss", "Regex": r" train:loss=([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)[ ;]"}
+    # validation: and cv: first (what a tuner optimizes, never left out), then train:
+    assert metrics[0] == {
+        "Name": "validation:loss",
+        "Regex": r" validation:loss=([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)[ ;]",
+    }
+    assert [definition["Name"].split(":")[0] for definition in metrics] == ["validation"] * 13 + ["cv"] * 13 + [
+        "train"
+    ] * 13
     return {
         "TrainingJobName": "churn-1",
         "AlgorithmSpecification": {
@@ -164,8 +171,9 @@ def test_hp_file_values_are_read_as_the_image_reads_them_and_hp_overrides(
         (("--distribution", "train=split"), "--distribution train=split: use train=sharded or train=replicated"),
         (("--content-type", "test=text/csv"), "--content-type test=...: no --channel test=URI (channels: train)"),
         (("--channel", "train=s3://my-bucket/u"), "--channel names 'train' twice"),
-        (("--metric", "a=a=([0-9]+)", "--metric", "b=b=([0-9]+)"),
-         "41 metric definitions: SageMaker accepts 40, and the image defines 39, so --metric can add 1"),
+        (tuple(arg for i in range(15) for arg in ("--metric", f"m{i}=m{i}=([0-9]+)")),
+         "54 metric definitions: SageMaker accepts 40, and the image's validation: and cv: metrics (26) never make"
+         " way, so --metric can add 14"),
         (("--metric", "my_loss=my_loss=[0-9.]+"), "--metric my_loss=my_loss=[0-9.]+: SageMaker records the regex's first group"),  # noqa: E501
         (("--metric", "validation:f1=f1=([0-9.]+)"), "the image defines a metric of that name already"),
         (("--name", "churn_1"), "--name 'churn_1' is not a name SageMaker accepts"),
@@ -300,7 +308,7 @@ def train_args(**overrides: Any) -> Any:
     values = {
         "image_uri": IMAGE, "role": ROLE, "output_path": "s3://my-bucket/o", "max_run": None, "spot": False,
         "max_wait": None, "checkpoint_s3_uri": None, "name": "churn-1", "instance_type": None,
-        "instance_count": 1, "volume_size": None, "metric": None,
+        "instance_count": 1, "volume_size": None, "metric": None, "experiment": None, "run_name": None,
     }  # fmt: skip
     return argparse.Namespace(**{**values, **overrides})
 
@@ -374,3 +382,41 @@ def test_times_over_sagemakers_28_days_are_refused_by_the_parser(
         run_cli("train", option, "2419201")
     assert exited.value.code == 2
     assert f"argument {option}: 2419201 is more than 2419200, SageMaker's limit (28 days)" in capsys.readouterr().err
+
+
+def test_an_experiment_is_created_if_missing_and_named_on_the_job(
+    stub: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CreateExperiment answering "already exists" is success; ExperimentConfig as botocore's model has it."""
+    sagemaker = stub("sagemaker")
+    sagemaker.add_client_error(
+        "create_experiment",
+        "ValidationException",
+        "Experiment churn already exists",
+        expected_params={"ExperimentName": "churn"},
+    )
+    expected = {**expected_spot_request(capsys), "ExperimentConfig": {"ExperimentName": "churn", "RunName": "lr-01"}}
+    sagemaker.add_response("create_training_job", {"TrainingJobArn": "arn:job"}, expected)
+
+    assert run_cli(*SPOT_JOB, "--experiment", "churn", "--run", "lr-01") == 0
+
+
+def test_a_run_needs_an_experiment(credentials: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(*BASE, "--run", "lr-01") == 2
+    assert "--run lr-01 names a run within an experiment: add --experiment NAME" in capsys.readouterr().err
+
+
+def test_metric_definitions_of_a_known_task_include_its_test_metrics(capsys: pytest.CaptureFixture[str]) -> None:
+    image_command.main(["--task", "regression"])
+    names = [definition["Name"] for definition in json.loads(capsys.readouterr().out)]
+    assert names == [f"{channel}:{name}" for channel in ("validation", "cv", "train", "test")
+                     for name in ("loss", "mse", "rmse", "mae", "r2")]  # fmt: skip
+
+
+def test_metric_extras_push_out_train_metrics_with_a_note(capsys: pytest.CaptureFixture[str]) -> None:
+    definitions = train.metric_definitions({"a": "a=([0-9]+)", "b": "b=([0-9]+)"})
+    assert len(definitions) == 40
+    assert [d["Name"] for d in definitions[-3:]] == ["train:mae", "a", "b"]
+    assert capsys.readouterr().err == (
+        "optml: SageMaker takes 40 metric definitions: left out train:r2 to make room for --metric\n"
+    )
