@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from optml.cli import follow, jobs
 from optml.cli.aws import Aws
 from optml.cli.errors import CliError
+from optml.cli.search import SCRIPT_PROGRAM
 
 TRAIN_CHANNEL = "train"  # the one channel the image requires
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9.\-_]{1,64}")
@@ -233,6 +234,8 @@ def hyperparameters_from(pairs: list[str] | None, hp_file: str | None) -> dict[s
         except UserError as error:
             raise CliError(f"--hp-file: {error}") from None
     values.update(jobs.parse_pairs(pairs, "--hp"))
+    if SCRIPT_PROGRAM in values:
+        return values  # script mode: the other names are the user's own script's, not the image's table
     # The image ignores the SDKs' keys; so does the check.
     algorithm = {key: value for key, value in values.items() if not key.startswith(SDK_KEY_PREFIX)}
     algorithm.pop(TUNING_OBJECTIVE_KEY, None)

@@ -148,6 +148,18 @@ def test_hp_file_values_are_read_as_the_image_reads_them_and_hp_overrides(
     assert request["HyperParameters"] == {"epochs": "12", "batch_norm": "true", "optimizer": "adamw"}
 
 
+def test_a_script_of_your_own_takes_its_own_hyperparameters(
+    no_network: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Script mode (sagemaker_program): the names are the script's, not the image's table, so none is refused."""
+    argv = (*BASE, "--hp", "sagemaker_program=train.py", "--hp", "my_width=3", "--dry-run", "--region", REGION)
+
+    assert run_cli(*argv) == 0
+
+    request = printed_requests(capsys.readouterr().out)[0]["request"]
+    assert request["HyperParameters"] == {"sagemaker_program": "train.py", "my_width": "3"}
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
