@@ -490,3 +490,17 @@ def test_an_image_that_is_not_here_is_one_line() -> None:
 
     with pytest.raises(CliError, match="image optml:nope is not on this machine: build it"):
         tune_local.engine_with_image("optml:nope", lambda: Client())
+
+
+def test_hyperband_prunes_with_the_epochs_as_its_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    curves = {lr: [float(lr) * (6 - epoch) for epoch in range(1, 6)] for lr in ("0.1", "1", "10", "100")}
+    monkeypatch.setattr(trials, "run_trial", fake_run_trial(curves))
+    checked = new_search(
+        strategy="Hyperband", seed=1, ranges=(search.CategoricalRange("learning_rate", tuple(curves)),)
+    )
+    local = local_search(tmp_path, checked, 12)
+    tune_local.optimize(local, 1)
+    states = [t.state.name for t in local.study.trials]
+    assert len(states) == 12 and set(states) <= {"COMPLETE", "PRUNED"}
+    assert "PRUNED" in states
+    assert all(max(t.intermediate_values) <= 5 for t in local.study.trials)
