@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 LABEL = "optml.tune-local"  # every trial container carries it, its value the search's id: found to clean up
-TUNING_OBJECTIVE_KEY = "_tuning_objective_metric"  # what SageMaker's tuner adds to each job's hyperparameters
 STOP_GRACE_S = 10  # a stopped (pruned) trial checkpoints and saves its model; SIGKILL after this long
 # A per-epoch metric line (container/logs.py): `epoch=3 ...;`; not `restored epoch=3 ...;`, which repeats an
 # epoch already reported.

@@ -368,6 +368,8 @@ class LocalSearch:
         trials.remove_labelled(self.client, self.search_id)
 
     def spec(self, number: int, values: Mapping[str, str]) -> trials.TrialSpec:
+        from optml.container.config import TUNING_OBJECTIVE_KEY  # what SageMaker's tuner adds to each job's
+
         objective = self.checked.objective.metric
         return trials.TrialSpec(
             image=self.image,
@@ -376,7 +378,7 @@ class LocalSearch:
             hyperparameters={
                 **self.checked.static_hyperparameters,
                 **values,
-                trials.TUNING_OBJECTIVE_KEY: objective,
+                TUNING_OBJECTIVE_KEY: objective,
             },
             metric_definitions=self.checked.metric_definitions,
             objective=objective,
@@ -390,6 +392,8 @@ class LocalSearch:
         trial = self.study.ask(distributions(self.checked.ranges))
         values = hyperparameter_values(self.checked.ranges, trial.params)
         spec = self.spec(trial.number, values)
+        trial.set_user_attr("hyperparameters", values)  # the leaderboard shows a running trial's values
+        trial.set_user_attr("folder", str(spec.folder))
 
         def on_epoch(epoch: int, value: float) -> bool:
             print(f"trial {trial.number} epoch {epoch}: {spec.objective}={value:.6g}", file=self.progress, flush=True)
@@ -401,13 +405,7 @@ class LocalSearch:
         except Exception as error:  # the engine's errors, a container removed by a stop: the trial failed
             reason = "interrupted" if self.stopping.is_set() else f"{type(error).__name__}: {error}"
             result = trials.TrialResult(trials.FAILED, None, {}, 0.0, reason)
-        for key, value in (
-            ("hyperparameters", values),
-            ("metrics", result.metrics),
-            ("seconds", result.seconds),
-            ("folder", str(spec.folder)),
-            ("failure", result.failure),
-        ):
+        for key, value in (("metrics", result.metrics), ("seconds", result.seconds), ("failure", result.failure)):
             trial.set_user_attr(key, value)
         if result.status == trials.COMPLETED:
             self.study.tell(trial, result.objective)
