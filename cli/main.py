@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from optml.cli import build, deploy, evaluate, push, register, train, transform, tune
+from optml.cli import build, deploy, evaluate, push, register, runs, train, transform, tune
 from optml.cli.errors import CliError
 
 # The commands, in the order `optml --help` lists them: each module defines add_parser(subparsers).
-COMMANDS: tuple[ModuleType, ...] = (build, push, train, tune, deploy, transform, evaluate, register)
+COMMANDS: tuple[ModuleType, ...] = (build, push, train, tune, runs, deploy, transform, evaluate, register)
 
 # Errors of the Docker engine and its connection (an engine gone mid-build, a registry timing out mid-push) that
 # reach the top: the environment failed, not optml, so one line rather than a traceback.

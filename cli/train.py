@@ -499,6 +499,28 @@ def train_locally(args: argparse.Namespace, channels: tuple[Channel, ...], hyper
 
     timeout = jobs.DEFAULT_LOCAL_TIMEOUT if args.timeout is None else args.timeout
     run = localmode.run_locally(local_v3.RUN_PREFIX, steps, timeout, args.allow_telemetry, args.verbose)
+    record_local_run(args, image, hyperparameters, run.result)
     return localmode.finish(
         run.result, summary, run.exit_code, lambda file: localmode.run_summary_text(run.result, [], file)
     )
+
+
+def record_local_run(
+    args: argparse.Namespace, image: str, hyperparameters: dict[str, str], result: dict[str, Any]
+) -> None:
+    """The run in the registry `optml runs` lists: its summary's hyperparameters, final metrics and model."""
+    from optml.cli import runs
+
+    experiment, run_name = runs.experiment_of(args)
+    entry = runs.new_record(
+        kind=runs.TRAIN,
+        name=str(result.get("run", "")),
+        image=image,
+        hyperparameters=hyperparameters,
+        metrics=result.get("metrics", {}),
+        model=result.get("model_data"),
+        status="failed" if "error" in result else "completed",
+        experiment=experiment,
+        run=run_name,
+    )
+    runs.record_safely(entry)

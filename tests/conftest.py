@@ -24,11 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Variables that would change where the code looks or how it serves never leak into a test."""
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Variables that would change where the code looks or how it serves never leak into a test; the run
+    registry (`optml runs`, $OPTML_HOME) is a fresh folder of each test's, never the user's ~/.optml."""
     for name in list(os.environ):
         if name.startswith(ENV_PREFIXES):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("OPTML_HOME", str(tmp_path_factory.mktemp("optml-home")))
     yield
 
 
