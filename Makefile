@@ -60,6 +60,13 @@ demo: $(VENV)/.installed image ## train on bundled data in SageMaker local mode,
 		--model-data "$$($(VENV)/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["model_data"])' $(DEMO_SUMMARY))" \
 		--predict-from data/breast_cancer/validation
 
+.PHONY: demo-tune
+demo-tune: $(VENV)/.installed image ## a local hyperparameter search on the bundled data (optuna, 6 trials), then the optml tune command for AWS
+	$(OPTML) tune --local --image-uri $(IMAGE) --ranges examples/tuning/ranges.json \
+		--objective validation:loss --strategy Bayesian --max-jobs 6 --random-seed 1 --hp epochs=10 \
+		--channel train=data/breast_cancer/train --channel validation=data/breast_cancer/validation \
+		--output-path demo-output/tuning
+
 .PHONY: demo-script
 demo-script: $(VENV)/.installed image ## script mode, SDK v3: examples/digits' own train.py with ModelTrainer + SourceCode, then its inference.py on a local endpoint
 	$(VENV)/bin/python tools/sagemaker_script_v3.py --image $(IMAGE) --output demo-output/script-v3

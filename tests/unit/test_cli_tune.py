@@ -294,3 +294,17 @@ def test_epochs_cannot_be_a_hyperband_range(
     argv.remove("--hp")
     assert run_cli(*argv) == 2
     assert "epochs is a range, but Hyperband owns the epoch budget" in capsys.readouterr().err
+
+
+def test_the_bundled_ranges_file_of_make_demo_tune_is_a_valid_search() -> None:
+    from optml.cli import search
+    from tests.conftest import REPO
+
+    ranges = search.read_ranges(str(REPO / "examples" / "tuning" / "ranges.json"), {"epochs": "10"})
+
+    assert ranges == (
+        search.ContinuousRange("learning_rate", 0.0001, 10.0, "Logarithmic"),
+        search.IntegerRange("batch_size", 16, 128, "Auto"),
+        search.ContinuousRange("dropout", 0.0, 0.5, "Auto"),
+        search.CategoricalRange("optimizer", ("adam", "adamw", "sgd")),
+    )
