@@ -264,3 +264,12 @@ def objective_from(metric: str, maximize: bool, minimize: bool, definitions: lis
     if any(metric in metric_names(task) for task in TASKS):
         return Objective(metric, not is_lower_better(metric))
     return Objective(metric, not any(word in metric.lower() for word in LOWER_BETTER_WORDS))
+
+
+def hyperband_max_resource(checked: Search) -> int:
+    """Hyperband's MaxResource, in AWS and locally: the epochs every job runs (static `epochs`, else the image's
+    default), since `epochs` cannot be a range with Hyperband."""
+    from optml.train.hyperparameters import Hyperparameters
+
+    given = checked.static_hyperparameters.get("epochs")
+    return int(given) if given is not None else Hyperparameters().epochs

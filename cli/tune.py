@@ -277,7 +277,8 @@ def tuning_job_request(
     if checked.seed is not None:
         config["RandomSeed"] = checked.seed
     if checked.strategy == "Hyperband":
-        config["StrategyConfig"] = {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": max_epochs(checked)}}
+        budget = {"MinResource": 1, "MaxResource": search.hyperband_max_resource(checked)}
+        config["StrategyConfig"] = {"HyperbandStrategyConfig": budget}
     definition = train_command.job_definition(job)
     if checked.static_hyperparameters:
         definition["StaticHyperParameters"] = dict(checked.static_hyperparameters)
@@ -294,14 +295,6 @@ def tuning_job_request(
     if job.experiment:
         request["Tags"] = [{"Key": EXPERIMENT_TAG, "Value": job.experiment.name}]
     return request
-
-
-def max_epochs(checked: search.Search) -> int:
-    """Hyperband's MaxResource: the jobs' epochs (static, else the table's default)."""
-    from optml.train.hyperparameters import Hyperparameters
-
-    given = checked.static_hyperparameters.get("epochs")
-    return int(given) if given is not None else Hyperparameters().epochs
 
 
 def tune_in_aws(args: argparse.Namespace, checked: search.Search, channels: tuple[train_command.Channel, ...]) -> int:

@@ -128,19 +128,10 @@ def pruner_for(checked: search.Search) -> Any:
     import optuna
 
     if checked.strategy == "Hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs(checked))
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=search.hyperband_max_resource(checked))
     if checked.early_stopping:
         return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=0)
     return optuna.pruners.NopPruner()
-
-
-def max_epochs(checked: search.Search) -> int | str:
-    """Hyperband's largest budget: the epochs every trial runs (a range's top), else optuna's estimate."""
-    for item in checked.ranges:
-        if item.name == "epochs" and isinstance(item, search.IntegerRange):
-            return item.high
-    epochs = checked.static_hyperparameters.get("epochs")
-    return int(epochs) if epochs and epochs.isdigit() else "auto"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -214,8 +214,7 @@ def test_each_strategy_has_its_sampler_and_pruner() -> None:
     pruner = tune_local.pruner_for(hyperband)
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)
     assert (pruner._min_resource, pruner._max_resource) == (1, 5)  # epochs=5: every trial's budget
-    assert tune_local.max_epochs(new_search(ranges=(search.IntegerRange("epochs", 3, 12),))) == 12
-    assert tune_local.max_epochs(new_search(static_hyperparameters={})) == "auto"
+    assert search.hyperband_max_resource(new_search(static_hyperparameters={})) == 20  # the image's default epochs
     median = tune_local.pruner_for(new_search(early_stopping=True))
     assert isinstance(median, optuna.pruners.MedianPruner)
     assert median._n_startup_trials == tune_local.MEDIAN_STARTUP_TRIALS
