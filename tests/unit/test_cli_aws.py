@@ -106,3 +106,22 @@ def test_create_if_missing_passes_other_errors_on(stub) -> None:
     )
     with pytest.raises(CliError, match="CreateExperiment: ValidationException: 1 validation error"):
         Aws(region=REGION).create_if_missing("sagemaker", "CreateExperiment", ExperimentName="churn")
+
+
+def test_the_readmes_policy_allows_every_call_the_commands_make() -> None:
+    """README 'To AWS' says the policy holds every action a command calls: each API name in cli/ is in it."""
+    import re
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    policy = readme[readme.index("## To AWS") :]
+    policy = policy[policy.index("```json") : policy.index("```", policy.index("```json") + 7)]
+    called = set()
+    for source in (REPO / "cli").glob("*.py"):
+        called |= set(
+            re.findall(r'"((?:Create|Describe|Delete|List|Associate|Invoke|Filter|Get)[A-Z]\w+)"', source.read_text())
+        )
+    assert len(called) > 20
+    missing = sorted(op for op in called if f':{op}"' not in policy)
+    assert missing == []
