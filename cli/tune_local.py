@@ -430,9 +430,12 @@ class LocalSearch:
 
 
 def optimize(local: LocalSearch, parallel: int) -> None:
-    """Run `local`'s trials, `parallel` at a time; Ctrl-C or an error removes every container it started."""
+    """Run `local`'s trials, `parallel` at a time; Ctrl-C, a SIGTERM (a CI runner's timeout, `kill`) or an error
+    removes every container it started."""
+    from optml.cli.localmode import time_limit
+
     try:
-        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="trial") as pool:
+        with time_limit(0), ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="trial") as pool:
             futures = [pool.submit(local.worker) for _ in range(parallel)]
             try:
                 for future in futures:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -459,6 +462,34 @@ def test_an_error_in_a_trial_stops_the_search_and_removes_its_containers(
         tune_local.optimize(local, 1)
     assert removed and set(removed) == {local.search_id}
     assert local.stopping.is_set() and not local.take()
+
+
+def test_a_sigterm_stops_the_search_and_removes_its_containers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    removed: list[str] = []
+    local = local_search(tmp_path, new_search(), 3)
+
+    def terminated(client: object, spec: trials.TrialSpec, on_epoch: object) -> trials.TrialResult:
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a CI runner's timeout sends it, to the main thread
+        deadline = time.monotonic() + 30
+        while not local.stopping.is_set():  # until the search removes this trial's container
+            assert time.monotonic() < deadline, "the search did not stop on SIGTERM"
+            time.sleep(0.01)
+        raise RuntimeError("container removed")
+
+    monkeypatch.setattr(trials, "run_trial", terminated)
+    def remove_labelled(client: object, value: str) -> int:
+        removed.append(value)
+        return 0
+
+    monkeypatch.setattr(trials, "remove_labelled", remove_labelled)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        tune_local.optimize(local, 1)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert set(removed) == {local.search_id}
+    assert [t.state.name for t in local.study.trials] == ["FAIL"]
+    assert local.study.trials[0].user_attrs["failure"] == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) == handler  # put back as it was
 
 
 # -- the command's checks before any container ----------------------------------------------------------------------
