@@ -477,6 +477,7 @@ def test_a_sigterm_stops_the_search_and_removes_its_containers(tmp_path: Path, m
         raise RuntimeError("container removed")
 
     monkeypatch.setattr(trials, "run_trial", terminated)
+
     def remove_labelled(client: object, value: str) -> int:
         removed.append(value)
         return 0
