@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,8 @@ def hyperband_max_resource(checked: Search) -> int:
 
     given = checked.static_hyperparameters.get("epochs")
     return int(given) if given is not None else Hyperparameters().epochs
+
+
+def grid_size(ranges: tuple[Range, ...]) -> int:
+    """The Grid strategy's combinations of the categorical ranges: the jobs SageMaker runs, the trials locally."""
+    return math.prod(len(each.values) for each in ranges if isinstance(each, CategoricalRange))

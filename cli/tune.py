@@ -9,7 +9,6 @@ Grid and categorical ranges, at most 5 warm-start parents).
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 import time
@@ -153,13 +152,14 @@ def search_from(args: argparse.Namespace) -> search.Search:
     task = None if ranged & {"task", "loss"} else train_command.job_task(static)
     definitions = train_command.metric_definitions(jobs.parse_pairs(args.metric, "--metric"), task)
     objective = search.objective_from(args.objective, args.maximize, args.minimize, definitions)
-    check_strategy(args, ranges)
+    max_jobs = args.max_jobs or (search.grid_size(ranges) if args.strategy == "Grid" else DEFAULT_MAX_JOBS)
+    check_strategy(args, ranges, max_jobs)
     return search.Search(
         ranges=ranges,
         objective=objective,
         strategy=args.strategy,
         early_stopping=args.early_stopping == "auto",
-        max_jobs=args.max_jobs or grid_size(ranges, args.strategy) or DEFAULT_MAX_JOBS,
+        max_jobs=max_jobs,
         static_hyperparameters=static,
         metric_definitions=definitions,
         seed=args.random_seed,
@@ -193,14 +193,7 @@ def refuse_misplaced_options(args: argparse.Namespace) -> None:
         raise CliError(f"{', '.join(given)} only apply to a local search: add --local, or drop them")
 
 
-def grid_size(ranges: tuple[search.Range, ...], strategy: str) -> int | None:
-    """Grid: the number of combinations, the jobs SageMaker runs."""
-    if strategy != "Grid":
-        return None
-    return math.prod(len(each.values) for each in ranges if isinstance(each, search.CategoricalRange))
-
-
-def check_strategy(args: argparse.Namespace, ranges: tuple[search.Range, ...]) -> None:
+def check_strategy(args: argparse.Namespace, ranges: tuple[search.Range, ...], max_jobs: int) -> None:
     """SageMaker's rules for each strategy, and for warm start, before the API refuses them."""
     if args.strategy == "Hyperband":
         if args.early_stopping == "auto":
@@ -220,13 +213,12 @@ def check_strategy(args: argparse.Namespace, ranges: tuple[search.Range, ...]) -
                 f"--strategy Grid searches lists of values only: {', '.join(numeric)} is a min/max range; list its"
                 " values instead"
             )
-        size = grid_size(ranges, "Grid")
+        size = search.grid_size(ranges)
         if args.max_jobs is not None and args.max_jobs != size:
             raise CliError(
                 f"--max-jobs {args.max_jobs} with --strategy Grid: the grid has {size} combinations, and SageMaker"
                 " runs each once (drop --max-jobs)"
             )
-    max_jobs = args.max_jobs or grid_size(ranges, args.strategy) or DEFAULT_MAX_JOBS
     if args.max_parallel_jobs and args.max_parallel_jobs > max_jobs:
         raise CliError(f"--max-parallel-jobs {args.max_parallel_jobs} is more than the {max_jobs} jobs in all")
     check_warm_start(args)

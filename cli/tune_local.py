@@ -168,8 +168,8 @@ def trials_to_run(study: optuna.Study, checked: search.Search) -> int:
     """--max-jobs, but no more than the grid points still to try with Grid."""
     if checked.strategy != "Grid":
         return checked.max_jobs
-    space = grid(checked.ranges)
-    points = math.prod(len(values) for values in space.values())
+    grid(checked.ranges)  # categorical ranges only
+    points = search.grid_size(checked.ranges)
     tried = {tuple(sorted(t.params.items())) for t in study.trials if t.state.is_finished()}
     return max(0, min(checked.max_jobs, points - len(tried)))
 
