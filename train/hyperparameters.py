@@ -186,6 +186,29 @@ class Hyperparameters:
         "column giving row order in time; excluded from features; cv must then be timeseries",
         "data",
     )
+    data_loading: str = _hp(
+        "auto",
+        _choice(("auto", "memory", "stream")),
+        "auto, memory or stream",
+        "memory: load each channel whole; stream: read it block by block, memory bounded by the blocks and"
+        " shuffle_buffer_rows; auto streams Pipe/FastFile input, sharded channels across hosts and channels"
+        " too big for the container's memory",
+        "data",
+    )
+    shuffle_buffer_rows: int = _hp(
+        50_000,
+        _int_at_least(1),
+        POSITIVE_INT,
+        "stream: rows shuffled together (blocks are shuffled too); more shuffles better and holds more memory",
+        "data",
+    )
+    pipe_read_timeout_seconds: float = _hp(
+        600.0,
+        _float_range(0.0, float("inf"), low_open=True, high_open=True),
+        "a positive number of seconds",
+        "Pipe mode: fail when a channel's FIFO delivers no data for this long (a stalled or missing pipe)",
+        "data",
+    )
     # --- model ---
     model: str = _hp(
         "mlp",
