@@ -171,8 +171,8 @@ def add_hyperparameter_and_limit_options(parser: argparse.ArgumentParser) -> Non
 
 def run(args: argparse.Namespace) -> int:
     channels = channels_from(args.channel, args.content_type, args.distribution)
-    refuse_sharded_across_hosts(channels, args.instance_count)
     hyperparameters = hyperparameters_from(args.hp, args.hp_file)
+    refuse_sharded_in_memory(channels, args.instance_count, hyperparameters)
     jobs.experiment_from(args)  # --local records the names only; both check them first
     if args.local:
         return train_locally(args, channels, hyperparameters)
@@ -207,15 +207,17 @@ def channels_from(
     )
 
 
-def refuse_sharded_across_hosts(channels: tuple[Channel, ...], instance_count: int) -> None:
-    """The image refuses such a job when it starts (train/main.py, refuse_unsupported_input); the same rule
-    here fails it before it costs anything."""
+def refuse_sharded_in_memory(
+    channels: tuple[Channel, ...], instance_count: int, hyperparameters: dict[str, str]
+) -> None:
+    """The image refuses such a job when it starts (train/memory.py, choose_loading): sharded channels across
+    hosts are trained by streaming. The same rule here fails it before it costs anything."""
     sharded = [channel.name for channel in channels if channel.distribution == DISTRIBUTIONS["sharded"]]
-    if sharded and instance_count > 1:
+    if sharded and instance_count > 1 and hyperparameters.get("data_loading") == "memory":
         raise CliError(
-            f"channel {', '.join(map(repr, sharded))} is sharded across {instance_count} instances: each would get"
-            " different files, but optml's multi-host training needs every host to read the same rows (sharded"
-            f" training is not supported yet); use --distribution {sharded[0]}=replicated, or --instance-count 1"
+            f"channel {', '.join(map(repr, sharded))} is sharded across {instance_count} instances, but"
+            " data_loading=memory: each instance gets different files, which only the streaming path combines;"
+            f" use data_loading=auto (or stream), or --distribution {sharded[0]}=replicated"
         )
 
 

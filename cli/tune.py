@@ -291,7 +291,7 @@ def tuning_job_request(
 
 def tune_in_aws(args: argparse.Namespace, checked: search.Search, channels: tuple[train_command.Channel, ...]) -> int:
     name = tuning_job_name(args.name)
-    train_command.refuse_sharded_across_hosts(channels, args.instance_count)
+    train_command.refuse_sharded_in_memory(channels, args.instance_count, checked.static_hyperparameters)
     job = train_command.training_job_from(
         args, channels, checked.static_hyperparameters, name=name, definitions=checked.metric_definitions
     )

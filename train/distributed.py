@@ -205,6 +205,15 @@ def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def gather_objects(value: object) -> list[object]:
+    """Every process's `value`, in rank order (picklable data: statistics, block lists)."""
+    if not dist.is_initialized():
+        return [value]
+    values: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def any_rank_each(*flags: bool) -> tuple[bool, ...]:
     """`any_rank` for several flags in one collective (the loop asks two questions every step)."""
     if not dist.is_initialized():

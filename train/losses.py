@@ -66,10 +66,15 @@ def per_row_loss(name: str, task: str, *, huber_delta: float, focal_gamma: float
 
 def balanced_class_weights(class_indices: np.ndarray, classes: int) -> np.ndarray:
     """scikit-learn's "balanced": rows / (classes × rows of that class); absent classes get weight 1."""
-    counts = np.bincount(class_indices, minlength=classes).astype(np.float64)
-    weights = np.ones(classes)
+    return balanced_weights(np.bincount(class_indices, minlength=classes))
+
+
+def balanced_weights(counts: np.ndarray) -> np.ndarray:
+    """`balanced_class_weights` from the rows per class (a streamed channel's statistics)."""
+    counts = counts.astype(np.float64)
+    weights = np.ones(len(counts))
     present = counts > 0
-    weights[present] = len(class_indices) / (classes * counts[present])
+    weights[present] = counts.sum() / (len(counts) * counts[present])
     return weights
 
 

@@ -35,14 +35,14 @@ from optml.container.kinds import REGRESSION
 from optml.container.logs import configure_logging, format_metric_line
 from optml.container.networks import INPUT_RANK, NetworkSpec, block_count, build_network, freeze_blocks
 from optml.container.paths import Paths
-from optml.train import crossval, distributed, memory
+from optml.train import crossval, distributed, memory, streaming
 from optml.train.callbacks import Callback, Checkpointing, MetricLogging, StopOnRequest
 from optml.train.checkpoints import Checkpointer, CheckpointPolicy
 from optml.train.data import DataOptions, Dataset, channel_files, load_channel
 from optml.train.distributed import Topology, device_for, processes_per_host, topology_from
 from optml.train.hyperparameters import Hyperparameters, parse_hyperparameters
 from optml.train.interrupt import StopRequest, TrainingStopped
-from optml.train.losses import LossFunction, balanced_class_weights, per_row_loss, resolve_loss_name
+from optml.train.losses import LossFunction, balanced_weights, per_row_loss, resolve_loss_name
 from optml.train.metric_names import TASK_METRICS
 from optml.train.preprocessing import LabelEncoding, Standardizer, infer_task
 from optml.train.report import (
@@ -53,7 +53,8 @@ from optml.train.report import (
     write_model_card,
     write_plots,
 )
-from optml.train.trainer import History, Objective, Split, Trainer, predict_outputs
+from optml.train.streaming import StreamedChannel
+from optml.train.trainer import Batches, History, Objective, Split, Trainer, min_batch_rows
 from optml.train.warmstart import PreviousModel, check_compatible, load_previous_model
 
 log = logging.getLogger("optml.train")
@@ -133,26 +134,6 @@ def load_channels(
     return datasets
 
 
-def refuse_unsupported_input(job: JobConfig) -> None:
-    """Input SageMaker can deliver that this trainer cannot use yet: fail at the start with what to change,
-    instead of a misleading "channel missing" (Pipe mode makes FIFOs, not a directory) or a hang (hosts with
-    different shards disagree on the number of steps)."""
-    pipe = sorted(name for name, channel in job.channels.items() if channel.input_mode.lower() == "pipe")
-    if pipe:
-        raise UserError(
-            f"channel {', '.join(map(repr, pipe))} uses TrainingInputMode Pipe, which optml does not support yet:"
-            " use File or FastFile (input_mode='File' or 'FastFile' on the estimator or the channel's input)"
-        )
-    sharded = sorted(name for name, channel in job.channels.items() if channel.distribution == "ShardedByS3Key")
-    if sharded and len(job.resources.hosts) > 1:
-        raise UserError(
-            f"channel {', '.join(map(repr, sharded))} is ShardedByS3Key across {len(job.resources.hosts)} hosts:"
-            " each host receives different files, but optml's multi-host training needs every host to read the"
-            " same rows (sharded training is not supported yet); use S3 distribution FullyReplicated"
-            " (distribution='FullyReplicated' on the channel's input)"
-        )
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -182,13 +163,19 @@ def network_spec(hp: Hyperparameters, features: np.ndarray, out_features: int) -
     )
 
 
-def build_objective(hp: Hyperparameters, labels: LabelEncoding, train_targets: np.ndarray) -> Objective:
+def build_objective(
+    hp: Hyperparameters, labels: LabelEncoding, train_targets: np.ndarray | None, class_counts: np.ndarray | None = None
+) -> Objective:
+    """The loss and metric options; balanced class weights come from the train targets or, streaming, from the
+    rows per class the statistics counted."""
     name = resolve_loss_name(hp.loss, labels.task)
     weights = None
     if hp.class_weights is not None and labels.task != REGRESSION:
         classes = max(len(labels.classes), 2)
         if hp.class_weights == "balanced":
-            weights = torch.tensor(balanced_class_weights(train_targets, classes), dtype=torch.float32)
+            if class_counts is None:
+                class_counts = np.bincount(np.asarray(train_targets), minlength=classes)
+            weights = torch.tensor(balanced_weights(class_counts), dtype=torch.float32)
         else:
             if len(hp.class_weights) != classes:
                 raise UserError(
@@ -205,15 +192,17 @@ def build_objective(hp: Hyperparameters, labels: LabelEncoding, train_targets: n
 
 @dataclass
 class Prepared:
-    """A channel ready for the network: standardized features and encoded targets."""
+    """A channel ready for the network: standardized features and encoded targets, in memory (a Split of the
+    loaded Dataset) or read block by block (data_loading=stream)."""
 
-    split: Split
-    dataset: Dataset
+    split: Split | StreamedChannel
+    dataset: Dataset | None
+    files: int
 
 
 def prepare(datasets: dict[str, Dataset], labels: LabelEncoding, scaler: Standardizer) -> dict[str, Prepared]:
     return {
-        name: Prepared(Split.from_arrays(scaler.transform(d.features), labels.encode(d.labels, name)), d)
+        name: Prepared(Split.from_arrays(scaler.transform(d.features), labels.encode(d.labels, name)), d, len(d.files))
         for name, d in datasets.items()
     }
 
@@ -286,18 +275,20 @@ def final_results(
 ) -> dict[str, ChannelResult]:
     results = {}
     for name, channel in prepared.items():
-        outputs = predict_outputs(network, channel.split.features)
-        loss = float(objective.loss(outputs, channel.split.targets))
+        outputs, targets = channel.split.predict(network)
+        loss = float(objective.loss(outputs, targets))
         if labels.task == REGRESSION:
             values = outputs[:, 0].double().numpy() * labels.target_std + labels.target_mean
-            truth = channel.dataset.labels.astype(np.float64)
-            results[name] = channel_result(
-                labels.task, None, values, truth, loss, objective.f_beta, len(channel.dataset.files)
+            truth = (
+                channel.dataset.labels.astype(np.float64)
+                if channel.dataset is not None
+                else targets.double().numpy() * labels.target_std + labels.target_mean
             )
+            results[name] = channel_result(labels.task, None, values, truth, loss, objective.f_beta, channel.files)
         else:
             results[name] = channel_result(
-                labels.task, objective.probabilities(outputs), None, channel.split.targets.numpy(), loss,
-                objective.f_beta, len(channel.dataset.files),
+                labels.task, objective.probabilities(outputs), None, targets.numpy(), loss, objective.f_beta,
+                channel.files,
             )  # fmt: skip
     return results
 
@@ -312,27 +303,84 @@ class Setup:
     spec: NetworkSpec
     prepared: dict[str, Prepared]
     objective: Objective
+    feature_shape: tuple[int, ...]  # of one row of the data, as the network takes it
+    feature_names: tuple[str, ...] | None
+    encoder: FeatureEncoder | None
+    # The train channel's batches for a network (its batch norm decides the smallest batch): the Split in
+    # memory; streaming, this process's share of the stream.
+    train_batches: Callable[[torch.nn.Module], Split | Batches]
+    streaming: bool = False
+
+
+def previous_encodings(previous: PreviousModel) -> tuple[str, LabelEncoding, Standardizer]:
+    meta = previous.artifact.metadata
+    labels = LabelEncoding(meta.task, tuple(meta.classes), meta.target_mean, meta.target_std)
+    return meta.task, labels, Standardizer(*previous.scaling())
+
+
+def check_validation(hp: Hyperparameters, task: str, has_validation: bool) -> None:
+    if hp.early_stopping_patience and not has_validation:  # set explicitly (auto is resolved by now)
+        raise UserError("early_stopping_patience needs a 'validation' channel to watch; add one or set it to 0")
+    check_watched_metric(hp, task, has_validation=has_validation or hp.k_folds >= 2)
 
 
 def set_up(hp: Hyperparameters, datasets: dict[str, Dataset], previous: PreviousModel | None) -> Setup:
     """Task, label encoding, scaling and network: fitted on the train channel, or the previous model's."""
     train_data = datasets[TRAIN]
     if previous is not None:
-        meta = previous.artifact.metadata
-        task = meta.task
-        labels = LabelEncoding(task, tuple(meta.classes), meta.target_mean, meta.target_std)
-        scaler = Standardizer(*previous.scaling())
+        task, labels, scaler = previous_encodings(previous)
     else:
         task = hp.task or infer_task(train_data.labels)
         labels = LabelEncoding.fit(task, train_data.labels, hp.num_classes)
         scaler = Standardizer.fit(train_data.features)
     prepared = prepare(datasets, labels, scaler)
     spec = previous.spec if previous is not None else network_spec(hp, train_data.features, labels.output_size)
-    objective = build_objective(hp, labels, prepared[TRAIN].split.targets.numpy())
-    if hp.early_stopping_patience and VALIDATION not in prepared:  # set explicitly (auto is resolved by now)
-        raise UserError("early_stopping_patience needs a 'validation' channel to watch; add one or set it to 0")
-    check_watched_metric(hp, task, has_validation=VALIDATION in prepared or hp.k_folds >= 2)
-    return Setup(task, labels, scaler, spec, prepared, objective)
+    objective = build_objective(hp, labels, prepared[TRAIN].split.targets.numpy())  # type: ignore[union-attr]
+    check_validation(hp, task, VALIDATION in prepared)
+    split = prepared[TRAIN].split
+    return Setup(
+        task, labels, scaler, spec, prepared, objective, tuple(train_data.features.shape[1:]),
+        train_data.feature_names, train_data.encoder, lambda network: split,  # type: ignore[arg-type,return-value]
+    )  # fmt: skip
+
+
+def set_up_stream(
+    paths: Paths, job: JobConfig, hp: Hyperparameters, topology: Topology, previous: PreviousModel | None
+) -> Setup:
+    """`set_up` for data_loading=stream: the statistics of one pass over the train channel (on every host,
+    merged) instead of the loaded channel; channels are then read block by block."""
+    streamed = streaming.open_channels(
+        paths, job, hp, topology, lambda name: data_options(hp, job.channels.get(name)),
+        previous.encoder if previous else None,
+    )  # fmt: skip
+    statistics = streamed.scan.statistics
+    if previous is not None:
+        task, labels, scaler = previous_encodings(previous)
+    else:
+        task = hp.task or statistics.task()
+        labels = statistics.labels(task, hp.num_classes)
+        scaler = statistics.standardizer()
+    empty = np.empty((0, *streamed.feature_shape), np.float32)
+    spec = previous.spec if previous is not None else network_spec(hp, empty, labels.output_size)
+    counts = statistics.class_counts(labels) if task != REGRESSION else None
+    objective = build_objective(hp, labels, None, counts)
+    prepare_block = {
+        name: streaming.Prepare(source.reader, streamed.encoder, scaler, labels)
+        for name, source in streamed.sources.items()
+    }  # type: ignore[attr-defined]
+    prepared = {
+        name: Prepared(streamed.scored(name, prepare_block[name], spec.out_features), None, streamed.file_count(name))
+        for name in streamed.sources
+    }
+    check_validation(hp, task, VALIDATION in prepared)
+
+    def batches(network: torch.nn.Module) -> Batches:
+        return streamed.train_batches(hp, prepare_block[TRAIN], objective.loss_targets, min_batch_rows(network))
+
+    return Setup(
+        task, labels, scaler, spec, prepared, objective, streamed.feature_shape, streamed.feature_names,
+        streamed.encoder, batches, streaming=True,
+    )  # fmt: skip
 
 
 def check_watched_metric(hp: Hyperparameters, task: str, has_validation: bool) -> None:
@@ -373,7 +421,7 @@ def checkpointer_for(
     )
 
 
-def model_metadata(hp: Hyperparameters, setup: Setup, train_data: Dataset, metrics: dict[str, float]) -> ModelMetadata:
+def model_metadata(hp: Hyperparameters, setup: Setup, metrics: dict[str, float]) -> ModelMetadata:
     return ModelMetadata(
         task=setup.task,
         network=setup.spec,
@@ -381,8 +429,8 @@ def model_metadata(hp: Hyperparameters, setup: Setup, train_data: Dataset, metri
         feature_mean=setup.scaler.mean.reshape(-1).tolist(),
         feature_std=setup.scaler.std.reshape(-1).tolist(),
         classes=list(setup.labels.classes),
-        feature_names=list(train_data.feature_names or []),
-        encoder=train_data.encoder.to_json() if train_data.encoder else None,
+        feature_names=list(setup.feature_names or []),
+        encoder=setup.encoder.to_json() if setup.encoder else None,
         target_mean=setup.labels.target_mean,
         target_std=setup.labels.target_std,
         hyperparameters=hp.to_json(),
@@ -395,7 +443,6 @@ def run(paths: Paths, stop_requested: Callable[[], bool] | None = None, local_ra
     """Train and save; returns the final model's metrics. Raises UserError for anything the user can fix,
     TrainingStopped after a stop request (with a checkpoint and a usable model saved)."""
     job = read_job_config(paths)
-    refuse_unsupported_input(job)
     hp = parse_hyperparameters(job.hyperparameters.values)
     if job.hyperparameters.ignored_keys:
         log.info("ignoring SDK keys: %s", ", ".join(job.hyperparameters.ignored_keys))
@@ -420,15 +467,21 @@ def train_and_save(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     previous = load_previous_model(paths.channel_dir(MODEL)) if paths.channel_dir(MODEL).is_dir() else None
-    guard = memory.LoadingGuard(paths.failure_file, topology.processes_per_host, writes=topology.local_rank == 0)
-    with guard:  # loading and preparing the channels: the memory peak
-        datasets = load_channels(paths, job, hp, guard, encoder=previous.encoder if previous else None)
+    datasets: dict[str, Dataset] = {}
+    if memory.choose_loading(hp, job, paths, topology) == memory.STREAM:
+        hp = resolve_auto_patience(hp, streaming.channel_present(paths, job, VALIDATION))
+        setup = set_up_stream(paths, job, hp, topology, previous)
         timings["load_data"] = time.perf_counter() - started
-        hp = resolve_auto_patience(hp, VALIDATION in datasets)
-        setup = set_up(hp, datasets, previous)
+    else:
+        guard = memory.LoadingGuard(paths.failure_file, topology.processes_per_host, writes=topology.local_rank == 0)
+        with guard:  # loading and preparing the channels: the memory peak
+            datasets = load_channels(paths, job, hp, guard, encoder=previous.encoder if previous else None)
+            timings["load_data"] = time.perf_counter() - started
+            hp = resolve_auto_patience(hp, VALIDATION in datasets)
+            setup = set_up(hp, datasets, previous)
     if previous is not None:
         explicit = {key: getattr(hp, key) for key in job.hyperparameters.values}
-        check_compatible(previous, explicit, hp.task, tuple(datasets[TRAIN].features.shape[1:]))
+        check_compatible(previous, explicit, hp.task, setup.feature_shape)
 
     cv_result = None
     if hp.k_folds >= 2:
@@ -440,8 +493,12 @@ def train_and_save(
     metric_lines = MetricLogging(job.hyperparameters.tuning_objective_metric)
     network, history = train_final_model(paths, job, hp, setup, previous, topology, metric_lines, stop_requested)
     timings["training"] = time.perf_counter() - stage
+    # Scoring a streamed channel is collective (each process scores a part); in memory the master does it.
+    results = final_results(network, setup.prepared, setup.labels, setup.objective) if (
+        topology.is_master or setup.streaming
+    ) else {}  # fmt: skip
     if topology.is_master:
-        save_results(paths, hp, setup, network, history, metric_lines, cv_result, timings, started)
+        save_results(paths, hp, setup, network, history, metric_lines, results, cv_result, timings, started)
     # Local mode stops every container when the first exits: workers wait until the master has saved.
     distributed.barrier()
     return history.final
@@ -458,10 +515,11 @@ def train_final_model(
     stop_requested: Callable[[], bool] | None,
 ) -> tuple[torch.nn.Module, History]:
     """The fit on the whole train channel, checkpointed and stoppable; a stopped job saves what it reached."""
-    train_data = setup.prepared[TRAIN]
-    log.info("training %s on %d rows (%s), %d epochs", setup.spec.kind, len(train_data.split), setup.task, hp.epochs)
     network, frozen = new_network(hp, setup.spec, previous)
     network.to(device_for(topology))
+    train_batches = setup.train_batches(network)
+    rows = len(train_batches) if isinstance(train_batches, Split) else train_batches.rows
+    log.info("training %s on %d rows (%s), %d epochs", setup.spec.kind, rows, setup.task, hp.epochs)
     validation = setup.prepared[VALIDATION].split if VALIDATION in setup.prepared else None
     callbacks: list[Callback] = [Checkpointing(checkpointer_for(paths, job, hp, setup, topology))]
     if topology.is_master:  # the master alone logs: the tuner reads one stream
@@ -470,12 +528,12 @@ def train_final_model(
         callbacks.append(StopOnRequest(stop_requested))
     try:
         history = Trainer(
-            network, train_data.split, validation, hp=hp, objective=setup.objective, callbacks=callbacks,
+            network, train_batches, validation, hp=hp, objective=setup.objective, callbacks=callbacks,
             frozen_blocks=frozen, topology=topology,
         ).fit()  # fmt: skip
     except TrainingStopped as stopped:
         if topology.is_master:  # a stopped job still uploads /opt/ml/model: leave the weights reached so far there
-            save_model(paths.model_dir, network, model_metadata(hp, setup, train_data.dataset, stopped.metrics))
+            save_model(paths.model_dir, network, model_metadata(hp, setup, stopped.metrics))
             log.info("saved the model as of the stop to %s", paths.model_dir)
         distributed.barrier()
         raise
@@ -493,17 +551,17 @@ def save_results(
     network: torch.nn.Module,
     history: History,
     metric_lines: MetricLogging,
+    results: dict[str, ChannelResult],
     cv_result: dict[str, object] | None,
     timings: dict[str, float],
     started: float,
 ) -> None:
-    """The master's last phase: every channel scored by the final model, the model, the report and plots."""
-    results = final_results(network, setup.prepared, setup.labels, setup.objective)
+    """The master's last phase: the final model's scores on every channel, the model, the report and plots."""
     if TEST in results:
         metric_lines.print(
             "final", {f"test:{k}": float(v) for k, v in results[TEST].metrics.items() if isinstance(v, float)}
         )
-    metadata = model_metadata(hp, setup, setup.prepared[TRAIN].dataset, history.final)
+    metadata = model_metadata(hp, setup, history.final)
     save_model(paths.model_dir, network, metadata)
     timings["total"] = time.perf_counter() - started
     training_report = TrainingReport(

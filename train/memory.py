@@ -1,4 +1,5 @@
-"""Will a channel fit in memory? Say so before loading one that will not.
+"""Will a channel fit in memory? Load it whole if so (data_loading=auto), stream it if not; and when a job
+loads a channel anyway, say so before loading one that will not fit.
 
 A container that runs out of memory is killed by the kernel (exit 137) with no chance to write
 /opt/ml/output/failure, so the job ends with a generic reason. Before each channel is loaded its size is
@@ -13,7 +14,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from optml.container.config import JobConfig
+from optml.container.errors import UserError
 from optml.container.failure import truncate_reason, write_failure
+from optml.container.paths import Paths
+from optml.train.data import channel_files
+from optml.train.distributed import Topology
+from optml.train.hyperparameters import Hyperparameters
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +165,80 @@ class LoadingGuard:
                 self.failure_file.unlink()
         except OSError:
             pass
+
+
+MEMORY, STREAM = "memory", "stream"
+# data_loading=auto streams when loading the channels would take more than this share of the free memory.
+STREAM_ABOVE_SHARE = 0.5
+
+
+def choose_loading(hp: Hyperparameters, job: JobConfig, paths: Paths, topology: Topology) -> str:
+    """data_loading resolved: "memory" or "stream", with the reason in the log. Pipe input and sharded
+    channels across hosts can only stream; auto also streams FastFile input (each read goes to S3) and
+    channels whose loading would take more than half the memory left (the cgroup limit, not the host's)."""
+    modes = {name: channel.input_mode.lower() for name, channel in job.channels.items()}
+    pipe = sorted(name for name, mode in modes.items() if mode == "pipe")
+    sharded = sorted(
+        name for name, channel in job.channels.items() if channel.distribution == "ShardedByS3Key"
+    ) if len(topology.hosts) > 1 else []  # fmt: skip
+    if hp.data_loading == MEMORY:
+        _refuse_memory(pipe, sharded, len(topology.hosts))
+        log.info("data_loading=memory: each channel is loaded whole")
+        return MEMORY
+    reason = _stream_reason(hp, job, paths, topology.processes_per_host, pipe, sharded)
+    if reason is None:
+        log.info("data_loading=auto: loading each channel whole (it fits in memory; data_loading=stream streams it)")
+        return MEMORY
+    if hp.k_folds >= 2:
+        raise UserError(
+            f"k_folds={hp.k_folds}: cross-validation holds the train channel in memory, but it is read as a stream"
+            f" ({reason}); set k_folds=0, or data_loading=memory on an instance with enough memory"
+        )
+    if pipe and topology.processes_per_host > 1:
+        raise UserError(
+            f"channel {', '.join(map(repr, pipe))} uses Pipe mode, whose FIFOs one process per host reads, but this"
+            f" host runs {topology.processes_per_host} training processes; use FastFile or File mode"
+        )
+    log.info("data_loading=%s: reading the channels as streams (%s)", hp.data_loading, reason)
+    return STREAM
+
+
+def _refuse_memory(pipe: list[str], sharded: list[str], hosts: int) -> None:
+    if pipe:
+        raise UserError(
+            f"data_loading=memory cannot load channel {', '.join(map(repr, pipe))}: Pipe mode delivers it as a"
+            " FIFO to read once, as a stream; use data_loading=auto (or stream), or TrainingInputMode File"
+        )
+    if sharded:
+        raise UserError(
+            f"data_loading=memory cannot train on channel {', '.join(map(repr, sharded))}, ShardedByS3Key across"
+            f" {hosts} hosts: each host holds different files, which only the streaming path combines (statistics"
+            " merged across hosts, steps agreed); use data_loading=auto (or stream), or FullyReplicated"
+        )
+
+
+def _stream_reason(
+    hp: Hyperparameters, job: JobConfig, paths: Paths, processes: int, pipe: list[str], sharded: list[str]
+) -> str | None:
+    if hp.data_loading == STREAM:
+        return "data_loading=stream"
+    if pipe:
+        return f"channel {', '.join(map(repr, pipe))} uses Pipe mode"
+    fastfile = sorted(name for name, channel in job.channels.items() if channel.input_mode.lower() == "fastfile")
+    if fastfile:
+        return f"channel {', '.join(map(repr, fastfile))} uses FastFile mode, which reads from S3 as training reads"
+    if sharded:
+        return f"channel {', '.join(map(repr, sharded))} is ShardedByS3Key across hosts"
+    directories = [paths.channel_dir(name) for name in ("train", "validation", "test")]
+    files = [path for directory in directories if directory.is_dir() for path in channel_files(directory)]
+    memory = available_memory()
+    size = sum(uncompressed_size(path) for path in files)
+    needed = LOAD_FACTOR * size * processes
+    if memory is not None and needed > STREAM_ABOVE_SHARE * memory.available:
+        return (
+            f"loading {_size(size)} of data takes about {_size(needed)}, more than half of the"
+            f" {_size(memory.available)} free of {memory.source} ({_size(memory.limit)}); data_loading=memory loads"
+            " it anyway, and the result"
+            " can differ on an instance with more memory"
+        )
+    return None

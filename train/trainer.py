@@ -10,9 +10,9 @@ so a run is reproducible on CPU.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -57,6 +57,36 @@ class Split:
     def subset(self, rows: np.ndarray) -> Split:
         index = torch.from_numpy(rows)
         return Split(self.features[index], self.targets[index])
+
+    def predict(self, network: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw outputs and targets of every row (the interface a streamed channel shares)."""
+        return predict_outputs(network, self.features), self.targets
+
+
+@dataclass
+class Batch:
+    """One process's share of a global mini-batch: the inputs, the targets as the loss reads them, and the
+    channel's targets for the epoch's train metrics."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    metric_targets: torch.Tensor
+
+
+class Batches(Protocol):
+    """Where an epoch's mini-batches come from: the in-memory channel (`MemoryBatches`) or a stream
+    (train/streaming.py). `epoch` yields, from `run.batches_done` on, each step's batch for this process,
+    or None for a step every process skips; every process yields the same number of steps."""
+
+    rows: int  # rows an epoch trains on, over every process: sizes the sample of the train metrics
+
+    def epoch(self, run: TrainState) -> Iterator[Batch | None]: ...
+
+
+class Scored(Protocol):
+    """A channel to score: a Split, or a streamed channel."""
+
+    def predict(self, network: nn.Module) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -119,8 +149,8 @@ def sampled_batches(rows: int) -> int:
     return max(1, rows // target)
 
 
-def evaluate(network: nn.Module, split: Split, objective: Objective) -> dict[str, float]:
-    return objective.score(predict_outputs(network, split.features), split.targets)
+def evaluate(network: nn.Module, split: Scored, objective: Objective) -> dict[str, float]:
+    return objective.score(*split.predict(network))
 
 
 def augment_images(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -168,27 +198,25 @@ def _mean(loss_sum: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 @dataclass
 class TrainingStep:
     """One mini-batch of this process (its share `rows` of the global batch): forward, loss (+ L1), backward,
-    gradients summed across processes, clip, step. `targets` are the channel's, as the loss reads them."""
+    gradients summed across processes, clip, step."""
 
     network: nn.Module
     optimizer: torch.optim.Optimizer
-    features: torch.Tensor
-    targets: torch.Tensor
     objective: Objective
     hp: Hyperparameters
     generator: torch.Generator  # augmentation draws, shared with the row order
     world: int
     device: torch.device
 
-    def __call__(self, rows: torch.Tensor) -> Step:
+    def __call__(self, batch: Batch) -> Step:
         self.optimizer.zero_grad(set_to_none=True)  # first, as in the textbook loop: the memory is reused below
-        inputs, targets = self.features[rows], self.targets[rows]
+        inputs, targets = batch.inputs, batch.targets
         if self.hp.augment:
             inputs = augment_images(inputs, self.generator)
         if self.device.type != "cpu":
             inputs, targets = inputs.to(self.device), targets.to(self.device)
         outputs = self.network(inputs)
-        loss, own_loss, weight = self._loss(outputs, targets, len(rows))
+        loss, own_loss, weight = self._loss(outputs, targets, len(inputs))
         if self.hp.l1 > 0:
             loss = loss + self.hp.l1 * l1_penalty(self.network) / self.world  # summed over processes: once
         loss.backward()
@@ -292,6 +320,42 @@ class TrainState:
         restore_rng_states(saved["rng"])
 
 
+def min_batch_rows(network: nn.Module) -> int:
+    """Rows each process needs for a batch to train. Batch norm cannot normalize one row: such a short last
+    batch is skipped (in memory, its rows train in another epoch's order). Otherwise a process may have
+    none (its collectives still run)."""
+    return 2 if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules()) else 0
+
+
+@dataclass
+class MemoryBatches:
+    """The in-memory channel: each epoch one seeded permutation of every row (drawn from the run's generator
+    and checkpointed with it), cut into global batches of `batch_size`; each process takes every
+    world-th row of a batch, so N processes take exactly the steps one would."""
+
+    split: Split
+    loss_targets: torch.Tensor
+    batch_size: int
+    rank: int = 0
+    world: int = 1
+    min_rows: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.split)
+
+    def epoch(self, run: TrainState) -> Iterator[Batch | None]:
+        if run.order is None:
+            run.order = torch.randperm(len(self.split), generator=run.generator)
+        for start in range(run.batches_done * self.batch_size, len(self.split), self.batch_size):
+            batch = run.order[start : start + self.batch_size]
+            if len(batch) // self.world < self.min_rows:
+                yield None
+                continue
+            rows = batch if self.world == 1 else batch[self.rank :: self.world]
+            yield Batch(self.split.features[rows], self.loss_targets[rows], self.split.targets[rows])
+
+
 class Trainer:
     """Trains `network` in place on `train`, scoring `validation` after each epoch.
 
@@ -301,8 +365,8 @@ class Trainer:
     def __init__(
         self,
         network: nn.Module,
-        train: Split,
-        validation: Split | None,
+        train: Split | Batches,
+        validation: Scored | None,
         *,
         hp: Hyperparameters,
         objective: Objective,
@@ -310,7 +374,7 @@ class Trainer:
         frozen_blocks: Sequence[nn.Module] = (),
         topology: Topology | None = None,
     ) -> None:
-        self.train, self.validation, self.hp, self.objective = train, validation, hp, objective
+        self.validation, self.hp, self.objective = validation, hp, objective
         self.frozen_blocks = list(frozen_blocks)
         self.rank, self.world = (topology.rank, topology.world_size) if topology else (0, 1)
         optimizer = build_optimizer(network, hp)
@@ -321,14 +385,14 @@ class Trainer:
         self.step_callbacks = [callback for callback in everything if defines(callback, "on_step_end")]
         self.checkpoint_callbacks = [callback for callback in everything if defines(callback, "on_checkpoint")]
         device = next(network.parameters()).device
-        targets = objective.loss_targets(train.targets)
-        self.step = TrainingStep(
-            network, optimizer, train.features, targets, objective, hp, generator, self.world, device
-        )
-        self.keep_every = sampled_batches(len(train))
-        # Rows each process needs for a batch to train. Batch norm cannot normalize one row: such a short last
-        # batch trains in another epoch's order. Otherwise a process may have none (its collectives still run).
-        self.min_rows = 2 if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules()) else 0
+        self.step = TrainingStep(network, optimizer, objective, hp, generator, self.world, device)
+        if isinstance(train, Split):
+            train = MemoryBatches(
+                train, objective.loss_targets(train.targets), hp.batch_size, self.rank, self.world,
+                min_batch_rows(network),
+            )  # fmt: skip
+        self.batches: Batches = train
+        self.keep_every = sampled_batches(train.rows)
 
     def fit(self) -> History:
         self.resume()
@@ -353,20 +417,16 @@ class Trainer:
             self.act_on(control)
 
     def train_epoch(self) -> None:
-        run, batch_size = self.run, self.hp.batch_size
+        run = self.run
         run.network.train()
         for block in self.frozen_blocks:
             block.eval()  # frozen batch-norm statistics stay frozen too
-        if run.order is None:
-            run.order = torch.randperm(len(self.train), generator=run.generator)
         control = Control()
-        for start in range(run.batches_done * batch_size, len(self.train), batch_size):
-            batch = run.order[start : start + batch_size]
+        for batch in self.batches.epoch(run):
             step = None
-            if len(batch) // self.world >= self.min_rows:
-                rows = batch if self.world == 1 else batch[self.rank :: self.world]
-                step = self.step(rows)
-                run.record(step, self.train.targets[rows] if run.batches_done % self.keep_every == 0 else None)
+            if batch is not None:
+                step = self.step(batch)
+                run.record(step, batch.metric_targets if run.batches_done % self.keep_every == 0 else None)
             run.batches_done += 1
             control.checkpoint = control.stop = False
             for callback in self.step_callbacks:

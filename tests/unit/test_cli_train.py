@@ -176,10 +176,11 @@ def test_a_script_of_your_own_takes_its_own_hyperparameters(
         (("--hp", "epochs"), "--hp 'epochs' is not NAME=VALUE"),
         (("--hp-file", "missing.json"), "--hp-file missing.json does not exist"),
         (("--channel", "validation=no/such/folder"), "--channel validation=no/such/folder: "),
-        (("--channel", "validation=s3://my-bucket/v", "--distribution", "validation=sharded", "--instance-count", "2"),
-         "channel 'validation' is sharded across 2 instances: each would get different files, but optml's multi-host"
-         " training needs every host to read the same rows (sharded training is not supported yet); use"
-         " --distribution validation=replicated, or --instance-count 1"),
+        (("--channel", "validation=s3://my-bucket/v", "--distribution", "validation=sharded", "--instance-count", "2",
+          "--hp", "data_loading=memory"),
+         "channel 'validation' is sharded across 2 instances, but data_loading=memory: each instance gets different"
+         " files, which only the streaming path combines; use data_loading=auto (or stream), or --distribution"
+         " validation=replicated"),
         (("--distribution", "train=split"), "--distribution train=split: use train=sharded or train=replicated"),
         (("--content-type", "test=text/csv"), "--content-type test=...: no --channel test=URI (channels: train)"),
         (("--channel", "train=s3://my-bucket/u"), "--channel names 'train' twice"),

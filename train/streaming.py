@@ -1,0 +1,496 @@
+"""Training on data bigger than memory: channels read as streams of blocks (data_loading=stream).
+
+Memory held is a window of blocks (`shuffle_buffer_rows`), not the channel. How an epoch's rows are drawn is
+a pure function of the seed, the epoch and the channel's block list, so a checkpoint's (epoch, step) is the
+whole stream position: a resumed job re-reads exactly the rows it was about to train (bit-exact in File and
+FastFile mode; a Pipe cannot be rewound, so there the interrupted epoch is read again from the next FIFO and
+the rows already trained are skipped).
+
+1. Shares. The channel's blocks (train/blocks.py: CSV/JSON lines byte blocks, Parquet row groups, .npy
+   slices) are split once into contiguous runs of about equal rows, one per process of the group that
+   holds the same files: every process of the job for FullyReplicated channels, the host's processes for
+   ShardedByS3Key (each host holds different files). A process trains on its share only; together the
+   shares hold every row once.
+2. Order, per epoch and pass. Formats with random access (Parquet, .npy) shuffle the share's blocks;
+   sequential ones (CSV, JSON lines) shuffle its files and read each file's blocks in order.
+3. Shuffle buffer. Consecutive blocks are gathered until they hold `shuffle_buffer_rows` rows (a window);
+   each window's rows are permuted, seeded by (seed, epoch, pass, window).
+4. Steps. Each process's batch is its part of the global `batch_size` (as in memory). Every process takes
+   the same number of steps — the largest share's batch count — so no collective waits: a share that runs
+   out starts over (the next pass, reshuffled); the largest share's rows are each trained exactly once.
+
+Validation and test channels are scored block by block too, each process a part of the files, the
+outputs gathered so that every metric (AUC included) is computed on the union, as on one host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from optml.container.config import ChannelConfig, JobConfig
+from optml.container.errors import UserError
+from optml.container.features import FeatureEncoder
+from optml.container.paths import Paths
+from optml.train import distributed
+from optml.train.blocks import BlockRef, ChannelReader, CheckedBlock
+from optml.train.dataset import DataOptions
+from optml.train.distributed import Topology
+from optml.train.hyperparameters import Hyperparameters
+from optml.train.preprocessing import LabelEncoding, Standardizer
+from optml.train.statistics import ChannelStatistics
+from optml.train.trainer import Batch, TrainState, predict_outputs
+
+log = logging.getLogger(__name__)
+
+SHARDED = "ShardedByS3Key"
+ROW_LOG_ENV = "OPTML_ROW_LOG"  # debugging and tests: a directory where each process logs the rows it trains
+
+
+class BlockSource(Protocol):
+    """Reads blocks of one channel: from files (any order), or from the next FIFO of a Pipe channel."""
+
+    random_access: bool
+
+    def pass_blocks(self, refs: Sequence[BlockRef]) -> Iterator[CheckedBlock]:
+        """The blocks `refs`, in that order (a Pipe yields them in stream order; `refs` is stream order)."""
+        ...
+
+    def score_blocks(self, part: int, parts: int) -> Iterator[CheckedBlock]:
+        """Part `part` of `parts` of the channel's blocks, for scoring: every parts-th file (a Pipe: every
+        parts-th block of its next FIFO, which every host reads whole)."""
+        ...
+
+
+@dataclass
+class FileSource:
+    """File and FastFile mode: blocks read from the channel's files, sequentially within a file."""
+
+    reader: ChannelReader
+
+    @property
+    def random_access(self) -> bool:
+        return self.reader.random_access
+
+    def pass_blocks(self, refs: Sequence[BlockRef]) -> Iterator[CheckedBlock]:
+        for ref in refs:
+            yield self.reader.read_block(ref)
+
+    def score_blocks(self, part: int, parts: int) -> Iterator[CheckedBlock]:
+        for file in range(part, len(self.reader.files), parts):
+            yield from self.reader.blocks(file)
+
+
+@dataclass
+class PipeSource:
+    """Pipe mode: each pass reads the channel's next FIFO from start to end (a writer must not be left
+    blocked), keeping the blocks asked for. A FIFO that ends before them is a short pass: an error."""
+
+    reader: ChannelReader
+    next_fifo: int = 0
+    random_access: bool = False
+
+    def pass_blocks(self, refs: Sequence[BlockRef]) -> Iterator[CheckedBlock]:
+        wanted = {(ref.file, ref.block) for ref in refs}
+        fifo, found = self.next_fifo, 0
+        self.next_fifo += 1
+        stream = self.reader.pipe_blocks(fifo)
+        try:
+            for block in stream:
+                if (block.ref.file, block.ref.block) in wanted:
+                    found += 1
+                    yield block
+        finally:
+            for _ in stream:  # closed early (the epoch's steps are done): SageMaker's writer still finishes
+                pass
+        if found < len(wanted):
+            raise UserError(
+                f"Pipe channel {self.reader.channel!r}: FIFO {self.reader.channel}_{fifo} ended after fewer blocks"
+                f" than the first pass delivered ({found} of the {len(wanted)} this process trains on); every"
+                " pass must deliver the same data"
+            )
+
+    def score_blocks(self, part: int, parts: int) -> Iterator[CheckedBlock]:
+        fifo = self.next_fifo
+        self.next_fifo += 1
+        for block in self.reader.pipe_blocks(fifo):
+            if block.ref.block % parts == part:
+                yield block
+
+
+def split_shares(blocks: Sequence[BlockRef], parts: int) -> list[list[BlockRef]]:
+    """Contiguous runs of `blocks` (in file and block order) holding about equal rows, one per part."""
+    total = sum(ref.rows for ref in blocks)
+    shares: list[list[BlockRef]] = [[] for _ in range(parts)]
+    seen = 0
+    for ref in blocks:
+        # The share a block's first row falls in: a block is never split, so shares differ by < a block.
+        shares[min(parts - 1, seen * parts // max(total, 1))].append(ref)
+        seen += ref.rows
+    return shares
+
+
+def pass_order(share: Sequence[BlockRef], random_access: bool, rng: np.random.Generator) -> list[BlockRef]:
+    if random_access:
+        return [share[i] for i in rng.permutation(len(share))]
+    files: dict[int, list[BlockRef]] = {}
+    for ref in share:
+        files.setdefault(ref.file, []).append(ref)
+    keys = list(files)
+    return [ref for i in rng.permutation(len(keys)) for ref in files[keys[i]]]
+
+
+def windows(order: Sequence[BlockRef], buffer_rows: int) -> list[list[BlockRef]]:
+    """Consecutive blocks gathered until they hold `buffer_rows` rows (the last window may hold fewer)."""
+    result: list[list[BlockRef]] = [[]]
+    rows = 0
+    for ref in order:
+        if rows >= buffer_rows:
+            result.append([])
+            rows = 0
+        result[-1].append(ref)
+        rows += ref.rows
+    return [window for window in result if window]
+
+
+def local_batch(batch_size: int, rank: int, world: int) -> int:
+    """This process's part of a global batch, as the in-memory path splits one (every world-th row)."""
+    return len(range(rank, batch_size, world))
+
+
+def step_sizes(shares: Sequence[int], batches: Sequence[int], min_rows: int) -> list[list[int]]:
+    """Rows per step for each process (one list per process): the largest share's batch count of full
+    batches, the last one cut to the share's end for a share that ends there. A last step where some
+    process would get fewer than `min_rows` rows (batch norm) is dropped on every process."""
+    steps = max(-(-rows // batch) for rows, batch in zip(shares, batches, strict=True))
+    sizes = []
+    for rows, batch in zip(shares, batches, strict=True):
+        last = rows - (steps - 1) * batch
+        sizes.append([batch] * (steps - 1) + [last if 0 < last <= batch else batch])
+    if steps > 1 and any(0 < size[-1] < min_rows for size in sizes):
+        sizes = [size[:-1] for size in sizes]
+    return sizes
+
+
+@dataclass
+class Prepare:
+    """A block → standardized float32 features and encoded targets."""
+
+    reader: ChannelReader
+    encoder: FeatureEncoder | None
+    scaler: Standardizer
+    labels: LabelEncoding
+
+    def __call__(self, block: CheckedBlock) -> tuple[np.ndarray, np.ndarray]:
+        features = self.reader.encode(block, self.encoder) if self.encoder else self.reader.encode_arrays(block)
+        return self.scaler.transform(features), self.labels.encode(block.labels, self.reader.channel)
+
+
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # standardized features, encoded targets, (file, row) ids
+
+
+@dataclass
+class StreamBatches:
+    """The `Batches` of trainer.Trainer for a streamed train channel: this process's share and its steps."""
+
+    source: BlockSource
+    prepare: Prepare
+    share: list[BlockRef]
+    sizes: list[int]  # rows per step of this process
+    rows: int  # rows an epoch trains on, over every process
+    feature_shape: tuple[int, ...]
+    seed: int
+    part: int
+    buffer_rows: int
+    loss_targets: Callable[[torch.Tensor], torch.Tensor]
+    channel_dir: Path | None = None
+    row_log: Path | None = None
+
+    def epoch(self, run: TrainState) -> Iterator[Batch | None]:
+        start = run.batches_done
+        if start >= len(self.sizes):
+            return
+        chunks = self._rows(run.epoch, skip=sum(self.sizes[:start])) if self.share else iter(())
+        for step, (features, targets, ids) in enumerate(self._cut(chunks, self.sizes[start:]), start=start):
+            if self.row_log is not None:
+                self._log_rows(run.epoch, step, ids)
+            metric_targets = torch.from_numpy(targets)
+            yield Batch(torch.from_numpy(features), self.loss_targets(metric_targets), metric_targets)
+
+    def _cut(self, chunks: Iterator[Rows], sizes: Sequence[int]) -> Iterator[Rows]:
+        """Steps of `sizes` rows from the chunks; a process without rows gets empty steps (its collectives
+        still run)."""
+        if not self.share:
+            empty = np.empty((0, *self.feature_shape), np.float32)
+            for _ in sizes:
+                yield empty, np.empty(0, np.float32), np.empty((0, 2), np.int64)
+            return
+        pending: Rows | None = None
+        for size in sizes:
+            while pending is None or len(pending[0]) < size:
+                chunk = next(chunks)
+                pending = chunk if pending is None else _joined(pending, chunk)
+            yield tuple(part[:size] for part in pending)  # type: ignore[misc]
+            pending = tuple(part[size:] for part in pending)  # type: ignore[assignment]
+
+    def _rows(self, epoch: int, skip: int) -> Iterator[Rows]:
+        """This process's rows for an epoch from row `skip` on: windows permuted, passes repeating."""
+        pass_index = 0
+        while True:
+            rng = np.random.default_rng([self.seed, epoch, pass_index, self.part])
+            plan = windows(pass_order(self.share, self.source.random_access, rng), self.buffer_rows)
+            sizes = [sum(ref.rows for ref in window) for window in plan]
+            first = 0
+            while first < len(plan) and skip >= sizes[first]:  # whole windows skipped are not read
+                skip, first = skip - sizes[first], first + 1
+            if first < len(plan):
+                blocks = self.source.pass_blocks([ref for window in plan[first:] for ref in window])
+                try:
+                    for number in range(first, len(plan)):
+                        seeded = np.random.default_rng([self.seed, epoch, pass_index, self.part, number])
+                        window = self._window(blocks, plan[number], seeded)
+                        yield tuple(part[skip:] for part in window) if skip else window  # type: ignore[misc]
+                        skip = 0
+                finally:
+                    blocks.close()  # type: ignore[attr-defined]  # a Pipe source then reads its FIFO to the end
+            pass_index += 1
+
+    def _window(self, blocks: Iterator[CheckedBlock], refs: Sequence[BlockRef], rng: np.random.Generator) -> Rows:
+        features, targets, ids = [], [], []
+        for _ in refs:
+            block = next(blocks)
+            x, y = self.prepare(block)
+            features.append(x)
+            targets.append(y)
+            rows = np.arange(block.rows, dtype=np.int64)
+            ids.append(np.stack([np.full(block.rows, block.ref.file), block.ref.row_offset + rows], 1))
+        order = rng.permutation(sum(len(y) for y in targets))
+        return np.concatenate(features)[order], np.concatenate(targets)[order], np.concatenate(ids)[order]
+
+    def _log_rows(self, epoch: int, step: int, ids: np.ndarray) -> None:
+        assert self.row_log is not None
+        files = self.prepare.reader.files
+        with self.row_log.open("a") as handle:
+            for file, row in ids.tolist():
+                path = files[file]
+                name = path.relative_to(self.channel_dir) if self.channel_dir else path.name
+                handle.write(f"{epoch} {step} {name} {row}\n")
+
+
+def _joined(first: Rows, second: Rows) -> Rows:
+    return (
+        np.concatenate([first[0], second[0]]),
+        np.concatenate([first[1], second[1]]),
+        np.concatenate([first[2], second[2]]),
+    )
+
+
+@dataclass
+class StreamedChannel:
+    """A validation or test channel scored block by block (trainer.Scored): each process scores its part,
+    and the outputs are gathered so every metric is computed on the whole channel, as on one host."""
+
+    source: BlockSource
+    prepare: Prepare
+    part: int
+    parts: int
+    outputs: int  # the network's output width, for a process with nothing to score
+    file_count: int
+
+    def predict(self, network: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs, targets = [torch.empty(0, self.outputs)], [torch.empty(0)]
+        for block in self.source.score_blocks(self.part, self.parts):
+            features, encoded = self.prepare(block)
+            outputs.append(predict_outputs(network, torch.from_numpy(features)))
+            targets.append(torch.from_numpy(encoded))
+        own_targets = torch.cat(targets[1:]) if len(targets) > 1 else torch.empty(0, dtype=torch.int64)
+        return distributed.all_gather_tensor(torch.cat(outputs)), distributed.all_gather_tensor(own_targets)
+
+
+@dataclass(frozen=True)
+class Group:
+    """The processes that hold the same files, and this process's part among them: every process of the job
+    for a FullyReplicated channel, the host's processes for a ShardedByS3Key one across hosts."""
+
+    part: int
+    parts: int
+    host: int  # this process's host, or -1 when the group is the whole job
+
+
+def group_for(config: ChannelConfig | None, topology: Topology) -> Group:
+    if config is not None and config.distribution == SHARDED and len(topology.hosts) > 1:
+        return Group(topology.local_rank, topology.processes_per_host, topology.host_index)
+    return Group(topology.rank, topology.world_size, -1)
+
+
+def open_source(
+    channel: str,
+    paths: Paths,
+    config: ChannelConfig | None,
+    options: DataOptions,
+    timeout_s: float,
+    encoder: FeatureEncoder | None = None,
+) -> BlockSource:
+    if config is not None and config.input_mode.lower() == "pipe":
+        return PipeSource(ChannelReader.from_pipe(channel, paths.data_dir, options, timeout_s, encoder))
+    return FileSource(ChannelReader(channel, paths.channel_dir(channel), options, encoder))
+
+
+@dataclass
+class Scan:
+    """One pass over the train channel: the statistics of every process merged, the group's blocks."""
+
+    statistics: ChannelStatistics
+    blocks: list[BlockRef]
+    array_shape: tuple[int, ...] | None  # per-row shape of array data (None: tabular)
+
+
+def scan(source: BlockSource, group: Group, statistics: ChannelStatistics) -> Scan:
+    """Each process reads its part (whole files; a Pipe's FIFO 0 is read whole by every host, each adding
+    its part of the blocks), then the statistics are merged across every process and the block lists
+    across the group."""
+    refs: list[BlockRef] = []
+    shapes: set[tuple[int, ...] | None] = set()
+    if isinstance(source, PipeSource):
+        blocks: Iterator[CheckedBlock] = source.reader.pipe_blocks(source.next_fifo)
+        source.next_fifo += 1
+    else:
+        blocks = source.score_blocks(group.part, group.parts)
+    for block in blocks:
+        shapes.add(None if block.arrays is None else tuple(block.arrays.shape[1:]))
+        refs.append(block.ref)
+        if not isinstance(source, PipeSource) or block.ref.block % group.parts == group.part:
+            statistics.add(block)
+    gathered = cast(
+        list[tuple[int, list[BlockRef], ChannelStatistics, set[tuple[int, ...] | None]]],
+        distributed.gather_objects((group.host, refs, statistics, shapes)),
+    )
+    merged: ChannelStatistics | None = None
+    group_refs: dict[tuple[int, int], BlockRef] = {}
+    for host, their_refs, their_statistics, their_shapes in gathered:
+        merged = their_statistics if merged is None else merged.merge(their_statistics)
+        shapes |= their_shapes
+        if host == group.host:
+            group_refs.update({(ref.file, ref.block): ref for ref in their_refs})
+    assert merged is not None
+    if len(shapes) > 1:
+        found = ", ".join(str(list(shape)) if shape else "tabular rows" for shape in shapes)
+        raise UserError(f"channel 'train' holds rows of different shapes ({found}); every file needs one shape")
+    return Scan(merged, [group_refs[key] for key in sorted(group_refs)], next(iter(shapes), None))
+
+
+def train_batches(
+    source: BlockSource,
+    scanned: Scan,
+    group: Group,
+    topology: Topology,
+    hp: Hyperparameters,
+    prepare: Prepare,
+    loss_targets: Callable[[torch.Tensor], torch.Tensor],
+    feature_shape: tuple[int, ...],
+    min_rows: int,
+) -> StreamBatches:
+    """This process's share of the group's blocks and the steps every process agrees on."""
+    share = split_shares(scanned.blocks, group.parts)[group.part]
+    batch = local_batch(hp.batch_size, topology.rank, topology.world_size)
+    rows = sum(ref.rows for ref in share)
+    everyone = cast(list[tuple[int, int]], distributed.gather_objects((rows, batch)))
+    sizes = step_sizes([r for r, _ in everyone], [b for _, b in everyone], min_rows)
+    log.info(
+        "streaming channel 'train': this process trains on %d rows in %d blocks (part %d of %d%s), %d steps"
+        " per epoch (the largest share's batch count), shuffle buffer %d rows",
+        rows, len(share), group.part + 1, group.parts, f" on host {group.host + 1}" if group.host >= 0 else "",
+        len(sizes[topology.rank]), hp.shuffle_buffer_rows,
+    )  # fmt: skip
+    row_log = os.environ.get(ROW_LOG_ENV)
+    reader = source.reader  # type: ignore[attr-defined]
+    return StreamBatches(
+        source, prepare, share, sizes[topology.rank], sum(sum(s) for s in sizes), feature_shape, hp.seed, group.part,
+        hp.shuffle_buffer_rows, loss_targets, channel_dir=None if isinstance(source, PipeSource) else reader.directory,
+        row_log=Path(row_log) / f"rows-{topology.name}.txt" if row_log else None,
+    )  # fmt: skip
+
+
+@dataclass
+class StreamedChannels:
+    """The channels of a streaming job after the statistics pass: what main's set-up builds on."""
+
+    scan: Scan
+    sources: dict[str, BlockSource]
+    groups: dict[str, Group]
+    encoder: FeatureEncoder | None
+    feature_names: tuple[str, ...] | None
+    feature_shape: tuple[int, ...]
+    topology: Topology
+
+    def file_count(self, name: str) -> int:
+        return len(self.sources[name].reader.files)  # type: ignore[attr-defined]
+
+    def scored(self, name: str, prepare: Prepare, outputs: int) -> StreamedChannel:
+        group = self.groups[name]
+        return StreamedChannel(self.sources[name], prepare, group.part, group.parts, outputs, self.file_count(name))
+
+    def train_batches(
+        self, hp: Hyperparameters, prepare: Prepare, loss_targets: Callable[[torch.Tensor], torch.Tensor], min_rows: int
+    ) -> StreamBatches:
+        return train_batches(
+            self.sources["train"], self.scan, self.groups["train"], self.topology, hp, prepare, loss_targets,
+            self.feature_shape, min_rows,
+        )  # fmt: skip
+
+
+def open_channels(
+    paths: Paths,
+    job: JobConfig,
+    hp: Hyperparameters,
+    topology: Topology,
+    options: Callable[[str], DataOptions],
+    encoder: FeatureEncoder | None,
+) -> StreamedChannels:
+    """Open train (required), validation and test (optional) and scan train once for its statistics."""
+    names = [name for name in ("train", "validation", "test") if name == "train" or channel_present(paths, job, name)]
+    groups = {name: group_for(job.channels.get(name), topology) for name in names}
+    train = open_source(
+        "train", paths, job.channels.get("train"), options("train"), hp.pipe_read_timeout_seconds, encoder
+    )
+    reader: ChannelReader = train.reader  # type: ignore[attr-defined]
+    scanned = scan(train, groups["train"], ChannelStatistics())
+    if encoder is None:
+        encoder = scanned.statistics.encoder()
+    if scanned.array_shape is None:
+        assert encoder is not None
+        shape: tuple[int, ...] = (encoder.output_size,)
+    else:
+        layout = options("train").array_layout
+        shape = (
+            (1, *scanned.array_shape) if len(scanned.array_shape) == 2 and layout == "image" else scanned.array_shape
+        )
+    sources: dict[str, BlockSource] = {"train": train}
+    for name in names[1:]:
+        config = job.channels.get(name)
+        sources[name] = open_source(name, paths, config, options(name), hp.pipe_read_timeout_seconds, encoder)
+    named = scanned.array_shape is None and getattr(reader, "named", False)
+    feature_names = encoder.output_names if named and encoder is not None else None
+    total = sum(ref.rows for ref in scanned.blocks)
+    log.info(
+        "channel train: %d rows in %d blocks of %d file(s), read as a stream",
+        total,
+        len(scanned.blocks),
+        len(reader.files),
+    )
+    return StreamedChannels(scanned, sources, groups, encoder, feature_names, shape, topology)
+
+
+def channel_present(paths: Paths, job: JobConfig, name: str) -> bool:
+    config = job.channels.get(name)
+    if config is not None and config.input_mode.lower() == "pipe":
+        return True
+    return paths.channel_dir(name).is_dir()
