@@ -169,7 +169,9 @@ class TableFeatures:
         numeric = [table.column(name) for name, kind in columns if kind == NUMERIC]
         if numeric:
             # float32 first: FeatureEncoder.transform hands the network float32, and Standardizer.fit sees that.
-            matrix = np.column_stack([data.to_numpy().astype(np.float32) for data in numeric])
+            matrix = np.empty((table.num_rows, len(numeric)), dtype=np.float32, order="F")  # columns contiguous
+            for index, data in enumerate(numeric):
+                matrix[:, index] = data.to_numpy()
             moments = Moments.of(matrix, (0,))
         else:
             moments = Moments(table.num_rows, np.zeros(0), np.zeros(0))
