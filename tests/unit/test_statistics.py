@@ -36,7 +36,7 @@ def _table(rows: int = ROWS, seed: int = 0) -> pa.Table:
         {
             "size": rng.normal(5.0, 2.0, rows),
             "colour": pa.array(colour.tolist(), pa.string()),
-            "big": 1e6 + rng.normal(0.0, 1e-2, rows),  # large mean, small spread: sum of squares would cancel
+            "big": 1e4 + rng.normal(0.0, 1e-2, rows),  # large mean, small spread (still visible in float32)
             "shape": pa.array(rng.choice(["round", "square"], rows).tolist(), pa.string()),
             "constant": np.full(rows, 0.1),
         }
@@ -296,6 +296,17 @@ def test_regression_with_text_labels_names_the_channels_first_label() -> None:
         stats.labels(REGRESSION)
     assert str(actual.value) == str(expected.value)
     assert str(actual.value).endswith("has text labels such as 'low'")
+
+
+def test_label_moments_are_stable_where_a_sum_of_squares_would_cancel() -> None:
+    labels = 1e9 + np.random.default_rng(10).normal(0.0, 1e-3, ROWS)  # variance 1e-6 next to mean² 1e18
+    stats = ChannelStatistics.of_blocks(_table_blocks(_table(), labels, 13))
+    encoding = stats.labels(REGRESSION)
+    assert encoding.target_mean == pytest.approx(labels.mean(), rel=1e-15)
+    # A sum of squares gives 0 here; Chan's combination keeps the std to the float64 rounding of the block
+    # means (ulp(1e9) ≈ 1e-7 next to a spread of 1e-3).
+    assert np.sqrt(max(0.0, (labels**2).mean() - labels.mean() ** 2)) == 0.0
+    assert encoding.target_std == pytest.approx(labels.std(), rel=1e-4)
 
 
 def test_regression_of_a_constant_target_gets_std_one() -> None:
