@@ -41,6 +41,7 @@ from optml.train.memory import LoadingGuard
 from optml.train.model_quality import model_quality, write_model_quality
 from optml.train.preprocessing import LabelEncoding, Standardizer
 from optml.train.report import ChannelResult, TrainingReport, write_evaluation, write_plots
+from optml.train.trainer import Split
 from optml.train.warmstart import PreviousModel, find_model_dir
 
 log = logging.getLogger("optml.evaluate")
@@ -134,7 +135,9 @@ def score(model: PreviousModel, hp: Hyperparameters, dataset: Dataset) -> Channe
     # loss training reported cannot be recomputed, and any other weighting would be another quantity.
     balanced = hp.class_weights == "balanced"
     loss_hp = dataclasses.replace(hp, class_weights=None) if balanced else hp
-    objective = build_objective(loss_hp, labels, prepared[TEST].split.targets.numpy())
+    split = prepared[TEST].split
+    assert isinstance(split, Split)
+    objective = build_objective(loss_hp, labels, split.targets.numpy())
     result = final_results(model.artifact.network, prepared, labels, objective)[TEST]
     if balanced:
         log.warning("loss not computed: the model was trained with class_weights=balanced (weights not saved)")

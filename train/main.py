@@ -359,7 +359,7 @@ def set_up_stream(
     else:
         task = hp.task or statistics.task()
         labels = statistics.labels(task, hp.num_classes)
-        scaler = statistics.standardizer()
+        scaler = statistics.standardizer(image=streamed.image)
     empty = np.empty((0, *streamed.feature_shape), np.float32)
     spec = previous.spec if previous is not None else network_spec(hp, empty, labels.output_size)
     counts = statistics.class_counts(labels) if task != REGRESSION else None
@@ -417,7 +417,10 @@ def checkpointer_for(
         topology.name,
         CheckpointPolicy(hp.checkpoint_every_steps, hp.checkpoint_every_seconds, hp.keep_checkpoints),
         # What must match for a checkpoint to continue this run: the network and what its outputs mean.
-        config={"network": setup.spec.to_json(), "task": setup.task, "classes": list(setup.labels.classes)},
+        config={"network": setup.spec.to_json(), "task": setup.task, "classes": list(setup.labels.classes)}
+        # A stream's position is not an in-memory row order: neither continues the other. (Memory-mode
+        # checkpoints have no such key, as before streaming existed.)
+        | ({"data_loading": "stream"} if setup.streaming else {}),
     )
 
 
@@ -526,6 +529,8 @@ def train_final_model(
         callbacks.append(metric_lines)
     if stop_requested is not None:
         callbacks.append(StopOnRequest(stop_requested))
+    if isinstance(train_batches, streaming.StreamBatches):
+        callbacks.append(streaming.StreamPosition(train_batches))
     try:
         history = Trainer(
             network, train_batches, validation, hp=hp, objective=setup.objective, callbacks=callbacks,

@@ -25,6 +25,8 @@ outputs gathered so that every metric (AUC included) is computed on the union, a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -41,7 +43,8 @@ from optml.container.errors import UserError
 from optml.container.features import FeatureEncoder
 from optml.container.paths import Paths
 from optml.train import distributed
-from optml.train.blocks import BlockRef, ChannelReader, CheckedBlock
+from optml.train.blocks import BLOCK_BYTES, BlockRef, ChannelReader, CheckedBlock
+from optml.train.callbacks import Callback
 from optml.train.dataset import DataOptions
 from optml.train.distributed import Topology
 from optml.train.hyperparameters import Hyperparameters
@@ -52,13 +55,18 @@ from optml.train.trainer import Batch, TrainState, predict_outputs
 log = logging.getLogger(__name__)
 
 SHARDED = "ShardedByS3Key"
+BLOCK_BYTES_ENV = "OPTML_STREAM_BLOCK_BYTES"  # CSV / JSON lines bytes per block (default blocks.BLOCK_BYTES)
 ROW_LOG_ENV = "OPTML_ROW_LOG"  # debugging and tests: a directory where each process logs the rows it trains
 
 
 class BlockSource(Protocol):
     """Reads blocks of one channel: from files (any order), or from the next FIFO of a Pipe channel."""
 
-    random_access: bool
+    @property
+    def reader(self) -> ChannelReader: ...
+
+    @property
+    def random_access(self) -> bool: ...
 
     def pass_blocks(self, refs: Sequence[BlockRef]) -> Iterator[CheckedBlock]:
         """The blocks `refs`, in that order (a Pipe yields them in stream order; `refs` is stream order)."""
@@ -96,7 +104,10 @@ class PipeSource:
 
     reader: ChannelReader
     next_fifo: int = 0
-    random_access: bool = False
+
+    @property
+    def random_access(self) -> bool:
+        return False
 
     def pass_blocks(self, refs: Sequence[BlockRef]) -> Iterator[CheckedBlock]:
         wanted = {(ref.file, ref.block) for ref in refs}
@@ -190,7 +201,7 @@ class Prepare:
     labels: LabelEncoding
 
     def __call__(self, block: CheckedBlock) -> tuple[np.ndarray, np.ndarray]:
-        features = self.reader.encode(block, self.encoder) if self.encoder else self.reader.encode_arrays(block)
+        features = self.reader.encode(block, self.encoder)
         return self.scaler.transform(features), self.labels.encode(block.labels, self.reader.channel)
 
 
@@ -224,6 +235,37 @@ class StreamBatches:
                 self._log_rows(run.epoch, step, ids)
             metric_targets = torch.from_numpy(targets)
             yield Batch(torch.from_numpy(features), self.loss_targets(metric_targets), metric_targets)
+
+    def position(self, epoch: int, step: int) -> dict[str, object]:
+        """Where step `step` of `epoch` starts in this process's stream — the pass, the window, its first
+        block and the row within it, and the seed of the window's permutation — worked out from the plan
+        without reading data. Checkpoints record it; a resume re-reads from exactly there."""
+        skip, pass_index = sum(self.sizes[:step]), 0
+        while self.share:
+            rng = np.random.default_rng([self.seed, epoch, pass_index, self.part])
+            plan = windows(pass_order(self.share, self.source.random_access, rng), self.buffer_rows)
+            for number, window in enumerate(plan):
+                rows = sum(ref.rows for ref in window)
+                if skip < rows:
+                    first = window[0]
+                    return {
+                        "epoch": epoch, "step": step, "pass": pass_index, "window": number,
+                        "file": self._name(first.file), "block": first.block, "row_in_window": skip,
+                        "window_seed": [self.seed, epoch, pass_index, self.part, number],
+                    }  # fmt: skip
+                skip -= rows
+            pass_index += 1
+        return {"epoch": epoch, "step": step}
+
+    def fingerprint(self) -> str:
+        """The share's files and blocks: a resume on other data would not continue the same stream."""
+        files = sorted({self._name(ref.file) for ref in self.share})
+        blocks = [(self._name(ref.file), ref.block, ref.rows) for ref in self.share]
+        return hashlib.sha256(json.dumps([files, blocks, self.sizes]).encode()).hexdigest()[:16]
+
+    def _name(self, file: int) -> str:
+        path = self.prepare.reader.files[file]
+        return str(path.relative_to(self.channel_dir)) if self.channel_dir else path.name
 
     def _cut(self, chunks: Iterator[Rows], sizes: Sequence[int]) -> Iterator[Rows]:
         """Steps of `sizes` rows from the chunks; a process without rows gets empty steps (its collectives
@@ -277,12 +319,35 @@ class StreamBatches:
 
     def _log_rows(self, epoch: int, step: int, ids: np.ndarray) -> None:
         assert self.row_log is not None
-        files = self.prepare.reader.files
         with self.row_log.open("a") as handle:
-            for file, row in ids.tolist():
-                path = files[file]
-                name = path.relative_to(self.channel_dir) if self.channel_dir else path.name
-                handle.write(f"{epoch} {step} {name} {row}\n")
+            handle.writelines(f"{epoch} {step} {self._name(file)} {row}\n" for file, row in ids.tolist())
+
+
+class StreamPosition(Callback):
+    """Checkpoints record the stream position (train/callbacks.py's extension point); on resume the
+    recorded stream must be this one — the same files, blocks and steps — or the job stops with why."""
+
+    name = "stream"
+
+    def __init__(self, batches: StreamBatches) -> None:
+        self.batches = batches
+        self.run: TrainState | None = None
+
+    def on_fit_start(self, run: TrainState) -> None:
+        self.run = run
+
+    def state_dict(self) -> dict[str, object]:
+        position = self.batches.position(self.run.epoch, self.run.batches_done) if self.run else {}
+        return {"fingerprint": self.batches.fingerprint(), "position": position}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        if state["fingerprint"] != self.batches.fingerprint():
+            raise UserError(
+                "the checkpoint was written while streaming other data: channel 'train' (its files, their blocks or"
+                " the steps per epoch) changed since, so the run cannot continue where it stopped; restore the data,"
+                " or remove the checkpoints to start over"
+            )
+        log.info("resuming the stream at %s", state["position"])
 
 
 def _joined(first: Rows, second: Rows) -> Rows:
@@ -339,9 +404,11 @@ def open_source(
     timeout_s: float,
     encoder: FeatureEncoder | None = None,
 ) -> BlockSource:
+    block_bytes = int(os.environ.get(BLOCK_BYTES_ENV) or BLOCK_BYTES)
     if config is not None and config.input_mode.lower() == "pipe":
-        return PipeSource(ChannelReader.from_pipe(channel, paths.data_dir, options, timeout_s, encoder))
-    return FileSource(ChannelReader(channel, paths.channel_dir(channel), options, encoder))
+        reader = ChannelReader.from_pipe(channel, paths.data_dir, options, timeout_s, encoder, block_bytes=block_bytes)
+        return PipeSource(reader)
+    return FileSource(ChannelReader(channel, paths.channel_dir(channel), options, encoder, block_bytes=block_bytes))
 
 
 @dataclass
@@ -430,6 +497,7 @@ class StreamedChannels:
     feature_names: tuple[str, ...] | None
     feature_shape: tuple[int, ...]
     topology: Topology
+    image: bool  # 3-D arrays read as images (one channel), standardized per channel
 
     def file_count(self, name: str) -> int:
         return len(self.sources[name].reader.files)  # type: ignore[attr-defined]
@@ -465,14 +533,13 @@ def open_channels(
     scanned = scan(train, groups["train"], ChannelStatistics())
     if encoder is None:
         encoder = scanned.statistics.encoder()
+    image = scanned.array_shape is not None and len(scanned.array_shape) == 2
+    image = image and options("train").array_layout == "image"
     if scanned.array_shape is None:
         assert encoder is not None
         shape: tuple[int, ...] = (encoder.output_size,)
     else:
-        layout = options("train").array_layout
-        shape = (
-            (1, *scanned.array_shape) if len(scanned.array_shape) == 2 and layout == "image" else scanned.array_shape
-        )
+        shape = (1, *scanned.array_shape) if image else scanned.array_shape
     sources: dict[str, BlockSource] = {"train": train}
     for name in names[1:]:
         config = job.channels.get(name)
@@ -486,7 +553,7 @@ def open_channels(
         len(scanned.blocks),
         len(reader.files),
     )
-    return StreamedChannels(scanned, sources, groups, encoder, feature_names, shape, topology)
+    return StreamedChannels(scanned, sources, groups, encoder, feature_names, shape, topology, image)
 
 
 def channel_present(paths: Paths, job: JobConfig, name: str) -> bool:

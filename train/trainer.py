@@ -78,7 +78,10 @@ class Batches(Protocol):
     (train/streaming.py). `epoch` yields, from `run.batches_done` on, each step's batch for this process,
     or None for a step every process skips; every process yields the same number of steps."""
 
-    rows: int  # rows an epoch trains on, over every process: sizes the sample of the train metrics
+    @property
+    def rows(self) -> int:
+        """Rows an epoch trains on, over every process: sizes the sample of the train metrics."""
+        ...
 
     def epoch(self, run: TrainState) -> Iterator[Batch | None]: ...
 
@@ -386,13 +389,19 @@ class Trainer:
         self.checkpoint_callbacks = [callback for callback in everything if defines(callback, "on_checkpoint")]
         device = next(network.parameters()).device
         self.step = TrainingStep(network, optimizer, objective, hp, generator, self.world, device)
-        if isinstance(train, Split):
-            train = MemoryBatches(
-                train, objective.loss_targets(train.targets), hp.batch_size, self.rank, self.world,
+        self.batches: Batches = (
+            MemoryBatches(
+                train,
+                objective.loss_targets(train.targets),
+                hp.batch_size,
+                self.rank,
+                self.world,
                 min_batch_rows(network),
             )  # fmt: skip
-        self.batches: Batches = train
-        self.keep_every = sampled_batches(train.rows)
+            if isinstance(train, Split)
+            else train
+        )
+        self.keep_every = sampled_batches(self.batches.rows)
 
     def fit(self) -> History:
         self.resume()
