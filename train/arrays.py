@@ -50,7 +50,7 @@ def _check_part(part: ArrayPart) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{part.path}: {part.x_name} has {len(x)} rows but {part.y_name} has {len(y)} labels")
     if y.dtype.kind == "S":
         y = np.char.decode(y, "utf-8")
-    if y.dtype.kind == "U":
+    if y.dtype.kind in "UO":  # O: text labels of JSON lines records, as tabular.label_array gives them
         y = y.astype(object)
     elif y.dtype.kind in "fiub":
         y = y.astype(np.float64)

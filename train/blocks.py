@@ -192,6 +192,7 @@ class ChannelReader:
         self._pending: Iterator[tuple[BlockRef, Raw]] | None = None  # Pipe mode: pass 0, opened
         self._counted: set[BlockRef] = set()
         self._fifo: pipe.FifoStream | None = None
+        self._time_type: pa.DataType | None = None  # Pipe mode's CSV: the time column's, from the first block
 
     # --- opening ----------------------------------------------------------------------------------------
 
@@ -210,6 +211,8 @@ class ChannelReader:
 
     def _resolve_tabular(self, first: Source) -> None:
         if self.pipe_dir is not None and self.format == formats.CSV:
+            if self.options.time_column in first.table.column_names:
+                self._time_type = _time_type(first.table.column(self.options.time_column))
             first = replace(first, table=_inferred(first.table, self._text_columns))
         layout = resolve_layout(first, self.options, self.encoder)
         if self.encoder is not None:
@@ -465,6 +468,8 @@ class ChannelReader:
             self._check_columns(raw)
         source = self._label_kind(raw)
         features, labels, time = check_source(source, self.layout, self.categorical)
+        if time is not None and self._time_type is not None and is_text(time.type):
+            time = self._time(source, time)
         return CheckedBlock(
             ref,
             source.path,
@@ -472,6 +477,16 @@ class ChannelReader:
             table=features,
             time=time.to_numpy() if time is not None else None,
         )
+
+    def _time(self, source: Source, time: pa.ChunkedArray) -> pa.ChunkedArray:
+        """Pipe mode's CSV time column, read as text, as the type the first block's values have."""
+        try:
+            return pc.cast(pc.utf8_trim_whitespace(time), self._time_type)
+        except pa.ArrowInvalid:
+            raise UserError(
+                f"{source.path}: the time column {self.options.time_column!r} holds values that are not"
+                f" {self._time_type} as in the first rows of the stream"
+            ) from None
 
     def _check_columns(self, source: Source) -> None:
         assert self._first is not None and self.layout is not None
@@ -704,3 +719,14 @@ def _inferred(table: pa.Table, text_columns: list[str]) -> pa.Table:
         elif int(pc.sum(pc.match_substring_regex(data, NUMBER_PATTERN)).as_py() or 0) == len(data) - data.null_count:
             table = table.set_column(index, name, pc.cast(pc.utf8_trim_whitespace(data), pa.float64()))
     return table
+
+
+def _time_type(data: pa.ChunkedArray) -> pa.DataType | None:
+    """The first of int64, float64 and timestamp that every value of a text column converts to."""
+    for kind in (pa.int64(), pa.float64(), pa.timestamp("ns")):
+        try:
+            pc.cast(pc.utf8_trim_whitespace(data), kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        return kind
+    return None

@@ -90,14 +90,32 @@ def _write_npz_files(directory: Path) -> None:
         np.savez(directory / f"p{f}.npz", x=rng.normal(size=(ROWS, 5)), y=rng.integers(0, 2, ROWS))
 
 
+def _write_gzip_parquet_files(directory: Path) -> None:
+    _write_parquet_files(directory)
+    for path in directory.iterdir():
+        path.write_bytes(gzip.compress(path.read_bytes()))
+
+
+def _write_text_label_records(directory: Path) -> None:
+    rng = np.random.default_rng(4)
+    for f in range(FILES):
+        records: list[dict[str, object]] = [
+            {"features": rng.normal(size=(2, 3)).round(3).tolist(), "label": "abc"[int(rng.integers(0, 3))]}
+            for _ in range(ROWS)
+        ]
+        write_jsonl(directory / f"part-{f}.jsonl", records)
+
+
 WRITERS: dict[str, Callable[[Path], None]] = {
     "csv-header": _write_csv_files,
     "csv-headerless": lambda d: _write_csv_files(d, header=False),
     "csv-gzip": lambda d: _write_csv_files(d, compress=True),
     "parquet": _write_parquet_files,
+    "parquet-gzip": _write_gzip_parquet_files,
     "jsonl-flat": _write_jsonl_files,
     "jsonl-gzip": lambda d: _write_jsonl_files(d, compress=True),
     "jsonl-features": _write_feature_records,
+    "jsonl-sequences-text-labels": _write_text_label_records,
     "npy": _write_npy_pairs,
     "npz": _write_npz_files,
 }
@@ -133,7 +151,7 @@ def test_blocks_in_order_are_load_channel(tmp_path: Path, kind: str) -> None:
         assert [ref.row_offset for ref in refs] == np.cumsum([0] + [ref.rows for ref in refs[:-1]]).tolist()
         assert sum(ref.rows for ref in refs) == ROWS
     assert all(block.rows == block.ref.rows for block in blocks)
-    assert reader.random_access == (kind in ("parquet", "npy", "npz"))
+    assert reader.random_access == (kind in ("parquet", "parquet-gzip", "npy", "npz"))
 
 
 @pytest.mark.parametrize("kind", ["csv-header", "parquet", "npy", "jsonl-flat"])

@@ -217,3 +217,17 @@ def test_a_bad_value_in_a_pipe_names_the_row_from_the_stream_start(agent: Agent,
     reader = ChannelReader.from_pipe(CHANNEL, agent.data_dir, DataOptions(), timeout_s=5, block_bytes=128)
     with pytest.raises(UserError, match=r"train_0 row 71, column 2: '4x' is not a number"):
         list(reader.pipe_blocks(0))
+
+
+def test_a_time_column_in_a_pipe_keeps_its_numbers(agent: Agent, tmp_path: Path) -> None:
+    rows: list[list[object]] = [["t", "label", "x"]]
+    rows += [[1000 + i, i % 2, i * 0.25] for i in range(50)]
+    data = write_csv(tmp_path / "files" / "a.csv", rows).read_bytes()
+    expected = load_channel(CHANNEL, tmp_path / "files", DataOptions(time_column="t"))
+    agent.serve(0, [data])
+    reader = ChannelReader.from_pipe(
+        CHANNEL, agent.data_dir, DataOptions(time_column="t"), timeout_s=5, block_bytes=128
+    )
+    blocks = list(reader.pipe_blocks(0))
+    np.testing.assert_array_equal(np.concatenate([block.time for block in blocks]), expected.time_values)
+    assert np.concatenate([block.time for block in blocks]).dtype == np.int64
