@@ -33,6 +33,7 @@ class ArrayPart:
     time: np.ndarray | None = None
     x_name: str = "x"
     y_name: str = "y"
+    row_offset: int = 0  # rows of the file before these (a block of a file read block by block)
 
 
 def _check_part(part: ArrayPart) -> tuple[np.ndarray, np.ndarray]:
@@ -49,13 +50,16 @@ def _check_part(part: ArrayPart) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{part.path}: {part.x_name} has {len(x)} rows but {part.y_name} has {len(y)} labels")
     if y.dtype.kind == "S":
         y = np.char.decode(y, "utf-8")
-    if y.dtype.kind == "U":
+    if y.dtype.kind in "UO":  # O: text labels of JSON lines records, as tabular.label_array gives them
         y = y.astype(object)
     elif y.dtype.kind in "fiub":
         y = y.astype(np.float64)
         if np.isnan(y).any():
             row = int(np.flatnonzero(np.isnan(y))[0])
-            raise UserError(f"{part.path} row {row + 1}: the label ({part.y_name}) is NaN; every row needs a label")
+            raise UserError(
+                f"{part.path} row {row + 1 + part.row_offset}: the label ({part.y_name}) is NaN;"
+                " every row needs a label"
+            )
     else:
         raise UserError(f"{part.path}: {part.y_name} holds {y.dtype} values, expected numbers or text")
     x = x.astype(np.float32, copy=False)
@@ -63,7 +67,23 @@ def _check_part(part: ArrayPart) -> tuple[np.ndarray, np.ndarray]:
     if not finite.all():
         where = tuple(int(i) for i in np.argwhere(~finite)[0])
         raise UserError(
-            f"{part.path} row {where[0] + 1}: {part.x_name}{list(where[1:])} is {x[where]}, not a finite number"
+            f"{part.path} row {where[0] + 1 + part.row_offset}: {part.x_name}{list(where[1:])} is {x[where]},"
+            " not a finite number"
+        )
+    return x, y
+
+
+def check_part(
+    channel: str, part: ArrayPart, first: tuple[Path, tuple[int, ...]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One file's (or block's) checked float32 features and labels (float64, or object for text); `first`:
+    the first file's path and row shape, which every other part must match. Shared with the block reader."""
+    x, y = _check_part(part)
+    if first is not None and x.shape[1:] != first[1]:
+        raise UserError(
+            f"{part.path} has {part.x_name} rows of shape {x.shape[1:]} but {first[0]} has"
+            f" {first[1]}; every file in channel {channel!r} needs one shape (resize images to"
+            " one size, pad sequences to one length)"
         )
     return x, y
 
@@ -71,17 +91,10 @@ def _check_part(part: ArrayPart) -> tuple[np.ndarray, np.ndarray]:
 def assemble_arrays(
     channel: str, parts: Sequence[ArrayPart], options: DataOptions, encoder: FeatureEncoder | None
 ) -> Dataset:
-    first = parts[0]
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     for part in parts:
-        x, y = _check_part(part)
-        if xs and x.shape[1:] != xs[0].shape[1:]:
-            raise UserError(
-                f"{part.path} has {part.x_name} rows of shape {x.shape[1:]} but {first.path} has"
-                f" {xs[0].shape[1:]}; every file in channel {channel!r} needs one shape (resize images to"
-                " one size, pad sequences to one length)"
-            )
+        x, y = check_part(channel, part, (parts[0].path, xs[0].shape[1:]) if xs else None)
         xs.append(x)
         ys.append(y)
     features = np.concatenate(xs) if len(xs) > 1 else xs[0]
@@ -120,20 +133,22 @@ def _tabular_encoder(channel: str, width: int, encoder: FeatureEncoder | None) -
     return encoder
 
 
-def list_column_to_array(path: Path, column: pa.ChunkedArray, name: str = FEATURES_FIELD) -> np.ndarray:
+def list_column_to_array(
+    path: Path, column: pa.ChunkedArray, name: str = FEATURES_FIELD, row_offset: int = 0
+) -> np.ndarray:
     """A column of (nested) equal-length lists → an array of shape (rows, d1, d2, …), no Python loop."""
     data = column.combine_chunks()
     shape = [len(data)]
     while pa.types.is_list(data.type) or pa.types.is_large_list(data.type) or pa.types.is_fixed_size_list(data.type):
         if data.null_count:
             row = int(pc.index(pc.is_null(data), True).as_py()) // int(np.prod(shape[1:]))
-            raise UserError(f"{path} row {row + 1}: {name!r} is missing; every record needs its features")
+            raise UserError(f"{path} row {row + 1 + row_offset}: {name!r} is missing; every record needs its features")
         lengths = pc.list_value_length(data).to_numpy()
         if len(lengths) and (lengths != lengths[0]).any():
             index = int(np.flatnonzero(lengths != lengths[0])[0])
             row = index // int(np.prod(shape[1:]))
             raise UserError(
-                f"{path} row {row + 1}: {name!r} has a list of {lengths[index]} values where row 1 has"
+                f"{path} row {row + 1 + row_offset}: {name!r} has a list of {lengths[index]} values where row 1 has"
                 f" {lengths[0]}; every record needs the same shape"
             )
         shape.append(int(lengths[0]) if len(lengths) else 0)

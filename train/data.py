@@ -51,8 +51,9 @@ def channel_format(channel: str, files: list[Path], content_type: str | None) ->
     return next(iter(by_format))
 
 
-def _csv_sources(files: list[Path], options: DataOptions) -> list[Source]:
-    first_sample = formats.csv_sample(files[0])
+def csv_header(first_sample: list[list[str]], options: DataOptions) -> tuple[bool, list[str]]:
+    """Whether the channel's CSV files have a header row (the first file's first rows decide), and the
+    columns forced to text: categorical columns are read as text, so "02139" keeps its leading zero."""
     header = options.header
     if header is None:
         # A column named in the options implies a header, unless the first row holds numbers: then the
@@ -60,7 +61,6 @@ def _csv_sources(files: list[Path], options: DataOptions) -> list[Source]:
         header = formats.looks_like_header(first_sample) or bool(
             options.names_columns and first_sample and formats.all_text(first_sample[0])
         )
-    # Categorical columns are read as text, so "02139" keeps its leading zero.
     width = len(first_sample[0]) if first_sample else 0
     names = first_sample[0] if header and first_sample else [f"column {i + 1}" for i in range(width)]
     if header and names and not names[0].strip():
@@ -70,6 +70,11 @@ def _csv_sources(files: list[Path], options: DataOptions) -> list[Source]:
         for ref in options.categorical_columns
         if isinstance(ref, str) or 0 <= ref < len(names)
     ]
+    return header, text_columns
+
+
+def _csv_sources(files: list[Path], options: DataOptions) -> list[Source]:
+    header, text_columns = csv_header(formats.csv_sample(files[0]), options)
     sources = []
     for path in files:
         table = formats.read_csv(path, header, text_columns)
@@ -83,7 +88,7 @@ def _json_parts(sources: list[Source], options: DataOptions) -> list[ArrayPart]:
     label = options.label_column if isinstance(options.label_column, str) else DEFAULT_LABEL
     parts = []
     for source in sources:
-        if not _is_feature_records(source.table):
+        if not is_feature_records(source.table):
             raise UserError(
                 f"{source.path} holds flat records but {sources[0].path} holds"
                 f' {{"features": [...], "{label}": ...}} records; a channel holds one kind'
@@ -102,7 +107,7 @@ def _json_parts(sources: list[Source], options: DataOptions) -> list[ArrayPart]:
 NPY_NAME = re.compile(r"(?P<prefix>.*?[_.-])?(?P<role>[xy])", re.IGNORECASE)
 
 
-def _npy_parts(files: list[Path], options: DataOptions) -> list[ArrayPart]:
+def npy_parts(files: list[Path], options: DataOptions) -> list[ArrayPart]:
     """.npy files pair up by name: x.npy with y.npy, or <prefix>_x.npy with <prefix>_y.npy."""
     if options.time_column:
         raise UserError("time_column needs .npz files (arrays x, y and the time array) or tabular data")
@@ -125,7 +130,7 @@ def _npy_parts(files: list[Path], options: DataOptions) -> list[ArrayPart]:
     return parts
 
 
-def _is_feature_records(table: pa.Table) -> bool:
+def is_feature_records(table: pa.Table) -> bool:
     if FEATURES_FIELD not in table.column_names:
         return False
     data_type = table.schema.field(FEATURES_FIELD).type
@@ -141,24 +146,19 @@ def _load(channel: str, files: list[Path], fmt: str, options: DataOptions, encod
             parts.append(ArrayPart(path, arrays["x"], arrays["y"], arrays.get(options.time_column or "")))
         return assemble_arrays(channel, parts, options, encoder)
     if fmt == formats.NPY:
-        return assemble_arrays(channel, _npy_parts(files, options), options, encoder)
+        return assemble_arrays(channel, npy_parts(files, options), options, encoder)
     if fmt == formats.CSV:
         sources = _csv_sources(files, options)
     else:
         read = formats.read_parquet if fmt == formats.PARQUET else formats.read_jsonlines
         sources = [Source(path, read(path), named=True) for path in files]
-        if fmt == formats.JSONLINES and _is_feature_records(sources[0].table):
+        if fmt == formats.JSONLINES and is_feature_records(sources[0].table):
             return assemble_arrays(channel, _json_parts(sources, options), options, encoder)
     return assemble(channel, sources, options, encoder)
 
 
-def load_channel(channel: str, directory: Path, options: DataOptions, encoder: FeatureEncoder | None = None) -> Dataset:
-    """Load every file of a channel.
-
-    `encoder` is None for the train channel (a new one is fitted on it) and the train channel's encoder
-    for validation and test, which are encoded the same way. Categories never seen in training encode as
-    all zeros (a warning says how many), as they will when serving.
-    """
+def present_files(channel: str, directory: Path) -> list[Path]:
+    """The channel's files, less empty ones (unless all are empty); UserError when there are none."""
     if not directory.is_dir():
         raise UserError(
             f"channel {channel!r} not found: expected data files (CSV, Parquet, JSON lines or .npz) in {directory}"
@@ -171,6 +171,17 @@ def load_channel(channel: str, directory: Path, options: DataOptions, encoder: F
         # Spark and Hive write empty part files for empty partitions: nothing to read, nothing wrong.
         log.warning("channel %s: skipping %d empty file(s), e.g. %s", channel, len(empty), empty[0])
         files = [path for path in files if path not in empty]
+    return files
+
+
+def load_channel(channel: str, directory: Path, options: DataOptions, encoder: FeatureEncoder | None = None) -> Dataset:
+    """Load every file of a channel.
+
+    `encoder` is None for the train channel (a new one is fitted on it) and the train channel's encoder
+    for validation and test, which are encoded the same way. Categories never seen in training encode as
+    all zeros (a warning says how many), as they will when serving.
+    """
+    files = present_files(channel, directory)
     started = time.perf_counter()
     fmt = channel_format(channel, files, options.content_type)
     dataset = _load(channel, files, fmt, options, encoder)

@@ -113,12 +113,12 @@ def sniff_format(path: Path) -> str:
     return CSV
 
 
-def _input_stream(path: Path) -> pa.NativeFile:
+def input_stream(path: Path) -> pa.NativeFile:
     """pyarrow detects gzip only from a `.gz` name; SageMaker files often have no extension at all."""
     return pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
 
 
-def _unreadable(path: Path, what: str, error: Exception) -> UserError:
+def unreadable(path: Path, what: str, error: Exception) -> UserError:
     lines = str(error).strip().splitlines() or [type(error).__name__]
     if is_gzip(path) and ("gzip" in lines[0].lower() or "compress" in lines[0].lower()):
         what = "gzip"
@@ -131,7 +131,12 @@ def _unreadable(path: Path, what: str, error: Exception) -> UserError:
 def csv_sample(path: Path, max_rows: int = 200) -> list[list[str]]:
     """The first rows of a CSV file, for header detection and counting columns. Python's csv module
     reads only these few rows; the file itself is read by pyarrow."""
-    text = head_bytes(path).decode("utf-8-sig", errors="replace")
+    return sample_rows(head_bytes(path), max_rows)
+
+
+def sample_rows(head: bytes, max_rows: int = 200) -> list[list[str]]:
+    """The first rows of CSV text that starts with `head` (up to SNIFF_BYTES of it, maybe cut mid-line)."""
+    text = head.decode("utf-8-sig", errors="replace")
     lines = text.splitlines()
     if len(text) >= SNIFF_BYTES and len(lines) > 1:
         lines = lines[:-1]  # the last line may be cut off mid-value
@@ -179,14 +184,14 @@ def read_csv(path: Path, header: bool, text_columns: Sequence[str] = ()) -> pa.T
     names = None if header else [f"column {i + 1}" for i in range(len(sample[0]))]
     try:
         table = csv.read_csv(
-            _input_stream(path),
+            input_stream(path),
             read_options=csv.ReadOptions(column_names=names, block_size=16 << 20),
             convert_options=csv.ConvertOptions(
                 strings_can_be_null=True, column_types={name: pa.string() for name in text_columns}
             ),
         )
     except (pa.ArrowInvalid, OSError) as error:
-        raise _unreadable(path, "CSV", error) from None
+        raise unreadable(path, "CSV", error) from None
     if header and table.column_names[0] == "":
         # pandas' to_csv writes its index as an unnamed first column: row numbers, not a feature.
         table = table.remove_column(0)
@@ -206,7 +211,7 @@ def read_parquet(path: Path) -> pa.Table:
                 return decode_dictionaries(pq.read_table(pa.BufferReader(handle.read())))
         return decode_dictionaries(pq.read_table(path, memory_map=True))
     except (pa.ArrowException, OSError, EOFError, zlib.error) as error:
-        raise _unreadable(path, "Parquet", error) from None
+        raise unreadable(path, "Parquet", error) from None
 
 
 def decode_dictionaries(table: pa.Table) -> pa.Table:
@@ -220,9 +225,9 @@ def decode_dictionaries(table: pa.Table) -> pa.Table:
 
 def read_jsonlines(path: Path) -> pa.Table:
     try:
-        return json.read_json(_input_stream(path), read_options=json.ReadOptions(block_size=16 << 20))
+        return json.read_json(input_stream(path), read_options=json.ReadOptions(block_size=16 << 20))
     except (pa.ArrowInvalid, OSError) as error:
-        raise _unreadable(path, "JSON lines (one JSON object per line)", error) from None
+        raise unreadable(path, "JSON lines (one JSON object per line)", error) from None
 
 
 # --- .npz ------------------------------------------------------------------------------------------------
@@ -248,7 +253,7 @@ def read_npz(path: Path, required: Sequence[str], optional: Sequence[str] = ()) 
                 )
             return {name: archive[name] for name in [*required, *optional] if name in present}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
-        raise _unreadable(path, ".npz", error) from None
+        raise unreadable(path, ".npz", error) from None
 
 
 def read_npy(path: Path) -> np.ndarray:
@@ -260,4 +265,4 @@ def read_npy(path: Path) -> np.ndarray:
                 return np.load(io.BytesIO(handle.read()), allow_pickle=False)
         return np.load(path, mmap_mode="c", allow_pickle=False)
     except (OSError, EOFError, ValueError, zlib.error) as error:
-        raise _unreadable(path, ".npy", error) from None
+        raise unreadable(path, ".npy", error) from None

@@ -35,8 +35,12 @@ class Source:
     table: pa.Table
     named: bool
     header: bool = False
+    row_offset: int = 0  # rows of the file before this table (a block of a file read block by block)
 
     def where(self, row: int) -> str:
+        """`row` of the table, counted from the start of the file as a person counts (and, with a header,
+        the line an editor shows)."""
+        row += self.row_offset
         line = f" (line {row + 2})" if self.header else ""
         return f"{self.path} row {row + 1}{line}"
 
@@ -242,6 +246,16 @@ def _time_array(parts: Sequence[pa.ChunkedArray]) -> np.ndarray:
     return np.concatenate([part.to_numpy() for part in parts])
 
 
+def warn_unknown_categories(channel: str, name: str, count: int, example: str) -> None:
+    log.warning(
+        "channel %s: %d value(s) of column %r never occur in channel 'train' (e.g. %r); they are encoded as all zeros",
+        channel,
+        count,
+        name,
+        example,
+    )
+
+
 def encode(
     channel: str, table: pa.Table, categorical: list[str], encoder: FeatureEncoder | None
 ) -> tuple[np.ndarray, FeatureEncoder]:
@@ -251,20 +265,35 @@ def encode(
             encoder = FeatureEncoder.fit(table, categorical)
         else:
             for name, (count, example) in encoder.unknown_categories(table).items():
-                log.warning(
-                    "channel %s: %d value(s) of column %r never occur in channel 'train' (e.g. %r);"
-                    " they are encoded as all zeros",
-                    channel,
-                    count,
-                    name,
-                    example,
-                )
+                warn_unknown_categories(channel, name, count, example)
         features = encoder.transform(table)
     except FeatureError as error:
         raise UserError(f"channel {channel!r}: {error}") from None
     if encoder.categorical:
         log.info("channel %s: one-hot encoded %s", channel, ", ".join(encoder.categorical))
     return features, encoder
+
+
+def forced_categorical(first: Source, options: DataOptions) -> list[str]:
+    return [_resolve(ref, "categorical_columns entry", first) for ref in options.categorical_columns]
+
+
+def mixed_labels(text: Path, numeric: Path) -> str:
+    return f"{text} has text labels but {numeric} has numbers; labels are either all numbers or all text"
+
+
+def check_source(
+    source: Source, layout: Layout, categorical: Sequence[str]
+) -> tuple[pa.Table, pa.ChunkedArray, pa.ChunkedArray | None]:
+    """One table's checked feature columns (numeric as float64, categorical as text, in the layout's
+    order), labels and time values: the per-file checks of `assemble`, shared with the block reader."""
+    columns = [
+        as_text(source.table.column(name)) if name in categorical else _numeric_column(source, name)
+        for name in layout.features
+    ]
+    features = pa.table(columns, names=list(layout.features))
+    labels = checked_labels(source, layout.label)
+    return features, labels, source.table.column(layout.time) if layout.time else None
 
 
 def assemble(channel: str, sources: Sequence[Source], options: DataOptions, encoder: FeatureEncoder | None) -> Dataset:
@@ -282,26 +311,16 @@ def assemble(channel: str, sources: Sequence[Source], options: DataOptions, enco
     if encoder is not None:
         categorical = list(encoder.categorical)
     else:
-        forced = [_resolve(ref, "categorical_columns entry", first) for ref in options.categorical_columns]
-        categorical = decide_categorical(sources, layout, forced)
+        categorical = decide_categorical(sources, layout, forced_categorical(first, options))
 
-    feature_parts, label_parts, time_parts = [], [], []
-    for source in sources:
-        columns = [
-            as_text(source.table.column(name)) if name in categorical else _numeric_column(source, name)
-            for name in layout.features
-        ]
-        feature_parts.append(pa.table(columns, names=list(layout.features)))
-        label_parts.append(checked_labels(source, layout.label))
-        if layout.time:
-            time_parts.append(source.table.column(layout.time))
+    checked = [check_source(source, layout, categorical) for source in sources]
+    label_parts = [labels for _, labels, _ in checked]
     text_labels = [s for s, part in zip(sources, label_parts, strict=True) if _is_text(part.type)]
     if text_labels and len(text_labels) < len(sources):
         numeric = next(s for s in sources if s not in text_labels)
-        raise UserError(
-            f"{text_labels[0].path} has text labels but {numeric.path} has numbers; labels are either all"
-            " numbers or all text"
-        )
+        raise UserError(mixed_labels(text_labels[0].path, numeric.path))
+    feature_parts = [features for features, _, _ in checked]
+    time_parts = [time for _, _, time in checked if time is not None]
     table = pa.concat_tables(feature_parts, promote_options="permissive")
     features, encoder = encode(channel, table, categorical, encoder)
     return Dataset(
