@@ -4,8 +4,9 @@ In memory mode every process reads the whole channel and draws the same row orde
 of every global mini-batch (`batch_size` is the global batch) and gradients are summed across processes,
 with the loss scaled by the global batch's weight, so N processes take exactly the steps one process would
 (up to float summation order). Streaming (train/streaming.py), each process reads only its share of the
-blocks and all of them take the largest share's step count. The master — rank 0, on the first of the sorted hosts — alone logs metrics and
-writes /opt/ml/model and output/data; every process checkpoints its own state under its own name.
+blocks and all of them take the largest share's step count. The master — rank 0, on the first of the
+sorted hosts — alone logs metrics and writes /opt/ml/model and output/data; every process checkpoints its
+own state under its own name.
 Backend: gloo on CPU, nccl on GPU; rendezvous on the master host, port 7777 (OPTML_MASTER_PORT).
 """
 

@@ -367,7 +367,7 @@ def set_up_stream(
     prepare_block = {
         name: streaming.Prepare(source.reader, streamed.encoder, scaler, labels)
         for name, source in streamed.sources.items()
-    }  # type: ignore[attr-defined]
+    }
     prepared = {
         name: Prepared(streamed.scored(name, prepare_block[name], spec.out_features), None, streamed.file_count(name))
         for name in streamed.sources
@@ -452,9 +452,10 @@ def run(paths: Paths, stop_requested: Callable[[], bool] | None = None, local_ra
     log.info("hyperparameters: %s", hp.to_json())
     distributed.check_gpus_usable()
     topology = topology_from(job.resources, os.environ).with_local_rank(local_rank)
+    loading = memory.choose_loading(hp, job, paths, topology)  # before waiting for peers: a refusal is quick
     distributed.init_process_group(topology)
     try:
-        return train_and_save(paths, job, hp, topology, stop_requested)
+        return train_and_save(paths, job, hp, topology, stop_requested, loading)
     finally:
         distributed.shutdown()
 
@@ -465,13 +466,14 @@ def train_and_save(
     hp: Hyperparameters,
     topology: Topology,
     stop_requested: Callable[[], bool] | None,
+    loading: str = memory.MEMORY,
 ) -> dict[str, float]:
     """The job's phases: data and set-up, cross-validation, the final fit, evaluation and saving."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     previous = load_previous_model(paths.channel_dir(MODEL)) if paths.channel_dir(MODEL).is_dir() else None
     datasets: dict[str, Dataset] = {}
-    if memory.choose_loading(hp, job, paths, topology) == memory.STREAM:
+    if loading == memory.STREAM:
         hp = resolve_auto_patience(hp, streaming.channel_present(paths, job, VALIDATION))
         setup = set_up_stream(paths, job, hp, topology, previous)
         timings["load_data"] = time.perf_counter() - started
@@ -522,7 +524,7 @@ def train_final_model(
     network.to(device_for(topology))
     train_batches = setup.train_batches(network)
     rows = len(train_batches) if isinstance(train_batches, Split) else train_batches.rows
-    log.info("training %s on %d rows (%s), %d epochs", setup.spec.kind, rows, setup.task, hp.epochs)
+    log.info("training %s on %d rows per epoch (%s), %d epochs", setup.spec.kind, rows, setup.task, hp.epochs)
     validation = setup.prepared[VALIDATION].split if VALIDATION in setup.prepared else None
     callbacks: list[Callback] = [Checkpointing(checkpointer_for(paths, job, hp, setup, topology))]
     if topology.is_master:  # the master alone logs: the tuner reads one stream

@@ -464,6 +464,7 @@ def train_batches(
     loss_targets: Callable[[torch.Tensor], torch.Tensor],
     feature_shape: tuple[int, ...],
     min_rows: int,
+    channel_dir: Path | None = None,
 ) -> StreamBatches:
     """This process's share of the group's blocks and the steps every process agrees on."""
     share = split_shares(scanned.blocks, group.parts)[group.part]
@@ -478,10 +479,9 @@ def train_batches(
         len(sizes[topology.rank]), hp.shuffle_buffer_rows,
     )  # fmt: skip
     row_log = os.environ.get(ROW_LOG_ENV)
-    reader = source.reader  # type: ignore[attr-defined]
     return StreamBatches(
         source, prepare, share, sizes[topology.rank], sum(sum(s) for s in sizes), feature_shape, hp.seed, group.part,
-        hp.shuffle_buffer_rows, loss_targets, channel_dir=None if isinstance(source, PipeSource) else reader.directory,
+        hp.shuffle_buffer_rows, loss_targets, channel_dir=channel_dir,
         row_log=Path(row_log) / f"rows-{topology.name}.txt" if row_log else None,
     )  # fmt: skip
 
@@ -498,9 +498,10 @@ class StreamedChannels:
     feature_shape: tuple[int, ...]
     topology: Topology
     image: bool  # 3-D arrays read as images (one channel), standardized per channel
+    train_dir: Path | None  # None in Pipe mode
 
     def file_count(self, name: str) -> int:
-        return len(self.sources[name].reader.files)  # type: ignore[attr-defined]
+        return len(self.sources[name].reader.files)
 
     def scored(self, name: str, prepare: Prepare, outputs: int) -> StreamedChannel:
         group = self.groups[name]
@@ -511,7 +512,7 @@ class StreamedChannels:
     ) -> StreamBatches:
         return train_batches(
             self.sources["train"], self.scan, self.groups["train"], self.topology, hp, prepare, loss_targets,
-            self.feature_shape, min_rows,
+            self.feature_shape, min_rows, self.train_dir,
         )  # fmt: skip
 
 
@@ -529,7 +530,7 @@ def open_channels(
     train = open_source(
         "train", paths, job.channels.get("train"), options("train"), hp.pipe_read_timeout_seconds, encoder
     )
-    reader: ChannelReader = train.reader  # type: ignore[attr-defined]
+    reader: ChannelReader = train.reader
     scanned = scan(train, groups["train"], ChannelStatistics())
     if encoder is None:
         encoder = scanned.statistics.encoder()
@@ -544,8 +545,7 @@ def open_channels(
     for name in names[1:]:
         config = job.channels.get(name)
         sources[name] = open_source(name, paths, config, options(name), hp.pipe_read_timeout_seconds, encoder)
-    named = scanned.array_shape is None and getattr(reader, "named", False)
-    feature_names = encoder.output_names if named and encoder is not None else None
+    feature_names = reader.feature_names(encoder) if encoder is not None else None
     total = sum(ref.rows for ref in scanned.blocks)
     log.info(
         "channel train: %d rows in %d blocks of %d file(s), read as a stream",
@@ -553,7 +553,10 @@ def open_channels(
         len(scanned.blocks),
         len(reader.files),
     )
-    return StreamedChannels(scanned, sources, groups, encoder, feature_names, shape, topology, image)
+    return StreamedChannels(
+        scanned, sources, groups, encoder, feature_names, shape, topology, image,
+        None if isinstance(train, PipeSource) else paths.channel_dir("train"),
+    )  # fmt: skip
 
 
 def channel_present(paths: Paths, job: JobConfig, name: str) -> bool:

@@ -1,5 +1,5 @@
-"""Input the trainer cannot handle yet fails at the start with what to change; a channel that will not fit in
-memory is named before it is loaded."""
+"""Input a job cannot read the way it is configured fails at the start with what to change; a channel that
+will not fit in memory is named before it is loaded."""
 
 from __future__ import annotations
 
@@ -34,32 +34,45 @@ def failure(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
     return code, (root / "output" / "failure").read_text()
 
 
-def test_pipe_mode_is_refused_with_what_to_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = make_opt_ml(tmp_path / "ml", None, None, {"epochs": "1"})  # Pipe mode delivers FIFOs, no directory
+def test_pipe_mode_cannot_be_loaded_into_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_opt_ml(tmp_path / "ml", None, None, {"epochs": "1", "data_loading": "memory"})
     (root / "input" / "config" / "inputdataconfig.json").write_text(
         json.dumps({"train": {"TrainingInputMode": "Pipe", "ContentType": "text/csv"}})
     )
     assert failure(root, monkeypatch) == (
         1,
-        "channel 'train' uses TrainingInputMode Pipe, which optml does not support yet: use File or FastFile"
-        " (input_mode='File' or 'FastFile' on the estimator or the channel's input)",
+        "data_loading=memory cannot load channel 'train': Pipe mode delivers it as a FIFO to read once, as a"
+        " stream; use data_loading=auto (or stream), or TrainingInputMode File",
     )
 
 
-def test_a_sharded_channel_on_several_hosts_fails_at_the_start_instead_of_hanging(
+def test_a_sharded_channel_on_several_hosts_in_memory_mode_fails_before_reaching_any_peer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two hosts with 30,000 and 18,000 rows hung after "training mlp on N rows"; this host never even
-    tries to reach its peer (the test would hang, not fail, if it did)."""
-    root = make_opt_ml(tmp_path / "ml", make_classification(60, 4, 2), None, {"epochs": "1"})
+    """Loaded whole, hosts holding different files would disagree on their steps and hang; this host never
+    even tries to reach its peer (the test would hang, not fail, if it did)."""
+    root = make_opt_ml(tmp_path / "ml", make_classification(60, 4, 2), None, {"epochs": "1", "data_loading": "memory"})
     set_channels(root, S3DistributionType="ShardedByS3Key")
     set_hosts(root, "algo-1", "algo-2")
     assert failure(root, monkeypatch) == (
         1,
-        "channel 'train' is ShardedByS3Key across 2 hosts: each host receives different files, but optml's"
-        " multi-host training needs every host to read the same rows (sharded training is not supported yet);"
-        " use S3 distribution FullyReplicated (distribution='FullyReplicated' on the channel's input)",
+        "data_loading=memory cannot train on channel 'train', ShardedByS3Key across 2 hosts: each host holds"
+        " different files, which only the streaming path combines (statistics merged across hosts, steps"
+        " agreed); use data_loading=auto (or stream), or FullyReplicated",
     )
+
+
+def test_a_pipe_no_one_writes_fails_within_the_timeout_naming_the_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_opt_ml(tmp_path / "ml", None, None, {"epochs": "1", "pipe_read_timeout_seconds": "1"})
+    (root / "input" / "config" / "inputdataconfig.json").write_text(
+        json.dumps({"train": {"TrainingInputMode": "Pipe", "ContentType": "text/csv"}})
+    )
+    code, reason = failure(root, monkeypatch)
+    assert code == 1
+    assert "channel 'train'" in reason and "pipe_read_timeout_seconds" in reason
+    assert str(root / "input" / "data" / "train_0") in reason
 
 
 def test_a_sharded_channel_on_one_host_is_all_the_data_and_trains(tmp_path: Path) -> None:

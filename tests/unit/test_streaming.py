@@ -155,5 +155,3 @@ def test_the_shuffle_buffer_bounds_how_far_rows_travel(buffer_rows: int) -> None
     # each window's blocks are trained together: a block's rows never mix with blocks of another window
     per_step = [set(block_of[i : i + 6]) for i in range(0, 60, 6)]
     assert max(len(blocks) for blocks in per_step) <= max(1, -(-buffer_rows // 6)) + 1
-
-
