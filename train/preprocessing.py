@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from optml.container.artifact import Label
 from optml.container.errors import UserError
@@ -96,20 +98,36 @@ class LabelEncoding:
     def output_size(self) -> int:
         return len(self.classes) if self.task == MULTICLASS else 1
 
-    def encode(self, labels: np.ndarray, channel: str) -> np.ndarray:
+    def encode(self, labels: np.ndarray, channel: str, where: str | None = None, first_row: int = 0) -> np.ndarray:
+        """Class indices (or standardized regression targets). A label training never saw fails naming its
+        row: in the channel, or in file `where` counting from `first_row` (a streamed block)."""
         if self.task == REGRESSION:
             return ((labels.astype(np.float64) - self.target_mean) / self.target_std).astype(np.float32)
-        index = {str(label): i for i, label in enumerate(self.classes)}
-        keys = labels.astype(str) if _is_text(labels) else [str(_as_label(v)) for v in labels]
-        encoded = np.fromiter((index.get(key, -1) for key in keys), dtype=np.int64, count=len(labels))
+        encoded = self._class_indices(labels)
         unknown = np.flatnonzero(encoded < 0)
         if len(unknown):
             row = int(unknown[0])
+            place = f"{where} row {first_row + row + 1}" if where else f"channel {channel!r} row {row + 1}"
             raise UserError(
-                f"channel {channel!r} row {row + 1}: label {_as_label(labels[row])!r} never occurs in channel"
-                f" 'train' (classes: {list(self.classes)})"
+                f"{place}: label {_as_label(labels[row])!r} never occurs in channel 'train' (classes:"
+                f" {list(self.classes)})"
             )
         return encoded
+
+    def _class_indices(self, labels: np.ndarray) -> np.ndarray:
+        """Each label's class index, -1 for none; vectorized (a stream encodes every epoch's labels again).
+        A label matches a class when both read the same as text (3 and 3.0 are class 3)."""
+        if not _is_text(labels) and all(isinstance(c, (int, float)) for c in self.classes):
+            values = np.asarray(self.classes, dtype=np.float64)
+            order = np.argsort(values, kind="stable")
+            ordered = values[order]
+            found = np.searchsorted(ordered, labels.astype(np.float64)).clip(0, max(len(ordered) - 1, 0))
+            matches = ordered[found] == labels if len(ordered) else np.zeros(len(labels), dtype=bool)
+            return np.where(matches, order[found], -1).astype(np.int64)
+        keys = labels.astype(str) if _is_text(labels) else [str(_as_label(v)) for v in labels]
+        classes = pa.array([str(label) for label in self.classes], pa.string())
+        indices = pc.index_in(pa.array(keys, pa.string()), value_set=classes)
+        return indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 # Axes statistics are pooled over, by rank of the data: rows; rows+time; rows+height+width.

@@ -202,7 +202,8 @@ class Prepare:
 
     def __call__(self, block: CheckedBlock) -> tuple[np.ndarray, np.ndarray]:
         features = self.reader.encode(block, self.encoder)
-        return self.scaler.transform(features), self.labels.encode(block.labels, self.reader.channel)
+        targets = self.labels.encode(block.labels, self.reader.channel, str(block.path), block.ref.row_offset)
+        return self.scaler.transform(features), targets
 
 
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # standardized features, encoded targets, (file, row) ids

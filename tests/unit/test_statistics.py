@@ -57,14 +57,14 @@ def _sizes(blocks: int, rows: int = ROWS) -> list[int]:
     return np.diff(edges).tolist()
 
 
-def _table_blocks(table: pa.Table, labels: np.ndarray, blocks: int, path: Path = Path("train.csv")) -> list:
+def _table_blocks(table: pa.Table, labels: np.ndarray, blocks: int, path: Path = Path("part-0.csv")) -> list:
     return [
         CheckedBlock(ref=ref, path=where, labels=labels[rows], table=table.slice(rows.start, rows.stop - rows.start))
         for ref, where, rows in _split(_sizes(blocks, table.num_rows), path)
     ]
 
 
-def _array_blocks(arrays: np.ndarray, labels: np.ndarray, blocks: int, path: Path = Path("train.npy")) -> list:
+def _array_blocks(arrays: np.ndarray, labels: np.ndarray, blocks: int, path: Path = Path("part-0_x.npy")) -> list:
     return [
         CheckedBlock(ref=ref, path=where, labels=labels[rows], arrays=arrays[rows])
         for ref, where, rows in _split(_sizes(blocks, len(arrays)), path)
