@@ -201,7 +201,7 @@ class ChannelReader:
             self._resolve_arrays(first)
         elif self.format == formats.JSONLINES and is_feature_records(first.table):
             self.kind = ARRAYS
-            self._json_schema = _float_schema(first.table.schema, first.table.schema.names)
+            self._json_schema = _float_schema(first.table.schema, first.table.schema.names, self.options.time_column)
             labels = self._record_labels(first)
             self._text_labels = is_text(labels.type)
             x = list_column_to_array(first.path, first.table.column(FEATURES_FIELD))
@@ -232,7 +232,8 @@ class ChannelReader:
         elif self.format == formats.PARQUET:
             self._columns = [layout.label, *layout.features, *([layout.time] if layout.time else [])]
         else:
-            self._json_schema = _float_schema(first.table.schema, [n for n in layout.features if n not in categorical])
+            numeric = [name for name in layout.features if name not in categorical]
+            self._json_schema = _float_schema(first.table.schema, numeric, layout.time)
 
     def _csv_types(self, schema: pa.Schema, layout: Layout) -> dict[str, pa.DataType]:
         types: dict[str, pa.DataType] = {name: pa.string() for name in schema.names}
@@ -665,6 +666,8 @@ class ChannelReader:
             width = len(sample[0]) if sample else 0
             names = sample[0] if self.header and sample else [f"column {i + 1}" for i in range(width)]
             self._types = {name: pa.string() for name in names}
+        else:  # pass 0 is read once: its types come from the first lines, as later passes' from the first block
+            self._json_schema = _head_schema(head, self.options.time_column)
 
     def _pipe_format(self, path: Path, head: bytes) -> str:
         if self.options.content_type:
@@ -685,9 +688,9 @@ class ChannelReader:
         return fmt
 
 
-def _float_schema(schema: pa.Schema, numeric: list[str]) -> pa.Schema:
+def _float_schema(schema: pa.Schema, numeric: list[str], time: str | None) -> pa.Schema:
     """The first JSON block's schema with integers (and empty `numeric` columns) as float64, so later
-    blocks holding 1.5 where the first held 1 still convert."""
+    blocks holding 1.5 where the first held 1 still convert. The time column keeps its type."""
 
     def floats(kind: pa.DataType) -> pa.DataType:
         if pa.types.is_integer(kind):
@@ -698,7 +701,7 @@ def _float_schema(schema: pa.Schema, numeric: list[str]) -> pa.Schema:
 
     fields = []
     for field in schema:
-        kind = floats(field.type)
+        kind = field.type if field.name == time else floats(field.type)
         if pa.types.is_null(kind):
             if field.name not in numeric:
                 continue  # inferred block by block
@@ -730,3 +733,15 @@ def _time_type(data: pa.ChunkedArray) -> pa.DataType | None:
             continue
         return kind
     return None
+
+
+def _head_schema(head: bytes, time: str | None) -> pa.Schema | None:
+    """A JSON lines stream's schema (integers as float64) from the complete lines of its first bytes."""
+    lines = head[: head.rfind(b"\n") + 1]
+    if not lines:
+        return None
+    try:
+        sample = json.read_json(pa.BufferReader(lines))
+    except pa.ArrowInvalid:
+        return None  # the stream's reader reports what is wrong, with its position
+    return _float_schema(sample.schema, [], time)

@@ -131,8 +131,9 @@ def test_a_jsonlines_pipe_with_a_header_free_stream(agent: Agent, tmp_path: Path
     rng = np.random.default_rng(1)
     for f in range(2):
         records: list[dict[str, object]] = [
-            {"label": int(rng.integers(0, 2)), "x": float(rng.normal()), "c": "uv"[f]} for _ in range(50)
-        ]
+            {"label": int(rng.integers(0, 2)), "x": i if f == 0 else float(rng.normal()), "c": "uv"[f]}
+            for i in range(50)
+        ]  # x: integers in the first lines, then fractions
         write_jsonl(tmp_path / "files" / f"p{f}.jsonl", records)
     expected = load_channel(CHANNEL, tmp_path / "files", DataOptions())
     agent.serve(0, [path.read_bytes() for path in sorted((tmp_path / "files").iterdir())])
