@@ -193,6 +193,7 @@ class ChannelReader:
         self._counted: set[BlockRef] = set()
         self._fifo: pipe.FifoStream | None = None
         self._time_type: pa.DataType | None = None  # Pipe mode's CSV: the time column's, from the first block
+        self._empty_first: list[str] = []  # numeric features with no value in the first block
 
     # --- opening ----------------------------------------------------------------------------------------
 
@@ -215,16 +216,20 @@ class ChannelReader:
                 self._time_type = _time_type(first.table.column(self.options.time_column))
             first = replace(first, table=_inferred(first.table, self._text_columns))
         layout = resolve_layout(first, self.options, self.encoder)
+        self.layout, self.label_name, self.named = layout, layout.label, first.named
+        self._first = replace(first, table=first.table.schema.empty_table())
+        self._check_columns(first)  # later blocks (Parquet: files) are checked as they are read
         if self.encoder is not None:
             categorical = list(self.encoder.categorical)
         else:
             categorical = decide_categorical([first], layout, forced_categorical(first, self.options))
-        self.layout, self.categorical, self.label_name = layout, tuple(categorical), layout.label
-        self.named = first.named
-        self._first = replace(first, table=first.table.schema.empty_table())
+        self.categorical = tuple(categorical)
+        self._empty_first = [
+            name
+            for name in layout.features
+            if name not in categorical and first.table.column(name).null_count == first.table.num_rows
+        ]
         self._text_labels = is_text(first.table.column(layout.label).type)
-        if self.format == formats.PARQUET:
-            self._check_columns(first)  # later files are checked as they are opened
         if self.format == formats.CSV:
             self._types = self._csv_types(first.table.schema, layout)
             if self.header:
@@ -468,6 +473,7 @@ class ChannelReader:
         if self.format != formats.PARQUET:  # Parquet's columns are checked once per file
             self._check_columns(raw)
         source = self._label_kind(raw)
+        self._check_empty_first(source)
         features, labels, time = check_source(source, self.layout, self.categorical)
         if time is not None and self._time_type is not None and is_text(time.type):
             time = self._time(source, time)
@@ -488,6 +494,19 @@ class ChannelReader:
                 f"{source.path}: the time column {self.options.time_column!r} holds values that are not"
                 f" {self._time_type} as in the first rows of the stream"
             ) from None
+
+    def _check_empty_first(self, source: Source) -> None:
+        """A missing value in a column the first block held no value of: say how its type was decided."""
+        assert self._first is not None
+        for name in self._empty_first:
+            data = source.table.column(name)
+            if data.null_count:
+                row = int(pc.index(pc.is_null(data), True).as_py())
+                raise UserError(
+                    f"{source.where(row)}: {source.column(name)} is missing; every value must be a number"
+                    f" (it is empty in the first block of {self._first.path}, which decides each column's"
+                    " type, so it is numeric; list it in categorical_columns if it holds categories)"
+                )
 
     def _check_columns(self, source: Source) -> None:
         assert self._first is not None and self.layout is not None

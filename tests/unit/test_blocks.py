@@ -261,6 +261,22 @@ def test_a_numeric_column_empty_in_the_first_block_then_numbers(tmp_path: Path) 
         load_channel("train", tmp_path, DataOptions())
 
 
+def test_a_column_empty_in_the_first_block_then_text_says_how_its_type_was_decided(tmp_path: Path) -> None:
+    rows = table_rows(["label", "x", "c"], [[i % 2, i, "" if i < 30 else "abc"[i % 3]] for i in range(100)])
+    write_csv(tmp_path / "a.csv", rows)
+    load_channel("train", tmp_path, DataOptions())  # the whole channel: a categorical column, with gaps
+    reader = ChannelReader("train", tmp_path, DataOptions(), block_bytes=128)
+    with pytest.raises(
+        UserError,
+        match=r"a\.csv row 1 \(line 2\): column 'c' is missing; every value must be a number \(it is empty in the"
+        r" first block of .*a\.csv, which decides each column's type, so it is numeric; list it in categorical_columns",
+    ):
+        all_blocks(reader)
+    options = DataOptions(categorical_columns=("c",))
+    reader = ChannelReader("train", tmp_path, options, block_bytes=128)
+    assert_same_as_load_channel(reader, all_blocks(reader), tmp_path, options)
+
+
 def test_a_numeric_column_empty_in_the_first_block_of_one_file_only(tmp_path: Path) -> None:
     write_csv(tmp_path / "a.csv", table_rows(["label", "x", "c"], [[i % 2, i, "u"] for i in range(50)]))
     write_csv(
