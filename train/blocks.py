@@ -324,7 +324,7 @@ class ChannelReader:
                     batch = reader.read_next_batch()
                 except StopIteration:
                     return
-                except (pa.ArrowInvalid, OSError) as error:
+                except (pa.ArrowException, OSError) as error:
                     self._failed(file, path, error)
             source = self._source(batch, path, offset)
             if index >= start:
@@ -364,7 +364,7 @@ class ChannelReader:
             self.named = self.header
         try:
             reader = self._open_csv(formats.input_stream(path), strings)
-        except (pa.ArrowInvalid, OSError) as error:
+        except (pa.ArrowException, OSError) as error:
             if strings or not self._types:
                 raise formats.unreadable(path, "CSV", error) from None
             self._failed(file, path, error)
@@ -400,7 +400,7 @@ class ChannelReader:
                 read_options=json.ReadOptions(block_size=self.block_bytes),
                 parse_options=json.ParseOptions(explicit_schema=self._json_schema, unexpected_field_behavior="infer"),
             )
-        except (pa.ArrowInvalid, OSError) as error:
+        except (pa.ArrowException, OSError) as error:
             if self.pipe_dir is not None:
                 self._failed(0, path, error)
             raise formats.unreadable(path, JSON_WHAT, error) from None
@@ -654,6 +654,10 @@ class ChannelReader:
         path = pipe.fifo_path(self.pipe_dir, self.channel, pass_index)
         fifo = self._fifo = pipe.open_fifo(path, self.pipe_timeout_s, self.channel)
         head = fifo.peek(formats.SNIFF_BYTES)
+        if not head:  # the writer closed the FIFO without writing: an empty pass
+            if first:
+                raise UserError(f"channel {self.channel!r}: Pipe mode FIFO {path} delivered no data")
+            return iter(())
         gzipped = head.startswith(formats.GZIP_MAGIC)
         if gzipped:
             head = zlib.decompressobj(wbits=31).decompress(head, formats.SNIFF_BYTES)
@@ -668,7 +672,7 @@ class ChannelReader:
             batch = opened.read_next_batch()
         except StopIteration:
             raise UserError(f"channel {self.channel!r}: Pipe mode {path} delivered no rows") from None
-        except (pa.ArrowInvalid, OSError) as error:
+        except (pa.ArrowException, OSError) as error:
             self._failed(0, path, error)
         if first:
             self._resolve(self._source(batch, path, 0))

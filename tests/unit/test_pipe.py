@@ -232,3 +232,17 @@ def test_a_time_column_in_a_pipe_keeps_its_numbers(agent: Agent, tmp_path: Path)
     blocks = list(reader.pipe_blocks(0))
     np.testing.assert_array_equal(np.concatenate([block.time for block in blocks]), expected.time_values)
     assert np.concatenate([block.time for block in blocks]).dtype == np.int64
+
+
+def test_an_empty_first_pass_is_an_error(agent: Agent) -> None:
+    agent.serve(0, [])
+    with pytest.raises(UserError, match=r"channel 'train': Pipe mode FIFO .*train_0 delivered no data"):
+        ChannelReader.from_pipe(CHANNEL, agent.data_dir, DataOptions(), timeout_s=5)
+
+
+def test_an_empty_later_pass_has_no_rows(agent: Agent, tmp_path: Path) -> None:
+    agent.serve(0, _csv_files(tmp_path / "files", files=1))
+    reader = ChannelReader.from_pipe(CHANNEL, agent.data_dir, DataOptions(), timeout_s=5, block_bytes=256)
+    assert sum(block.rows for block in reader.pipe_blocks(0)) == 80
+    agent.serve(1, [])
+    assert list(reader.pipe_blocks(1)) == []
