@@ -41,6 +41,7 @@ from __future__ import annotations
 import gzip
 import logging
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -80,6 +81,7 @@ log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 16 << 20  # CSV / JSON lines bytes per block
 BLOCK_ROWS = 65_536  # .npy rows per block
+PARQUET_OPEN_FILES = 4  # Parquet files kept open (gzip'd ones decompressed in memory) for random access
 TABULAR = "tabular"
 ARRAYS = "arrays"
 JSON_WHAT = "JSON lines (one JSON object per line)"
@@ -187,7 +189,7 @@ class ChannelReader:
         self._first_part: tuple[Path, tuple[int, ...]] | None = None
         self._text_labels = False
         self._parts = []
-        self._parquet: tuple[int, pq.ParquetFile] | None = None
+        self._parquet: OrderedDict[int, pq.ParquetFile] = OrderedDict()  # the files opened last
         self._cursor: tuple[int, int, Iterator[tuple[BlockRef, Raw]]] | None = None
         self._pending: Iterator[tuple[BlockRef, Raw]] | None = None  # Pipe mode: pass 0, opened
         self._counted: set[BlockRef] = set()
@@ -406,7 +408,11 @@ class ChannelReader:
             raise formats.unreadable(path, JSON_WHAT, error) from None
 
     def _parquet_file(self, file: int) -> pq.ParquetFile:
-        if self._parquet is None or self._parquet[0] != file:
+        """File `file`, opened (its footer read; gzip'd: decompressed) once while it is among the
+        PARQUET_OPEN_FILES used last, so reading blocks in shuffled order does not reopen it per block."""
+        if file in self._parquet:
+            self._parquet.move_to_end(file)
+        else:
             path = self.files[file]
             try:
                 if formats.is_gzip(path):  # Parquet needs random access: decompress into memory first
@@ -416,11 +422,13 @@ class ChannelReader:
                     opened = pq.ParquetFile(str(path), memory_map=True)
             except (pa.ArrowException, OSError, EOFError, zlib.error) as error:
                 raise formats.unreadable(path, "Parquet", error) from None
-            self._parquet = (file, opened)
             if self._first is not None:  # every column is checked once per file, from its schema
                 columns = Source(path, opened.schema_arrow.empty_table(), named=True)
                 self._check_columns(columns)
-        return self._parquet[1]
+            self._parquet[file] = opened
+            while len(self._parquet) > PARQUET_OPEN_FILES:
+                self._parquet.popitem(last=False)
+        return self._parquet[file]
 
     def _parquet_raw(self, file: int, start: int, first: bool) -> Iterator[tuple[BlockRef, Raw]]:
         opened = self._parquet_file(file)

@@ -216,16 +216,19 @@ def test_npy_blocks_are_views_of_the_memory_map(tmp_path: Path) -> None:
     assert block.ref == BlockRef(file=1, block=1, rows=16, row_offset=16)
 
 
-def _csv_with_typo(directory: Path, file: int, row: int) -> None:
+def _csv_with_typo(directory: Path, file: int, row: int, compress: bool = False) -> None:
     for f in range(FILES):
         rows: list[list[object]] = table_rows(["label", "x", "n"], [[i % 2, i * 0.5, i] for i in range(200)])
         if f == file:
             rows[row + 1][1] = "12x"
-        write_csv(directory / f"part-{f}.csv", rows)
+        path = write_csv(directory / f"part-{f}.csv", rows)
+        if compress:
+            path.write_bytes(gzip.compress(path.read_bytes()))
 
 
-def test_a_typo_in_block_7_of_file_3_names_the_file_row_column_and_value(tmp_path: Path) -> None:
-    _csv_with_typo(tmp_path, file=2, row=150)
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_typo_in_block_7_of_file_3_names_the_file_row_column_and_value(tmp_path: Path, compress: bool) -> None:
+    _csv_with_typo(tmp_path, file=2, row=150, compress=compress)
     reader = ChannelReader("train", tmp_path, DataOptions(), block_bytes=200)
     assert reader.categorical == ()
     where = r"part-2\.csv row 151 \(line 152\), column 'x': '12x' is not a number"
