@@ -293,10 +293,11 @@ class ChannelReader:
         if self.random_access:
             found = next(self._raw(ref.file, ref.block), None)
         else:
-            if self._cursor is None or self._cursor[:2] != (ref.file, ref.block):
-                self._cursor = (ref.file, ref.block, self._raw(ref.file, ref.block))
-            found = next(self._cursor[2], None)
-            self._cursor = (ref.file, ref.block + 1, self._cursor[2])
+            cursor, self._cursor = self._cursor, None  # dropped if the read fails
+            if cursor is None or cursor[:2] != (ref.file, ref.block):
+                cursor = (ref.file, ref.block, self._raw(ref.file, ref.block))
+            found = next(cursor[2], None)
+            self._cursor = (ref.file, ref.block + 1, cursor[2])
         if found is None:
             raise IndexError(f"{self.files[ref.file]} has no block {ref.block}")
         return self._check(*found)
@@ -374,12 +375,11 @@ class ChannelReader:
         return self._stream_raw(file, path, reader, start)
 
     def _open_csv(self, stream: Any, strings: bool) -> csv.CSVStreamingReader:
-        names = {f"column {i + 1}": f"f{i}" for i in range(len(self._types))} if not self.header else {}
         if not self._types:  # the first block: pyarrow infers all but the forced text columns
-            types = {names.get(name, name): pa.string() for name in self._text_columns}
+            types = {self._reader_name(name): pa.string() for name in self._text_columns}
         else:
             types = {
-                names.get(name, name): pa.string() if strings and not pa.types.is_boolean(kind) else kind
+                self._reader_name(name): pa.string() if strings and not pa.types.is_boolean(kind) else kind
                 for name, kind in self._types.items()
             }
         return csv.open_csv(
@@ -387,6 +387,12 @@ class ChannelReader:
             read_options=csv.ReadOptions(block_size=self.block_bytes, autogenerate_column_names=not self.header),
             convert_options=csv.ConvertOptions(strings_can_be_null=True, column_types=types),
         )
+
+    def _reader_name(self, name: str) -> str:
+        """pyarrow names a headerless file's columns f0, f1, …; the reader renames them "column 1", …"""
+        if self.header or not name.startswith("column "):
+            return name
+        return f"f{int(name.removeprefix('column ')) - 1}"
 
     def _check_names(self, path: Path, names: list[str]) -> None:
         duplicates = sorted({name for name in names if names.count(name) > 1})

@@ -349,3 +349,14 @@ def test_validation_channel_missing_a_training_column(tmp_path: Path) -> None:
     train = load_channel("train", tmp_path / "train", DataOptions())
     with pytest.raises(UserError, match=r"a\.parquet lacks column\(s\) color, n that the model's training data has"):
         ChannelReader("validation", tmp_path / "validation", DataOptions(), encoder=train.encoder)
+
+
+def test_a_forced_categorical_column_of_a_headerless_file_keeps_its_leading_zeros(tmp_path: Path) -> None:
+    for f in range(2):
+        write_csv(tmp_path / f"p{f}", [[i % 2, f"0{i % 3}1", i] for i in range(40)])
+    options = DataOptions(categorical_columns=(1,))
+    reader = ChannelReader("train", tmp_path, options, block_bytes=64)
+    blocks = all_blocks(reader)
+    assert reader.categorical == ("column 2",)
+    assert blocks[0].table is not None and blocks[0].table.column("column 2")[0].as_py() == "001"
+    assert_same_as_load_channel(reader, blocks, tmp_path, options)
