@@ -599,8 +599,9 @@ class ChannelReader:
     # --- encoding -----------------------------------------------------------------------------------------
 
     def encode(self, block: CheckedBlock, encoder: FeatureEncoder | None = None) -> np.ndarray:
-        """The block's features as the network's float32 input (before standardization). `encoder`:
-        the train channel's (default: the one this reader was opened with); arrays need none."""
+        """The block's features as the network's float32 input (before standardization), an array of the
+        block's own. `encoder`: the train channel's (default: the one this reader was opened with); arrays
+        need none."""
         encoder = encoder if encoder is not None else self.encoder
         if block.arrays is not None:
             features = block.arrays
@@ -608,7 +609,9 @@ class ChannelReader:
                 features = features[:, np.newaxis]
             if features.ndim == 2 and encoder is not None:
                 tabular_encoder(self.channel, features.shape[1], encoder)
-            return features
+            # A view of a memory-mapped .npy file is copied (one block), so changing it in place (standardizing)
+            # cannot change what the next epoch reads.
+            return features if features.flags.owndata else features.copy()
         assert block.table is not None
         if encoder is None:
             raise ValueError("tabular blocks need the train channel's encoder (ChannelStatistics.encoder())")
