@@ -651,6 +651,8 @@ class ChannelReader:
         reader = cls.__new__(cls)
         reader._setup(channel, (), formats.CSV, options, encoder, block_bytes, BLOCK_ROWS)
         reader.pipe_dir, reader.pipe_timeout_s = data_dir, timeout_s
+        if options.content_type:  # refused before waiting for any data
+            reader._pipe_format(pipe.fifo_path(data_dir, channel, 0), b"")
         reader._pending = reader._open_pass(0, first=True)
         return reader
 

@@ -246,3 +246,9 @@ def test_an_empty_later_pass_has_no_rows(agent: Agent, tmp_path: Path) -> None:
     assert sum(block.rows for block in reader.pipe_blocks(0)) == 80
     agent.serve(1, [])
     assert list(reader.pipe_blocks(1)) == []
+
+
+@pytest.mark.parametrize("content_type", ["application/x-parquet", "application/x-npy", "application/x-npz"])
+def test_a_content_type_pipe_mode_cannot_read_is_refused_at_once(agent: Agent, content_type: str) -> None:
+    with pytest.raises(UserError, match=r"cannot be read in Pipe mode .*use input mode File or FastFile"):
+        ChannelReader.from_pipe(CHANNEL, agent.data_dir, DataOptions(content_type=content_type), timeout_s=30)
