@@ -153,10 +153,12 @@ class ChannelReader:
         if fmt == formats.NPY:
             self._parts = npy_parts(files, options)
             self.files = tuple(part.path for part in self._parts)
-        first = next(self._raw(0, 0, first=True), None)
-        if first is None:
-            raise UserError(f"channel {channel!r}: {self.files[0]} holds no rows")
-        self._resolve(first[1])
+        for file in range(len(self.files)):  # the first file with a block (a header-only CSV file has none)
+            first = next(self._raw(file, 0, first=file == 0), None)
+            if first is not None:
+                self._resolve(first[1])
+                return
+        raise UserError(f"channel {channel!r} has 0 rows in {len(self.files)} file(s)")
 
     def _setup(
         self,

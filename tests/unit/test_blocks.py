@@ -364,3 +364,13 @@ def test_a_forced_categorical_column_of_a_headerless_file_keeps_its_leading_zero
     assert reader.categorical == ("column 2",)
     assert blocks[0].table is not None and blocks[0].table.column("column 2")[0].as_py() == "001"
     assert_same_as_load_channel(reader, blocks, tmp_path, options)
+
+
+def test_a_header_only_first_file_has_no_blocks(tmp_path: Path) -> None:
+    rows = table_rows(["label", "x", "c"], [[i % 2, i, "uv"[i % 2]] for i in range(30)])
+    write_csv(tmp_path / "one" / "b.csv", rows)
+    write_csv(tmp_path / "both" / "a.csv", [["label", "x", "c"]])
+    write_csv(tmp_path / "both" / "b.csv", rows)
+    reader = ChannelReader("train", tmp_path / "both", DataOptions(), block_bytes=64)
+    assert list(reader.blocks(0)) == []
+    assert_same_as_load_channel(reader, all_blocks(reader), tmp_path / "one", DataOptions())
