@@ -41,6 +41,7 @@ from __future__ import annotations
 import gzip
 import logging
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -80,6 +81,7 @@ log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 16 << 20  # CSV / JSON lines bytes per block
 BLOCK_ROWS = 65_536  # .npy rows per block
+PARQUET_OPEN_FILES = 4  # Parquet files kept open (gzip'd ones decompressed in memory) for random access
 TABULAR = "tabular"
 ARRAYS = "arrays"
 JSON_WHAT = "JSON lines (one JSON object per line)"
@@ -151,10 +153,12 @@ class ChannelReader:
         if fmt == formats.NPY:
             self._parts = npy_parts(files, options)
             self.files = tuple(part.path for part in self._parts)
-        first = next(self._raw(0, 0, first=True), None)
-        if first is None:
-            raise UserError(f"channel {channel!r}: {self.files[0]} holds no rows")
-        self._resolve(first[1])
+        for file in range(len(self.files)):  # the first file with a block (a header-only CSV file has none)
+            first = next(self._raw(file, 0, first=file == 0), None)
+            if first is not None:
+                self._resolve(first[1])
+                return
+        raise UserError(f"channel {channel!r} has 0 rows in {len(self.files)} file(s)")
 
     def _setup(
         self,
@@ -187,12 +191,13 @@ class ChannelReader:
         self._first_part: tuple[Path, tuple[int, ...]] | None = None
         self._text_labels = False
         self._parts = []
-        self._parquet: tuple[int, pq.ParquetFile] | None = None
+        self._parquet: OrderedDict[int, pq.ParquetFile] = OrderedDict()  # the files opened last
         self._cursor: tuple[int, int, Iterator[tuple[BlockRef, Raw]]] | None = None
         self._pending: Iterator[tuple[BlockRef, Raw]] | None = None  # Pipe mode: pass 0, opened
         self._counted: set[BlockRef] = set()
         self._fifo: pipe.FifoStream | None = None
         self._time_type: pa.DataType | None = None  # Pipe mode's CSV: the time column's, from the first block
+        self._empty_first: list[str] = []  # numeric features with no value in the first block
 
     # --- opening ----------------------------------------------------------------------------------------
 
@@ -201,7 +206,7 @@ class ChannelReader:
             self._resolve_arrays(first)
         elif self.format == formats.JSONLINES and is_feature_records(first.table):
             self.kind = ARRAYS
-            self._json_schema = _float_schema(first.table.schema, first.table.schema.names)
+            self._json_schema = _float_schema(first.table.schema, first.table.schema.names, self.options.time_column)
             labels = self._record_labels(first)
             self._text_labels = is_text(labels.type)
             x = list_column_to_array(first.path, first.table.column(FEATURES_FIELD))
@@ -215,16 +220,20 @@ class ChannelReader:
                 self._time_type = _time_type(first.table.column(self.options.time_column))
             first = replace(first, table=_inferred(first.table, self._text_columns))
         layout = resolve_layout(first, self.options, self.encoder)
+        self.layout, self.label_name, self.named = layout, layout.label, first.named
+        self._first = replace(first, table=first.table.schema.empty_table())
+        self._check_columns(first)  # later blocks (Parquet: files) are checked as they are read
         if self.encoder is not None:
             categorical = list(self.encoder.categorical)
         else:
             categorical = decide_categorical([first], layout, forced_categorical(first, self.options))
-        self.layout, self.categorical, self.label_name = layout, tuple(categorical), layout.label
-        self.named = first.named
-        self._first = replace(first, table=first.table.schema.empty_table())
+        self.categorical = tuple(categorical)
+        self._empty_first = [
+            name
+            for name in layout.features
+            if name not in categorical and first.table.column(name).null_count == first.table.num_rows
+        ]
         self._text_labels = is_text(first.table.column(layout.label).type)
-        if self.format == formats.PARQUET:
-            self._check_columns(first)  # later files are checked as they are opened
         if self.format == formats.CSV:
             self._types = self._csv_types(first.table.schema, layout)
             if self.header:
@@ -232,7 +241,8 @@ class ChannelReader:
         elif self.format == formats.PARQUET:
             self._columns = [layout.label, *layout.features, *([layout.time] if layout.time else [])]
         else:
-            self._json_schema = _float_schema(first.table.schema, [n for n in layout.features if n not in categorical])
+            numeric = [name for name in layout.features if name not in categorical]
+            self._json_schema = _float_schema(first.table.schema, numeric, layout.time)
 
     def _csv_types(self, schema: pa.Schema, layout: Layout) -> dict[str, pa.DataType]:
         types: dict[str, pa.DataType] = {name: pa.string() for name in schema.names}
@@ -285,10 +295,11 @@ class ChannelReader:
         if self.random_access:
             found = next(self._raw(ref.file, ref.block), None)
         else:
-            if self._cursor is None or self._cursor[:2] != (ref.file, ref.block):
-                self._cursor = (ref.file, ref.block, self._raw(ref.file, ref.block))
-            found = next(self._cursor[2], None)
-            self._cursor = (ref.file, ref.block + 1, self._cursor[2])
+            cursor, self._cursor = self._cursor, None  # dropped if the read fails
+            if cursor is None or cursor[:2] != (ref.file, ref.block):
+                cursor = (ref.file, ref.block, self._raw(ref.file, ref.block))
+            found = next(cursor[2], None)
+            self._cursor = (ref.file, ref.block + 1, cursor[2])
         if found is None:
             raise IndexError(f"{self.files[ref.file]} has no block {ref.block}")
         return self._check(*found)
@@ -318,7 +329,7 @@ class ChannelReader:
                     batch = reader.read_next_batch()
                 except StopIteration:
                     return
-                except (pa.ArrowInvalid, OSError) as error:
+                except (pa.ArrowException, OSError) as error:
                     self._failed(file, path, error)
             source = self._source(batch, path, offset)
             if index >= start:
@@ -358,7 +369,7 @@ class ChannelReader:
             self.named = self.header
         try:
             reader = self._open_csv(formats.input_stream(path), strings)
-        except (pa.ArrowInvalid, OSError) as error:
+        except (pa.ArrowException, OSError) as error:
             if strings or not self._types:
                 raise formats.unreadable(path, "CSV", error) from None
             self._failed(file, path, error)
@@ -366,12 +377,11 @@ class ChannelReader:
         return self._stream_raw(file, path, reader, start)
 
     def _open_csv(self, stream: Any, strings: bool) -> csv.CSVStreamingReader:
-        names = {f"column {i + 1}": f"f{i}" for i in range(len(self._types))} if not self.header else {}
         if not self._types:  # the first block: pyarrow infers all but the forced text columns
-            types = {names.get(name, name): pa.string() for name in self._text_columns}
+            types = {self._reader_name(name): pa.string() for name in self._text_columns}
         else:
             types = {
-                names.get(name, name): pa.string() if strings and not pa.types.is_boolean(kind) else kind
+                self._reader_name(name): pa.string() if strings and not pa.types.is_boolean(kind) else kind
                 for name, kind in self._types.items()
             }
         return csv.open_csv(
@@ -379,6 +389,12 @@ class ChannelReader:
             read_options=csv.ReadOptions(block_size=self.block_bytes, autogenerate_column_names=not self.header),
             convert_options=csv.ConvertOptions(strings_can_be_null=True, column_types=types),
         )
+
+    def _reader_name(self, name: str) -> str:
+        """pyarrow names a headerless file's columns f0, f1, …; the reader renames them "column 1", …"""
+        if self.header or not name.startswith("column "):
+            return name
+        return f"f{int(name.removeprefix('column ')) - 1}"
 
     def _check_names(self, path: Path, names: list[str]) -> None:
         duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -394,13 +410,17 @@ class ChannelReader:
                 read_options=json.ReadOptions(block_size=self.block_bytes),
                 parse_options=json.ParseOptions(explicit_schema=self._json_schema, unexpected_field_behavior="infer"),
             )
-        except (pa.ArrowInvalid, OSError) as error:
+        except (pa.ArrowException, OSError) as error:
             if self.pipe_dir is not None:
                 self._failed(0, path, error)
             raise formats.unreadable(path, JSON_WHAT, error) from None
 
     def _parquet_file(self, file: int) -> pq.ParquetFile:
-        if self._parquet is None or self._parquet[0] != file:
+        """File `file`, opened (its footer read; gzip'd: decompressed) once while it is among the
+        PARQUET_OPEN_FILES used last, so reading blocks in shuffled order does not reopen it per block."""
+        if file in self._parquet:
+            self._parquet.move_to_end(file)
+        else:
             path = self.files[file]
             try:
                 if formats.is_gzip(path):  # Parquet needs random access: decompress into memory first
@@ -410,11 +430,13 @@ class ChannelReader:
                     opened = pq.ParquetFile(str(path), memory_map=True)
             except (pa.ArrowException, OSError, EOFError, zlib.error) as error:
                 raise formats.unreadable(path, "Parquet", error) from None
-            self._parquet = (file, opened)
             if self._first is not None:  # every column is checked once per file, from its schema
                 columns = Source(path, opened.schema_arrow.empty_table(), named=True)
                 self._check_columns(columns)
-        return self._parquet[1]
+            self._parquet[file] = opened
+            while len(self._parquet) > PARQUET_OPEN_FILES:
+                self._parquet.popitem(last=False)
+        return self._parquet[file]
 
     def _parquet_raw(self, file: int, start: int, first: bool) -> Iterator[tuple[BlockRef, Raw]]:
         opened = self._parquet_file(file)
@@ -467,6 +489,7 @@ class ChannelReader:
         if self.format != formats.PARQUET:  # Parquet's columns are checked once per file
             self._check_columns(raw)
         source = self._label_kind(raw)
+        self._check_empty_first(source)
         features, labels, time = check_source(source, self.layout, self.categorical)
         if time is not None and self._time_type is not None and is_text(time.type):
             time = self._time(source, time)
@@ -487,6 +510,19 @@ class ChannelReader:
                 f"{source.path}: the time column {self.options.time_column!r} holds values that are not"
                 f" {self._time_type} as in the first rows of the stream"
             ) from None
+
+    def _check_empty_first(self, source: Source) -> None:
+        """A missing value in a column the first block held no value of: say how its type was decided."""
+        assert self._first is not None
+        for name in self._empty_first:
+            data = source.table.column(name)
+            if data.null_count:
+                row = int(pc.index(pc.is_null(data), True).as_py())
+                raise UserError(
+                    f"{source.where(row)}: {source.column(name)} is missing; every value must be a number"
+                    f" (it is empty in the first block of {self._first.path}, which decides each column's"
+                    " type, so it is numeric; list it in categorical_columns if it holds categories)"
+                )
 
     def _check_columns(self, source: Source) -> None:
         assert self._first is not None and self.layout is not None
@@ -565,8 +601,9 @@ class ChannelReader:
     # --- encoding -----------------------------------------------------------------------------------------
 
     def encode(self, block: CheckedBlock, encoder: FeatureEncoder | None = None) -> np.ndarray:
-        """The block's features as the network's float32 input (before standardization). `encoder`:
-        the train channel's (default: the one this reader was opened with); arrays need none."""
+        """The block's features as the network's float32 input (before standardization), an array of the
+        block's own. `encoder`: the train channel's (default: the one this reader was opened with); arrays
+        need none."""
         encoder = encoder if encoder is not None else self.encoder
         if block.arrays is not None:
             features = block.arrays
@@ -574,7 +611,9 @@ class ChannelReader:
                 features = features[:, np.newaxis]
             if features.ndim == 2 and encoder is not None:
                 tabular_encoder(self.channel, features.shape[1], encoder)
-            return features
+            # A view of a memory-mapped .npy file is copied (one block), so changing it in place (standardizing)
+            # cannot change what the next epoch reads.
+            return features if features.flags.owndata else features.copy()
         assert block.table is not None
         if encoder is None:
             raise ValueError("tabular blocks need the train channel's encoder (ChannelStatistics.encoder())")
@@ -614,6 +653,8 @@ class ChannelReader:
         reader = cls.__new__(cls)
         reader._setup(channel, (), formats.CSV, options, encoder, block_bytes, BLOCK_ROWS)
         reader.pipe_dir, reader.pipe_timeout_s = data_dir, timeout_s
+        if options.content_type:  # refused before waiting for any data
+            reader._pipe_format(pipe.fifo_path(data_dir, channel, 0), b"")
         reader._pending = reader._open_pass(0, first=True)
         return reader
 
@@ -634,6 +675,10 @@ class ChannelReader:
         path = pipe.fifo_path(self.pipe_dir, self.channel, pass_index)
         fifo = self._fifo = pipe.open_fifo(path, self.pipe_timeout_s, self.channel)
         head = fifo.peek(formats.SNIFF_BYTES)
+        if not head:  # the writer closed the FIFO without writing: an empty pass
+            if first:
+                raise UserError(f"channel {self.channel!r}: Pipe mode FIFO {path} delivered no data")
+            return iter(())
         gzipped = head.startswith(formats.GZIP_MAGIC)
         if gzipped:
             head = zlib.decompressobj(wbits=31).decompress(head, formats.SNIFF_BYTES)
@@ -648,7 +693,7 @@ class ChannelReader:
             batch = opened.read_next_batch()
         except StopIteration:
             raise UserError(f"channel {self.channel!r}: Pipe mode {path} delivered no rows") from None
-        except (pa.ArrowInvalid, OSError) as error:
+        except (pa.ArrowException, OSError) as error:
             self._failed(0, path, error)
         if first:
             self._resolve(self._source(batch, path, 0))
@@ -665,6 +710,8 @@ class ChannelReader:
             width = len(sample[0]) if sample else 0
             names = sample[0] if self.header and sample else [f"column {i + 1}" for i in range(width)]
             self._types = {name: pa.string() for name in names}
+        else:  # pass 0 is read once: its types come from the first lines, as later passes' from the first block
+            self._json_schema = _head_schema(head, self.options.time_column)
 
     def _pipe_format(self, path: Path, head: bytes) -> str:
         if self.options.content_type:
@@ -685,9 +732,9 @@ class ChannelReader:
         return fmt
 
 
-def _float_schema(schema: pa.Schema, numeric: list[str]) -> pa.Schema:
+def _float_schema(schema: pa.Schema, numeric: list[str], time: str | None) -> pa.Schema:
     """The first JSON block's schema with integers (and empty `numeric` columns) as float64, so later
-    blocks holding 1.5 where the first held 1 still convert."""
+    blocks holding 1.5 where the first held 1 still convert. The time column keeps its type."""
 
     def floats(kind: pa.DataType) -> pa.DataType:
         if pa.types.is_integer(kind):
@@ -698,7 +745,7 @@ def _float_schema(schema: pa.Schema, numeric: list[str]) -> pa.Schema:
 
     fields = []
     for field in schema:
-        kind = floats(field.type)
+        kind = field.type if field.name == time else floats(field.type)
         if pa.types.is_null(kind):
             if field.name not in numeric:
                 continue  # inferred block by block
@@ -730,3 +777,15 @@ def _time_type(data: pa.ChunkedArray) -> pa.DataType | None:
             continue
         return kind
     return None
+
+
+def _head_schema(head: bytes, time: str | None) -> pa.Schema | None:
+    """A JSON lines stream's schema (integers as float64) from the complete lines of its first bytes."""
+    lines = head[: head.rfind(b"\n") + 1]
+    if not lines:
+        return None
+    try:
+        sample = json.read_json(pa.BufferReader(lines))
+    except pa.ArrowInvalid:
+        return None  # the stream's reader reports what is wrong, with its position
+    return _float_schema(sample.schema, [], time)

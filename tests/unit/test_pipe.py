@@ -131,8 +131,9 @@ def test_a_jsonlines_pipe_with_a_header_free_stream(agent: Agent, tmp_path: Path
     rng = np.random.default_rng(1)
     for f in range(2):
         records: list[dict[str, object]] = [
-            {"label": int(rng.integers(0, 2)), "x": float(rng.normal()), "c": "uv"[f]} for _ in range(50)
-        ]
+            {"label": int(rng.integers(0, 2)), "x": i if f == 0 else float(rng.normal()), "c": "uv"[f]}
+            for i in range(50)
+        ]  # x: integers in the first lines, then fractions
         write_jsonl(tmp_path / "files" / f"p{f}.jsonl", records)
     expected = load_channel(CHANNEL, tmp_path / "files", DataOptions())
     agent.serve(0, [path.read_bytes() for path in sorted((tmp_path / "files").iterdir())])
@@ -231,3 +232,23 @@ def test_a_time_column_in_a_pipe_keeps_its_numbers(agent: Agent, tmp_path: Path)
     blocks = list(reader.pipe_blocks(0))
     np.testing.assert_array_equal(np.concatenate([block.time for block in blocks]), expected.time_values)
     assert np.concatenate([block.time for block in blocks]).dtype == np.int64
+
+
+def test_an_empty_first_pass_is_an_error(agent: Agent) -> None:
+    agent.serve(0, [])
+    with pytest.raises(UserError, match=r"channel 'train': Pipe mode FIFO .*train_0 delivered no data"):
+        ChannelReader.from_pipe(CHANNEL, agent.data_dir, DataOptions(), timeout_s=5)
+
+
+def test_an_empty_later_pass_has_no_rows(agent: Agent, tmp_path: Path) -> None:
+    agent.serve(0, _csv_files(tmp_path / "files", files=1))
+    reader = ChannelReader.from_pipe(CHANNEL, agent.data_dir, DataOptions(), timeout_s=5, block_bytes=256)
+    assert sum(block.rows for block in reader.pipe_blocks(0)) == 80
+    agent.serve(1, [])
+    assert list(reader.pipe_blocks(1)) == []
+
+
+@pytest.mark.parametrize("content_type", ["application/x-parquet", "application/x-npy", "application/x-npz"])
+def test_a_content_type_pipe_mode_cannot_read_is_refused_at_once(agent: Agent, content_type: str) -> None:
+    with pytest.raises(UserError, match=r"cannot be read in Pipe mode .*use input mode File or FastFile"):
+        ChannelReader.from_pipe(CHANNEL, agent.data_dir, DataOptions(content_type=content_type), timeout_s=30)
