@@ -137,6 +137,7 @@ class ChannelReader:
     files: tuple[Path, ...]
     random_access: bool  # True when read_block(file, block) does not re-read the file from its start
     _parts: list[ArrayPart]  # .npy: the x/y pairs, memory-mapped
+    _npy_files: list[Path]  # .npy: every file of the channel, x and y
 
     def __init__(
         self,
@@ -151,8 +152,8 @@ class ChannelReader:
         fmt = channel_format(channel, files, options.content_type)
         self._setup(channel, tuple(files), fmt, options, encoder, block_bytes, block_rows)
         if fmt == formats.NPY:
-            self._parts = npy_parts(files, options)
-            self.files = tuple(part.path for part in self._parts)
+            self._npy_files = files
+            self.files = tuple(part.path for part in self._npy_parts())
         for file in range(len(self.files)):  # the first file with a block (a header-only CSV file has none)
             first = next(self._raw(file, 0, first=file == 0), None)
             if first is not None:
@@ -191,6 +192,7 @@ class ChannelReader:
         self._first_part: tuple[Path, tuple[int, ...]] | None = None
         self._text_labels = False
         self._parts = []
+        self._npy_files = []
         self._parquet: OrderedDict[int, pq.ParquetFile] = OrderedDict()  # the files opened last
         self._cursor: tuple[int, int, Iterator[tuple[BlockRef, Raw]]] | None = None
         self._pending: Iterator[tuple[BlockRef, Raw]] | None = None  # Pipe mode: pass 0, opened
@@ -276,6 +278,13 @@ class ChannelReader:
                 f" tabular rows of {len(self.encoder.columns)} columns; every channel needs the same kind of data"
             )
         self.feature_shape_hint = tuple(int(n) for n in shape)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (DataLoader workers started by spawn): open files, memory maps and readers are left
+        behind and reopened on use. A Pipe mode reader's open FIFO cannot travel: pickle it before a pass."""
+        state = self.__dict__.copy()
+        state.update(_parquet=OrderedDict(), _cursor=None, _fifo=None, _pending=None, _parts=[])
+        return state
 
     def feature_names(self, encoder: FeatureEncoder) -> tuple[str, ...] | None:
         """Dataset.feature_names for data encoded with `encoder`: None without column names."""
@@ -457,7 +466,7 @@ class ChannelReader:
             offset += table.num_rows
 
     def _npy_raw(self, file: int, start: int) -> Iterator[tuple[BlockRef, Raw]]:
-        part = self._parts[file]
+        part = self._npy_parts()[file]
         if part.x.ndim and part.y.ndim and len(part.x) != len(part.y):
             raise UserError(
                 f"{part.path}: {part.x_name} has {len(part.x)} rows but {part.y_name} has {len(part.y)} labels"
@@ -468,6 +477,11 @@ class ChannelReader:
             end = min(begin + self.block_rows, len(part.x))
             block = replace(part, x=part.x[begin:end], y=part.y[begin:end], row_offset=begin)
             yield BlockRef(file, index, end - begin, begin), block
+
+    def _npy_parts(self) -> list[ArrayPart]:
+        if not self._parts:  # opened on first use, and again after unpickling
+            self._parts = npy_parts(self._npy_files, self.options)
+        return self._parts
 
     def _npz_raw(self, file: int, start: int) -> Iterator[tuple[BlockRef, Raw]]:
         if start > 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import pickle
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -374,3 +375,15 @@ def test_a_header_only_first_file_has_no_blocks(tmp_path: Path) -> None:
     reader = ChannelReader("train", tmp_path / "both", DataOptions(), block_bytes=64)
     assert list(reader.blocks(0)) == []
     assert_same_as_load_channel(reader, all_blocks(reader), tmp_path / "one", DataOptions())
+
+
+@pytest.mark.parametrize("kind", ["csv-header", "parquet", "npy"])
+def test_a_reader_pickles_without_its_open_files(tmp_path: Path, kind: str) -> None:
+    WRITERS[kind](tmp_path)
+    reader = ChannelReader("train", tmp_path, DataOptions(), block_bytes=200, block_rows=8)
+    blocks = all_blocks(reader)
+    reader.read_block(blocks[1].ref)
+    copy = pickle.loads(pickle.dumps(reader))
+    assert len(pickle.dumps(reader)) < 20_000  # no memory-mapped arrays copied in
+    again = [block for file in range(len(copy.files)) for block in copy.blocks(file)]
+    np.testing.assert_array_equal(np.concatenate([b.labels for b in again]), np.concatenate([b.labels for b in blocks]))
