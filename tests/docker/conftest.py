@@ -1,5 +1,6 @@
-"""Container fixtures: the Docker engine, the image under test, containers that are always removed, and
-polling helpers. Local mode's tests use `docker_client` and `image` too (tests/localmode/conftest.py)."""
+"""Container fixtures: the Docker engine, the image under test, containers that are always removed, `train`
+hosts named algo-1, algo-2, … on one network (`start_host`), and polling helpers. Local mode's tests use
+`docker_client` and `image` too (tests/localmode/conftest.py)."""
 
 from __future__ import annotations
 

@@ -45,6 +45,8 @@ SHARDS = {
     "algo-1": {"part-00000.csv": (350, ("red", "green")), "part-00001.csv": (250, ("red", "green"))},
     "algo-2": {"part-00002.csv": (250, ("blue", "green"))},
 }
+# Steps per epoch on every host: the largest shard's batch count (600 rows / 50 = 12; algo-2 wraps around).
+STEPS = -(-max(sum(rows for rows, _ in shard.values()) for shard in SHARDS.values()) // BATCH)
 ROW_LOG = "/opt/ml/output/rows"
 DEADLINE_S = 300
 
@@ -94,8 +96,7 @@ def trained_rows(tree: Path, host: str) -> dict[int, Counter[tuple[str, int]]]:
             epoch, step, name, row = line.split()
             seen.setdefault(int(epoch), Counter())[(name, int(row))] += 1
             steps.setdefault(int(epoch), set()).add(int(step))
-    largest = max(sum(rows for rows, _ in shard.values()) for shard in SHARDS.values())
-    assert {epoch: len(s) for epoch, s in steps.items()} == dict.fromkeys(seen, -(-largest // BATCH)), host
+    assert {epoch: len(s) for epoch, s in steps.items()} == dict.fromkeys(seen, STEPS), f"{host}: steps per epoch"
     return seen
 
 
@@ -114,8 +115,7 @@ def test_each_host_trains_its_own_shard_with_shared_preprocessing(tmp_path: Path
     columns = {column["name"]: column for column in metadata["encoder"]["columns"]}
     assert list(columns) == ["color", "f1", "f2", "f3"]
     assert columns["color"]["categories"] == ["blue", "green", "red"]  # the union of both shards' categories
-    steps = -(-max(350 + 250, 250) // BATCH)
-    assert re.search(rf"\b{steps} steps per epoch\b", results["algo-1"][1]), results["algo-1"][1]
+    assert re.search(rf"\b{STEPS} steps per epoch\b", results["algo-1"][1]), results["algo-1"][1]
 
     largest = trained_rows(trees["algo-1"], "algo-1")
     assert len(largest) == EPOCHS
@@ -126,4 +126,4 @@ def test_each_host_trains_its_own_shard_with_shared_preprocessing(tmp_path: Path
     assert len(smaller) == EPOCHS
     for epoch, counts in smaller.items():
         assert set(counts) == shard_rows("algo-2"), f"epoch {epoch}: algo-2 must train all its rows, only its own"
-        assert sum(counts.values()) >= steps * BATCH - BATCH, f"epoch {epoch}: algo-2 wraps around its shard"
+        assert sum(counts.values()) >= (STEPS - 1) * BATCH, f"epoch {epoch}: algo-2 wraps around its shard"
