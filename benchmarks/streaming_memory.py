@@ -7,6 +7,7 @@ disk. One epoch of the default MLP. `--data-loading stream` (the default) is wha
 `--data-loading memory` is the baseline, which must be killed for memory (exit 137) once a channel no longer
 fits. rows/s is rows ÷ the job's wall time (start of the container to its exit: loading, training, scoring
 and saving); "train rows/s" is rows ÷ the training phase from evaluation.json, when the job got that far.
+torch runs one intra-op thread (`--threads`): two on a busy 2-core machine make the times swing several-fold.
 
     .venv/bin/python -m benchmarks.streaming_memory --image optml:latest                        # stream
     .venv/bin/python -m benchmarks.streaming_memory --image optml:latest --data-loading memory  # baseline
@@ -71,7 +72,8 @@ def measure(client: docker.DockerClient, args: argparse.Namespace, base: Path, b
     hyperparameters = {"epochs": "1", "batch_size": str(args.batch_size), "data_loading": args.data_loading}
     write_tree(tree, hyperparameters)
     mounts = {str(channel): {"bind": "/opt/ml/input/data/train", "mode": "ro"}}
-    result = run_job(client, args.image, tree, mounts, mem_limit=args.memory, deadline_s=args.deadline)
+    environment = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+    result = run_job(client, args.image, tree, mounts, args.memory, args.deadline, environment)
     return Row(copies, sum(p.stat().st_size for p in parts), base_rows * copies, result)
 
 
@@ -83,6 +85,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-loading", choices=("auto", "memory", "stream"), default="stream")
     parser.add_argument("--memory", default="2g", help="the container's memory limit, swap included")
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS in the container (0: torch's)")
     parser.add_argument("--deadline", type=float, default=3600, help="seconds before a job is killed")
     parser.add_argument("--workdir", default=None, help="default: a new folder in /tmp")
     parser.add_argument("--keep-data", action="store_true", help="leave the generated data in --workdir")
@@ -102,7 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not base.exists():
             write_base_csv(base, args.base_rows, FEATURES)
         base_rows = count_lines(base)
-        print(f"base file {base}: {base_rows:,} rows, {base.stat().st_size / 1e6:,.0f} MB; image {args.image}")
+        print(
+            f"base file {base}: {base_rows:,} rows, {base.stat().st_size / 1e6:,.0f} MB; image {args.image},"
+            f" OMP_NUM_THREADS {args.threads or 'unset'}"
+        )
         rows = []
         for copies in args.sizes:
             row = measure(client, args, base, base_rows, copies)
