@@ -161,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name = f"{mode} mode, data_loading={loading}"
                 print(f"  {name} (run {repeat + 1} of {args.repeats}) …", flush=True)
                 tried[key].append(Run(name, run(client, args, channel, loading, mode), rows * args.epochs))
+                print(f"    {cell(tried[key][-1].speed)} samples/s", flush=True)
         runs = {key: max(found, key=lambda r: r.speed or 0.0) for key, found in tried.items()}
         print(f"\nfastest of {args.repeats} run(s) of each job\n")
         print(report(runs))
