@@ -57,6 +57,10 @@ class PipeFeeder:
         self._thread.start()
         return self
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 10) -> None:
         self._stop.set()
         self._thread.join(timeout)
