@@ -1,12 +1,15 @@
-"""Container fixtures: the Docker engine, the image under test, containers that are always removed, and
-polling helpers. Local mode's tests use `docker_client` and `image` too (tests/localmode/conftest.py)."""
+"""Container fixtures: the Docker engine, the image under test, containers that are always removed, `train`
+hosts named algo-1, algo-2, … on one network (`start_host`), and polling helpers. Local mode's tests use
+`docker_client` and `image` too (tests/localmode/conftest.py)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -49,6 +52,36 @@ def run_container(docker_client: docker.DockerClient, image: str) -> Iterator[Ca
 
     yield start
     remove_all(started)
+
+
+StartHost = Callable[..., Container]
+
+
+@pytest.fixture
+def start_host(docker_client: docker.DockerClient, image: str) -> Iterator[StartHost]:
+    """Starts `train` containers on one fresh network, each reachable by its SageMaker host name (algo-1, ...).
+    Every container, exited or not, and the network are removed afterwards."""
+    network = docker_client.networks.create(f"optml-test-{uuid.uuid4().hex[:8]}", driver="bridge")
+    started: list[Container] = []
+
+    def start(host: str, tree: Path, env: dict[str, str] | None = None) -> Container:
+        container = docker_client.containers.create(
+            image,
+            ["train"],
+            hostname=host,
+            volumes={str(tree): {"bind": "/opt/ml", "mode": "rw"}},
+            environment=env or {},
+            network=network.name,
+        )
+        started.append(container)
+        network.disconnect(container)
+        network.connect(container, aliases=[host])  # resolvable as algo-1 / algo-2, as on SageMaker
+        container.start()
+        return container
+
+    yield start
+    remove_all(started)
+    network.remove()
 
 
 def remove_all(containers: list[Container]) -> None:

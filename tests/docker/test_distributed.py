@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import docker
 import numpy as np
 import pytest
-from docker.models.containers import Container
 from safetensors.numpy import load_file
 
 from tests.conftest import make_classification, make_opt_ml
-from tests.docker.conftest import remove_all, wait_for_exit
+from tests.docker.conftest import StartHost, wait_for_exit
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -29,36 +25,6 @@ def host_tree(root: Path, host: str, hosts: list[str]) -> Path:
         json.dumps({"current_host": host, "hosts": hosts, "network_interface_name": "ethwe"})  # as SDK v3 writes it
     )
     return tree
-
-
-StartHost = Callable[..., Container]
-
-
-@pytest.fixture
-def start_host(docker_client: docker.DockerClient, image: str) -> Iterator[StartHost]:
-    """Starts `train` containers on one fresh network, each reachable by its SageMaker host name (algo-1, ...).
-    Every container, exited or not, and the network are removed afterwards."""
-    network = docker_client.networks.create(f"optml-test-{uuid.uuid4().hex[:8]}", driver="bridge")
-    started: list[Container] = []
-
-    def start(host: str, tree: Path, env: dict[str, str] | None = None) -> Container:
-        container = docker_client.containers.create(
-            image,
-            ["train"],
-            hostname=host,
-            volumes={str(tree): {"bind": "/opt/ml", "mode": "rw"}},
-            environment=env or {},
-            network=network.name,
-        )
-        started.append(container)
-        network.disconnect(container)
-        network.connect(container, aliases=[host])  # resolvable as algo-1 / algo-2, as on SageMaker
-        container.start()
-        return container
-
-    yield start
-    remove_all(started)
-    network.remove()
 
 
 def test_two_hosts_reach_the_weights_of_one(tmp_path: Path, start_host: StartHost) -> None:
