@@ -1,8 +1,8 @@
 """TrainingInputMode Pipe in a real container (issue 14): the channel arrives through FIFOs
 `/opt/ml/input/data/train_<n>`, fed from the host by tests/pipe_feeder.py as SageMaker's agent feeds them.
 
-Contract: pass 0 is read for the preprocessing statistics, then epoch e reads FIFO e, so a job of E epochs
-reads E + 1 passes; a FIFO nobody writes to fails the job after `pipe_read_timeout_seconds`, with a failure
+Contract: pass 0 is read for the preprocessing statistics, then epoch e reads FIFO e, and the final model
+scores the channel from one more, so a job of E epochs reads E + 2 passes; a FIFO nobody writes to fails the job after `pipe_read_timeout_seconds`, with a failure
 file naming the channel and the timeout.
 """
 
@@ -58,7 +58,7 @@ def test_a_pipe_mode_channel_trains_a_model(tmp_path: Path, run_container: RunCo
     assert status == 0, logs
     assert feeder.error is None
     assert (tree / "model/model.safetensors").exists()
-    assert feeder.served == EPOCHS + 1, "a statistics pass, then one FIFO per epoch"
+    assert feeder.served == EPOCHS + 2, "a statistics pass, one FIFO per epoch, and the final model's scoring"
 
 
 def test_a_pipe_nobody_writes_fails_the_job_naming_channel_and_timeout(
