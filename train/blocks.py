@@ -681,8 +681,13 @@ class ChannelReader:
             raws, self._pending = self._pending, None
         else:
             raws = self._open_pass(pass_index)
-        for ref, raw in raws:
-            yield self._check(ref, raw)
+        try:
+            for ref, raw in raws:
+                yield self._check(ref, raw)
+        finally:  # closed now, even when the pass is left early (a stop): a FIFO left open looks like a reader
+            if self._fifo is not None:
+                self._fifo.close()
+                self._fifo = None
 
     def _open_pass(self, pass_index: int, first: bool = False) -> Iterator[tuple[BlockRef, Raw]]:
         assert self.pipe_dir is not None

@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
@@ -118,10 +118,12 @@ class PipeSource:
             for block in stream:
                 if (block.ref.file, block.ref.block) in wanted:
                     found += 1
+                    if found == len(wanted):
+                        for _ in stream:  # the rest of the pass (other hosts' blocks): the writer finishes it
+                            pass
                     yield block
         finally:
-            for _ in stream:  # closed early (the epoch's steps are done): SageMaker's writer still finishes
-                pass
+            stream.close()  # type: ignore[attr-defined]  # a stop mid-pass closes the FIFO without reading on
         if found < len(wanted):
             raise UserError(
                 f"Pipe channel {self.reader.channel!r}: FIFO {self.reader.channel}_{fifo} ended after fewer blocks"
@@ -226,16 +228,19 @@ class StreamBatches:
     channel_dir: Path | None = None
     row_log: Path | None = None
 
-    def epoch(self, run: TrainState) -> Iterator[Batch | None]:
+    def epoch(self, run: TrainState) -> Generator[Batch | None, None, None]:
         start = run.batches_done
         if start >= len(self.sizes):
             return
         chunks = self._rows(run.epoch, skip=sum(self.sizes[:start])) if self.share else iter(())
-        for step, (features, targets, ids) in enumerate(self._cut(chunks, self.sizes[start:]), start=start):
-            if self.row_log is not None:
-                self._log_rows(run.epoch, step, ids)
-            metric_targets = torch.from_numpy(targets)
-            yield Batch(torch.from_numpy(features), self.loss_targets(metric_targets), metric_targets)
+        try:
+            for step, (features, targets, ids) in enumerate(self._cut(chunks, self.sizes[start:]), start=start):
+                if self.row_log is not None:
+                    self._log_rows(run.epoch, step, ids)
+                metric_targets = torch.from_numpy(targets)
+                yield Batch(torch.from_numpy(features), self.loss_targets(metric_targets), metric_targets)
+        finally:
+            chunks.close()  # type: ignore[attr-defined]  # now, not when garbage collected: it holds files open
 
     def position(self, epoch: int, step: int) -> dict[str, object]:
         """Where step `step` of `epoch` starts in this process's stream — the pass, the window, its first
@@ -265,6 +270,8 @@ class StreamBatches:
         return hashlib.sha256(json.dumps([files, blocks, self.sizes]).encode()).hexdigest()[:16]
 
     def _name(self, file: int) -> str:
+        if isinstance(self.source, PipeSource):
+            return f"{self.prepare.reader.channel} (Pipe)"  # one stream: rows count from its start
         path = self.prepare.reader.files[file]
         return str(path.relative_to(self.channel_dir)) if self.channel_dir else path.name
 
@@ -303,7 +310,7 @@ class StreamBatches:
                         yield tuple(part[skip:] for part in window) if skip else window  # type: ignore[misc]
                         skip = 0
                 finally:
-                    blocks.close()  # type: ignore[attr-defined]  # a Pipe source then reads its FIFO to the end
+                    blocks.close()  # type: ignore[attr-defined]  # files and FIFOs closed when a run stops
             pass_index += 1
 
     def _window(self, blocks: Iterator[CheckedBlock], refs: Sequence[BlockRef], rng: np.random.Generator) -> Rows:

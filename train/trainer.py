@@ -9,8 +9,9 @@ so a run is reproducible on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -83,7 +84,7 @@ class Batches(Protocol):
         """Rows an epoch trains on, over every process: sizes the sample of the train metrics."""
         ...
 
-    def epoch(self, run: TrainState) -> Iterator[Batch | None]: ...
+    def epoch(self, run: TrainState) -> Generator[Batch | None, None, None]: ...
 
 
 class Scored(Protocol):
@@ -347,7 +348,7 @@ class MemoryBatches:
     def rows(self) -> int:
         return len(self.split)
 
-    def epoch(self, run: TrainState) -> Iterator[Batch | None]:
+    def epoch(self, run: TrainState) -> Generator[Batch | None, None, None]:
         if run.order is None:
             run.order = torch.randperm(len(self.split), generator=run.generator)
         for start in range(run.batches_done * self.batch_size, len(self.split), self.batch_size):
@@ -431,16 +432,17 @@ class Trainer:
         for block in self.frozen_blocks:
             block.eval()  # frozen batch-norm statistics stay frozen too
         control = Control()
-        for batch in self.batches.epoch(run):
-            step = None
-            if batch is not None:
-                step = self.step(batch)
-                run.record(step, batch.metric_targets if run.batches_done % self.keep_every == 0 else None)
-            run.batches_done += 1
-            control.checkpoint = control.stop = False
-            for callback in self.step_callbacks:
-                callback.on_step_end(run, step, control)
-            self.act_on(control)
+        with contextlib.closing(self.batches.epoch(run)) as batches:  # a stop closes a stream's files at once
+            for batch in batches:
+                step = None
+                if batch is not None:
+                    step = self.step(batch)
+                    run.record(step, batch.metric_targets if run.batches_done % self.keep_every == 0 else None)
+                run.batches_done += 1
+                control.checkpoint = control.stop = False
+                for callback in self.step_callbacks:
+                    callback.on_step_end(run, step, control)
+                self.act_on(control)
 
     def epoch_metrics(self) -> dict[str, float]:
         run = self.run

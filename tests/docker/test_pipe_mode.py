@@ -2,8 +2,8 @@
 `/opt/ml/input/data/train_<n>`, fed from the host by tests/pipe_feeder.py as SageMaker's agent feeds them.
 
 Contract: pass 0 is read for the preprocessing statistics, then epoch e reads FIFO e, and the final model
-scores the channel from one more, so a job of E epochs reads E + 2 passes; a FIFO nobody writes to fails the job after `pipe_read_timeout_seconds`, with a failure
-file naming the channel and the timeout.
+scores the channel from one more, so a job of E epochs reads E + 2 passes; a FIFO nobody writes to fails
+the job after `pipe_read_timeout_seconds`, with a failure file naming the channel and the timeout.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from optml.container.paths import Paths
 from optml.train.interrupt import TrainingStopped
 from optml.train.main import main, run
 from tests.conftest import StopAfter, make_classification, make_opt_ml, make_regression, write_csv
+from tests.pipe_feeder import PipeFeeder
 
 HYPERPARAMETERS = {
     "epochs": "3",
@@ -219,3 +220,43 @@ def test_auto_streams_when_the_channels_would_not_fit(
     run(Paths(root=root))
     assert "data_loading=auto: reading the channels as streams (loading" in caplog.text
     assert "free of the container's memory limit" in caplog.text
+
+
+def pipe_job(root: Path, files: list[Path], **overrides: str) -> Path:
+    """Train through Pipe mode (FIFOs train_<n>), validation from files."""
+    root = make_opt_ml(root, None, make_classification(60, 4, 2, seed=2), HYPERPARAMETERS | overrides)
+    config = root / "input/config/inputdataconfig.json"
+    channels = json.loads(config.read_text())
+    channels["train"] = {"ContentType": "text/csv", "TrainingInputMode": "Pipe"}
+    config.write_text(json.dumps(channels))
+    return root
+
+
+@pytest.fixture
+def s3_files(tmp_path: Path) -> list[Path]:
+    data = make_classification(300, 4, 2, seed=1)
+    return [write_csv(tmp_path / f"s3/part-{i}.csv", data[i * 150 : (i + 1) * 150]) for i in range(2)]
+
+
+def test_pipe_mode_trains_from_a_fifo_per_pass_and_resumes_at_the_step_it_stopped(
+    tmp_path: Path, s3_files: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    whole = pipe_job(tmp_path / "whole", s3_files)
+    with PipeFeeder(whole / "input/data", "train", s3_files) as feeder:
+        run(Paths(root=whole))
+    assert feeder.error is None
+    assert feeder.served == 3 + 2  # statistics, one FIFO per epoch, the final model's scoring
+    evaluation = json.loads((whole / "output/data/evaluation.json").read_text())
+    assert evaluation["channels"]["train"]["rows"] == 300
+    assert evaluation["channels"]["validation"]["metrics"]["accuracy"] >= 0.8
+
+    root = pipe_job(tmp_path / "resumed", s3_files)
+    with PipeFeeder(root / "input/data", "train", s3_files), pytest.raises(TrainingStopped):
+        run(Paths(root=root), StopAfter(25))  # mid-way through epoch 2
+    with PipeFeeder(root / "input/data", "train", s3_files) as feeder:  # a restarted job gets new FIFOs
+        run(Paths(root=root))
+    assert "resuming the stream at {'epoch': 2, 'step': 6" in caplog.text
+    assert feeder.served == 1 + 2 + 1  # statistics, epoch 2 read again (its first 6 steps skipped), 3, scoring
+    # This writer sends the same bytes every pass, so here even Pipe mode resumes bit-exactly.
+    assert_same_weights(weights(root), weights(whole))
