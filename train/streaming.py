@@ -327,6 +327,7 @@ class StreamBatches:
 
     def _log_rows(self, epoch: int, step: int, ids: np.ndarray) -> None:
         assert self.row_log is not None
+        self.row_log.parent.mkdir(parents=True, exist_ok=True)
         with self.row_log.open("a") as handle:
             handle.writelines(f"{epoch} {step} {self._name(file)} {row}\n" for file, row in ids.tolist())
 
@@ -487,10 +488,11 @@ def train_batches(
         len(sizes[topology.rank]), hp.shuffle_buffer_rows,
     )  # fmt: skip
     row_log = os.environ.get(ROW_LOG_ENV)
+    log_name = f"rows-{topology.hosts[topology.host_index]}-{topology.local_rank}.txt"
     return StreamBatches(
         source, prepare, share, sizes[topology.rank], sum(sum(s) for s in sizes), feature_shape, hp.seed, group.part,
         hp.shuffle_buffer_rows, loss_targets, channel_dir=channel_dir,
-        row_log=Path(row_log) / f"rows-{topology.name}.txt" if row_log else None,
+        row_log=Path(row_log) / log_name if row_log else None,
     )  # fmt: skip
 
 

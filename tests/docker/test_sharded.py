@@ -45,8 +45,10 @@ SHARDS = {
     "algo-1": {"part-00000.csv": (350, ("red", "green")), "part-00001.csv": (250, ("red", "green"))},
     "algo-2": {"part-00002.csv": (250, ("blue", "green"))},
 }
-# Steps per epoch on every host: the largest shard's batch count (600 rows / 50 = 12; algo-2 wraps around).
-STEPS = -(-max(sum(rows for rows, _ in shard.values()) for shard in SHARDS.values()) // BATCH)
+# batch_size is the global batch, as in memory mode: each of the 2 hosts takes 25 rows a step. Steps per epoch
+# on every host: the largest shard's batch count (600 rows / 25 = 24; algo-2 wraps around).
+PER_HOST = BATCH // len(HOSTS)
+STEPS = -(-max(sum(rows for rows, _ in shard.values()) for shard in SHARDS.values()) // PER_HOST)
 ROW_LOG = "/opt/ml/output/rows"
 DEADLINE_S = 300
 
@@ -126,4 +128,4 @@ def test_each_host_trains_its_own_shard_with_shared_preprocessing(tmp_path: Path
     assert len(smaller) == EPOCHS
     for epoch, counts in smaller.items():
         assert set(counts) == shard_rows("algo-2"), f"epoch {epoch}: algo-2 must train all its rows, only its own"
-        assert sum(counts.values()) >= (STEPS - 1) * BATCH, f"epoch {epoch}: algo-2 wraps around its shard"
+        assert sum(counts.values()) == STEPS * PER_HOST, f"epoch {epoch}: algo-2 wraps around its shard"
