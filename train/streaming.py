@@ -55,6 +55,7 @@ from optml.train.trainer import Batch, TrainState, predict_outputs
 log = logging.getLogger(__name__)
 
 SHARDED = "ShardedByS3Key"
+TRAIN_SCORE_ROWS = 200_000  # the final model's train-channel metrics, streaming: on this many rows
 BLOCK_BYTES_ENV = "OPTML_STREAM_BLOCK_BYTES"  # CSV / JSON lines bytes per block (default blocks.BLOCK_BYTES)
 ROW_LOG_ENV = "OPTML_ROW_LOG"  # debugging and tests: a directory where each process logs the rows it trains
 
@@ -369,8 +370,9 @@ def _joined(first: Rows, second: Rows) -> Rows:
 
 @dataclass
 class StreamedChannel:
-    """A validation or test channel scored block by block (trainer.Scored): each process scores its part,
-    and the outputs are gathered so every metric is computed on the whole channel, as on one host."""
+    """A channel scored block by block (trainer.Scored): each process scores its part, and the outputs are
+    gathered so every metric is computed on the whole channel, as on one host. Scoring keeps one output and
+    one target per row: `limit` bounds that for the train channel, whose final scores are diagnostics."""
 
     source: BlockSource
     prepare: Prepare
@@ -378,11 +380,19 @@ class StreamedChannel:
     parts: int
     outputs: int  # the network's output width, for a process with nothing to score
     file_count: int
+    limit: int | None = None  # rows over every process; None: all of them
 
     def predict(self, network: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         outputs, targets = [torch.empty(0, self.outputs)], [torch.empty(0)]
+        room = -(-self.limit // self.parts) if self.limit is not None else None
         for block in self.source.score_blocks(self.part, self.parts):
+            if room is not None and room <= 0:
+                if isinstance(self.source, PipeSource):
+                    continue  # the rest of the FIFO is read (the writer finishes its pass), not scored
+                break
             features, encoded = self.prepare(block)
+            if room is not None:
+                features, encoded, room = features[:room], encoded[:room], room - len(encoded)
             outputs.append(predict_outputs(network, torch.from_numpy(features)))
             targets.append(torch.from_numpy(encoded))
         own_targets = torch.cat(targets[1:]) if len(targets) > 1 else torch.empty(0, dtype=torch.int64)
@@ -514,8 +524,13 @@ class StreamedChannels:
         return len(self.sources[name].reader.files)
 
     def scored(self, name: str, prepare: Prepare, outputs: int) -> StreamedChannel:
+        """Validation and test are scored whole; the train channel's final scores on its first
+        TRAIN_SCORE_ROWS rows (each process a part), so scoring it holds no more than that."""
         group = self.groups[name]
-        return StreamedChannel(self.sources[name], prepare, group.part, group.parts, outputs, self.file_count(name))
+        limit = TRAIN_SCORE_ROWS if name == "train" else None
+        return StreamedChannel(
+            self.sources[name], prepare, group.part, group.parts, outputs, self.file_count(name), limit
+        )
 
     def train_batches(
         self, hp: Hyperparameters, prepare: Prepare, loss_targets: Callable[[torch.Tensor], torch.Tensor], min_rows: int

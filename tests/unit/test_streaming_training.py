@@ -260,3 +260,16 @@ def test_pipe_mode_trains_from_a_fifo_per_pass_and_resumes_at_the_step_it_stoppe
     assert feeder.served == 1 + 2 + 1  # statistics, epoch 2 read again (its first 6 steps skipped), 3, scoring
     # This writer sends the same bytes every pass, so here even Pipe mode resumes bit-exactly.
     assert_same_weights(weights(root), weights(whole))
+
+
+def test_the_final_train_scores_stream_a_bounded_number_of_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optml.train import streaming
+
+    monkeypatch.setattr(streaming, "TRAIN_SCORE_ROWS", 100)
+    root = job(tmp_path / "ml", data_loading="stream", epochs="1")
+    run(Paths(root=root))
+    channels = json.loads((root / "output/data/evaluation.json").read_text())["channels"]
+    assert channels["train"]["rows"] == 100  # the first 100 rows of the 450: memory stays bounded
+    assert channels["validation"]["rows"] == 60  # validation is scored whole
