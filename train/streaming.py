@@ -233,7 +233,7 @@ class StreamBatches:
         start = run.batches_done
         if start >= len(self.sizes):
             return
-        chunks = self._rows(run.epoch, skip=sum(self.sizes[:start])) if self.share else iter(())
+        chunks = self._rows(run.epoch, skip=sum(self.sizes[:start])) if self.share else _no_rows()
         try:
             for step, (features, targets, ids) in enumerate(self._cut(chunks, self.sizes[start:]), start=start):
                 if self.row_log is not None:
@@ -241,7 +241,7 @@ class StreamBatches:
                 metric_targets = torch.from_numpy(targets)
                 yield Batch(torch.from_numpy(features), self.loss_targets(metric_targets), metric_targets)
         finally:
-            chunks.close()  # type: ignore[attr-defined]  # now, not when garbage collected: it holds files open
+            chunks.close()  # now, not when garbage collected: it holds files open
 
     def position(self, epoch: int, step: int) -> dict[str, object]:
         """Where step `step` of `epoch` starts in this process's stream — the pass, the window, its first
@@ -292,7 +292,7 @@ class StreamBatches:
             yield tuple(part[:size] for part in pending)  # type: ignore[misc]
             pending = tuple(part[size:] for part in pending)  # type: ignore[assignment]
 
-    def _rows(self, epoch: int, skip: int) -> Iterator[Rows]:
+    def _rows(self, epoch: int, skip: int) -> Generator[Rows, None, None]:
         """This process's rows for an epoch from row `skip` on: windows permuted, passes repeating."""
         pass_index = 0
         while True:
@@ -358,6 +358,10 @@ class StreamPosition(Callback):
                 " or remove the checkpoints to start over"
             )
         log.info("resuming the stream at %s", state["position"])
+
+
+def _no_rows() -> Generator[Rows, None, None]:
+    yield from ()
 
 
 def _joined(first: Rows, second: Rows) -> Rows:

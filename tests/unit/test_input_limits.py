@@ -75,11 +75,18 @@ def test_a_pipe_no_one_writes_fails_within_the_timeout_naming_the_channel(
     assert str(root / "input" / "data" / "train_0") in reason
 
 
-def test_a_sharded_channel_on_one_host_is_all_the_data_and_trains(tmp_path: Path) -> None:
+def test_a_sharded_fastfile_channel_on_one_host_is_all_the_data_and_streams(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     root = make_opt_ml(tmp_path / "ml", make_classification(60, 4, 2), None, {"epochs": "1"})
     set_channels(root, S3DistributionType="ShardedByS3Key", TrainingInputMode="FastFile")
     run(Paths(root=root))
     assert (root / "model" / "optml-model.json").is_file()
+    assert (
+        "data_loading=auto: reading the channels as streams (channel 'train' uses FastFile mode, which reads from"
+        " S3 as training reads)" in caplog.text
+    )
 
 
 # ---- memory ----------------------------------------------------------------------------------------------

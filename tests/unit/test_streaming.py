@@ -11,11 +11,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from optml.container.errors import UserError
 from optml.container.kinds import BINARY
 from optml.train.blocks import BlockRef, CheckedBlock
 from optml.train.preprocessing import LabelEncoding, Standardizer
 from optml.train.streaming import (
     FileSource,
+    PipeSource,
     Prepare,
     StreamBatches,
     local_batch,
@@ -155,3 +157,26 @@ def test_the_shuffle_buffer_bounds_how_far_rows_travel(buffer_rows: int) -> None
     # each window's blocks are trained together: a block's rows never mix with blocks of another window
     per_step = [set(block_of[i : i + 6]) for i in range(0, 60, 6)]
     assert max(len(blocks) for blocks in per_step) <= max(1, -(-buffer_rows // 6)) + 1
+
+
+@dataclass
+class ShortPipe(FakeReader):
+    """A Pipe whose FIFO n delivers only the first `delivered[n]` blocks (a writer that stopped early)."""
+
+    delivered: tuple[int, ...] = ()
+
+    def pipe_blocks(self, pass_index: int) -> Iterator[CheckedBlock]:
+        for ref in self.refs()[: self.delivered[pass_index]]:
+            yield self.read_block(ref)
+
+
+def test_a_pipe_pass_that_ends_early_fails_naming_the_fifo_and_the_blocks() -> None:
+    reader = ShortPipe({0: [5, 5, 5]}, random_access=False, delivered=(3, 2))
+    source = PipeSource(reader, next_fifo=1)  # type: ignore[arg-type]
+    with pytest.raises(UserError) as caught:
+        list(source.pass_blocks(reader.refs()))
+    assert str(caught.value) == (
+        "Pipe channel 'train': FIFO train_1 ended after fewer blocks than the first pass delivered (2 of the 3"
+        " this process trains on); every pass must deliver the same data"
+    )
+    assert source.next_fifo == 2
