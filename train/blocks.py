@@ -58,16 +58,22 @@ from optml.container.features import FeatureEncoder, FeatureError, category_text
 from optml.train import formats, pipe
 from optml.train.arrays import FEATURES_FIELD, ArrayPart, check_part, list_column_to_array
 from optml.train.arrays import _tabular_encoder as tabular_encoder
-from optml.train.data import channel_format, csv_header, is_feature_records, npy_parts, present_files
+from optml.train.data import (
+    channel_format,
+    csv_header,
+    is_feature_records,
+    npy_parts,
+    present_files,
+    record_labels,
+    records_label,
+)
 from optml.train.dataset import IMAGE, DataOptions
 from optml.train.tabular import (
-    DEFAULT_LABEL,
     NUMBER_PATTERN,
     Layout,
     Source,
     check_columns,
     check_source,
-    checked_labels,
     decide_categorical,
     forced_categorical,
     label_array,
@@ -583,21 +589,10 @@ class ChannelReader:
         return CheckedBlock(ref, part.path, y, arrays=x, time=part.time)
 
     def _records_label(self) -> str:
-        return self.options.label_column if isinstance(self.options.label_column, str) else DEFAULT_LABEL
+        return records_label(self.options)
 
     def _record_labels(self, source: Source) -> pa.ChunkedArray:
-        label = self._records_label()
-        if not is_feature_records(source.table):
-            raise UserError(
-                f"{source.path} holds flat records but {self.files[0] if self.files else source.path} holds"
-                f' {{"features": [...], "{label}": ...}} records; a channel holds one kind'
-            )
-        if label not in source.table.column_names:
-            raise UserError(
-                f'{source.path} has no field {label!r}; records need {{"features": [...], "{label}": ...}}'
-                f" (fields: {', '.join(source.table.column_names)})"
-            )
-        return checked_labels(source, label)
+        return record_labels(source, self.files[0] if self.files else source.path, self._records_label())
 
     def _check_records(self, ref: BlockRef, source: Source) -> CheckedBlock:
         labels = self._record_labels(source)

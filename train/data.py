@@ -84,22 +84,32 @@ def _csv_sources(files: list[Path], options: DataOptions) -> list[Source]:
     return sources
 
 
+def records_label(options: DataOptions) -> str:
+    """The label field of {"features": [...], "label": ...} records."""
+    return options.label_column if isinstance(options.label_column, str) else DEFAULT_LABEL
+
+
+def record_labels(source: Source, first: Path, label: str) -> pa.ChunkedArray:
+    """The checked labels of a file (or block) of feature records; `first` is the channel's first file."""
+    if not is_feature_records(source.table):
+        raise UserError(
+            f"{source.path} holds flat records but {first} holds"
+            f' {{"features": [...], "{label}": ...}} records; a channel holds one kind'
+        )
+    if label not in source.table.column_names:
+        raise UserError(
+            f'{source.path} has no field {label!r}; records need {{"features": [...], "{label}": ...}}'
+            f" (fields: {', '.join(source.table.column_names)})"
+        )
+    return checked_labels(source, label)
+
+
 def _json_parts(sources: list[Source], options: DataOptions) -> list[ArrayPart]:
-    label = options.label_column if isinstance(options.label_column, str) else DEFAULT_LABEL
+    label = records_label(options)
     parts = []
     for source in sources:
-        if not is_feature_records(source.table):
-            raise UserError(
-                f"{source.path} holds flat records but {sources[0].path} holds"
-                f' {{"features": [...], "{label}": ...}} records; a channel holds one kind'
-            )
-        if label not in source.table.column_names:
-            raise UserError(
-                f'{source.path} has no field {label!r}; records need {{"features": [...], "{label}": ...}}'
-                f" (fields: {', '.join(source.table.column_names)})"
-            )
+        y = label_array([record_labels(source, sources[0].path, label)])
         x = list_column_to_array(source.path, source.table.column(FEATURES_FIELD))
-        y = label_array([checked_labels(source, label)])
         parts.append(ArrayPart(source.path, x, y, x_name=repr(FEATURES_FIELD), y_name=repr(label)))
     return parts
 

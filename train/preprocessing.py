@@ -38,7 +38,8 @@ def infer_task(labels: np.ndarray) -> str:
     return task
 
 
-def _as_label(value: object) -> Label:
+def as_label(value: object) -> Label:
+    """A label as classes keep it: text, or an int when the number is whole (3.0 is class 3)."""
     if isinstance(value, str):
         return value
     number = float(value)  # type: ignore[arg-type]
@@ -65,7 +66,7 @@ class LabelEncoding:
             return cls(task, target_mean=float(labels.mean()), target_std=std if std > 0 else 1.0)
         if num_classes is not None:
             return cls._declared_classes(task, labels, num_classes)
-        classes = tuple(_as_label(value) for value in np.unique(labels))
+        classes = tuple(as_label(value) for value in np.unique(labels))
         if task == BINARY and len(classes) != 2:
             raise UserError(
                 f"task binary_classification needs exactly 2 distinct labels in channel 'train', found"
@@ -89,7 +90,7 @@ class LabelEncoding:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise UserError(
-                f"channel 'train' row {row + 1}: label {_as_label(labels[row])!r} is outside num_classes={num_classes}"
+                f"channel 'train' row {row + 1}: label {as_label(labels[row])!r} is outside num_classes={num_classes}"
                 f" (expected an integer 0..{num_classes - 1})"
             )
         return cls(task, classes=tuple(range(num_classes)))
@@ -109,7 +110,7 @@ class LabelEncoding:
             row = int(unknown[0])
             place = f"{where} row {first_row + row + 1}" if where else f"channel {channel!r} row {row + 1}"
             raise UserError(
-                f"{place}: label {_as_label(labels[row])!r} never occurs in channel 'train' (classes:"
+                f"{place}: label {as_label(labels[row])!r} never occurs in channel 'train' (classes:"
                 f" {list(self.classes)})"
             )
         return encoded
@@ -124,7 +125,7 @@ class LabelEncoding:
             found = np.searchsorted(ordered, labels.astype(np.float64)).clip(0, max(len(ordered) - 1, 0))
             matches = ordered[found] == labels if len(ordered) else np.zeros(len(labels), dtype=bool)
             return np.where(matches, order[found], -1).astype(np.int64)
-        keys = labels.astype(str) if _is_text(labels) else [str(_as_label(v)) for v in labels]
+        keys = labels.astype(str) if _is_text(labels) else [str(as_label(v)) for v in labels]
         classes = pa.array([str(label) for label in self.classes], pa.string())
         indices = pc.index_in(pa.array(keys, pa.string()), value_set=classes)
         return indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -41,7 +41,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from optml.container.artifact import Label
 from optml.container.errors import UserError
 from optml.container.features import (
     CATEGORICAL,
@@ -54,7 +53,7 @@ from optml.container.features import (
 )
 from optml.container.kinds import BINARY, MULTICLASS, REGRESSION
 from optml.train.blocks import CheckedBlock
-from optml.train.preprocessing import MAX_INFERRED_CLASSES, LabelEncoding, Standardizer
+from optml.train.preprocessing import MAX_INFERRED_CLASSES, LabelEncoding, Standardizer, as_label
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +66,6 @@ Position = tuple[int, int, str]  # (file index, 0-based row in the file, file pa
 
 def _is_text(values: np.ndarray) -> bool:
     return values.dtype.kind in ("O", "U", "S")
-
-
-def _as_label(value: object) -> Label:
-    if isinstance(value, str):
-        return value
-    number = float(value)  # type: ignore[arg-type]
-    return int(number) if number.is_integer() else number
 
 
 # --------------------------------------------------------------------------------------------- moments
@@ -465,7 +457,7 @@ class ChannelStatistics:
             return _declared_classes(task, labels, num_classes)
         if labels.counts is None:
             raise UserError(_too_many_classes(task))
-        classes = tuple(_as_label(value) for value in sorted(labels.counts))
+        classes = tuple(as_label(value) for value in sorted(labels.counts))
         if task == BINARY and len(classes) != 2:
             raise UserError(
                 f"task binary_classification needs exactly 2 distinct labels in channel 'train', found"
@@ -512,7 +504,7 @@ def _declared_classes(task: str, labels: LabelStatistics, num_classes: int) -> L
     if bad:
         (_, row, path), value = min(bad, key=lambda item: item[0])
         raise UserError(
-            f"{path} row {row + 1}: label {_as_label(value)!r} is outside num_classes={num_classes}"
+            f"{path} row {row + 1}: label {as_label(value)!r} is outside num_classes={num_classes}"
             f" (expected an integer 0..{num_classes - 1})"
         )
     return LabelEncoding(task, classes=tuple(range(num_classes)))
