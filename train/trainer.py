@@ -248,6 +248,36 @@ class TrainingStep:
         return loss_sum / total, _mean(loss_sum, weight).detach(), weight.detach()
 
 
+class StepValues:
+    """One number per step of an epoch (its loss, its weight), kept in preallocated chunks on the device that
+    computes them. A list of 0-d tensors costs about half a kilobyte per step: 230 MB for a 28.8M-row
+    streamed epoch. The values, and so the sums, are the same."""
+
+    CHUNK = 4096
+
+    def __init__(self, dtype: torch.dtype | None = None) -> None:
+        self.dtype = dtype  # None: the first value's
+        self.chunks: list[torch.Tensor] = []
+        self.count = 0
+
+    def append(self, value: torch.Tensor | float, device: torch.device | None = None) -> None:
+        if self.count % self.CHUNK == 0:
+            where = value.device if isinstance(value, torch.Tensor) else device
+            if self.dtype is None:
+                self.dtype = value.dtype if isinstance(value, torch.Tensor) else torch.float64
+            self.chunks.append(torch.empty(self.CHUNK, dtype=self.dtype, device=where))
+        self.chunks[-1][self.count % self.CHUNK] = value
+        self.count += 1
+
+    def tensor(self) -> torch.Tensor:
+        return (
+            torch.cat(self.chunks)[: self.count] if self.chunks else torch.empty(0, dtype=self.dtype or torch.float64)
+        )
+
+    def __len__(self) -> int:
+        return self.count
+
+
 @dataclass
 class TrainState:
     """One training run: what the loop updates and the callbacks read. With the callbacks' own states this is
@@ -264,32 +294,29 @@ class TrainState:
     order: torch.Tensor | None = None  # that epoch's row order, once drawn
     # For the epoch's train metrics: every batch's loss and weight so far, and the outputs and targets of
     # the sampled batches. Appending is all a step costs; the sums wait for the epoch's end.
-    losses_seen: list[torch.Tensor] = field(default_factory=list)
-    weights_seen: list[torch.Tensor | int] = field(default_factory=list)
+    losses_seen: StepValues = field(default_factory=StepValues)
+    weights_seen: StepValues = field(default_factory=lambda: StepValues(torch.float64))
     outputs_seen: list[torch.Tensor] = field(default_factory=list)
     targets_seen: list[torch.Tensor] = field(default_factory=list)
 
     def record(self, step: Step, targets: torch.Tensor | None) -> None:
         """Keep a step's loss and weight, and its outputs when `targets` are given (a sampled batch)."""
         self.losses_seen.append(step.loss)
-        self.weights_seen.append(step.weight)
+        self.weights_seen.append(step.weight, step.loss.device)
         if targets is not None:
             self.outputs_seen.append(step.outputs.cpu())
             self.targets_seen.append(targets)
 
     def epoch_loss(self) -> float:
         """The weighted mean loss over every row the epoch trained on, on every process together."""
-        losses = torch.stack(self.losses_seen).double()
-        if all(isinstance(weight, int) for weight in self.weights_seen):
-            weights = torch.tensor(self.weights_seen, dtype=torch.float64, device=losses.device)
-        else:
-            weights = torch.stack([torch.as_tensor(weight) for weight in self.weights_seen]).double()
+        losses, weights = self.losses_seen.tensor().double(), self.weights_seen.tensor()
         total, weight = distributed.all_reduce_sum(torch.stack([(losses * weights).sum(), weights.sum()])).tolist()
         return float(total / weight)
 
     def next_epoch(self) -> None:
         self.epoch, self.batches_done, self.order = self.epoch + 1, 0, None
-        self.losses_seen, self.weights_seen, self.outputs_seen, self.targets_seen = [], [], [], []
+        self.losses_seen, self.weights_seen = StepValues(), StepValues(torch.float64)
+        self.outputs_seen, self.targets_seen = [], []
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {
@@ -299,8 +326,8 @@ class TrainState:
             "order": self.order,
             "generator": self.generator.get_state(),
             # One tensor and plain numbers: hundreds of small tensors would make every save slow.
-            "losses_seen": torch.stack(self.losses_seen).cpu() if self.losses_seen else None,
-            "weights_seen": [w if isinstance(w, int) else float(w) for w in self.weights_seen],
+            "losses_seen": self.losses_seen.tensor().cpu() if len(self.losses_seen) else None,
+            "weights_seen": [int(w) if w.is_integer() else w for w in self.weights_seen.tensor().tolist()],
             "outputs_seen": torch.cat(self.outputs_seen) if self.outputs_seen else None,
             "targets_seen": torch.cat(self.targets_seen) if self.targets_seen else None,
             "rng": rng_states(),
@@ -316,9 +343,11 @@ class TrainState:
         self.epoch, self.batches_done, self.order = saved["epoch"], saved["batches_done"], saved["order"]
         self.generator.set_state(saved["generator"])
         device = next(self.network.parameters()).device  # checkpoints load onto the CPU
-        losses = saved["losses_seen"]
-        self.losses_seen = list(losses.to(device).unbind()) if losses is not None else []
-        self.weights_seen = [w if isinstance(w, int) else torch.tensor(w, device=device) for w in saved["weights_seen"]]
+        self.losses_seen, self.weights_seen = StepValues(), StepValues(torch.float64)
+        for loss in saved["losses_seen"].to(device).unbind() if saved["losses_seen"] is not None else ():
+            self.losses_seen.append(loss)
+        for weight in saved["weights_seen"]:
+            self.weights_seen.append(weight, device)
         self.outputs_seen = [saved["outputs_seen"]] if saved["outputs_seen"] is not None else []
         self.targets_seen = [saved["targets_seen"]] if saved["targets_seen"] is not None else []
         restore_rng_states(saved["rng"])
