@@ -22,6 +22,7 @@ from optml.cli.search import SCRIPT_PROGRAM
 TRAIN_CHANNEL = "train"  # the one channel the image requires
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9.\-_]{1,64}")
 DISTRIBUTIONS = {"replicated": "FullyReplicated", "sharded": "ShardedByS3Key"}
+INPUT_MODES = ("File", "FastFile", "Pipe")  # a channel's InputMode: the image streams FastFile and Pipe
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
 DEFAULT_MAX_RUN = 86400  # seconds: SageMaker's own default, a day
 DEFAULT_VOLUME_GB = 30
@@ -53,12 +54,15 @@ class Channel:
     uri: str
     content_type: str | None = None
     distribution: str = DISTRIBUTIONS["replicated"]
+    input_mode: str | None = None  # None: the job's, File
 
     def request(self) -> dict[str, Any]:
         source = {"S3DataType": "S3Prefix", "S3Uri": self.uri, "S3DataDistributionType": self.distribution}
         channel: dict[str, Any] = {"ChannelName": self.name, "DataSource": {"S3DataSource": source}}
         if self.content_type:
             channel["ContentType"] = self.content_type
+        if self.input_mode:
+            channel["InputMode"] = self.input_mode
         return channel
 
 
@@ -120,6 +124,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how a channel's files are shared among hosts (default replicated)",
     )
     data.add_argument(
+        "--input-mode",
+        action="append",
+        metavar="NAME=File|FastFile|Pipe",
+        help="how a channel reaches the job (default File; FastFile and Pipe are streamed: README 'Data bigger"
+        " than memory')",
+    )
+    data.add_argument(
         "--output-path", metavar="URI", help="where the model goes: s3://bucket/prefix; with --local a folder"
     )
     add_hyperparameter_and_limit_options(parser)
@@ -170,7 +181,7 @@ def add_hyperparameter_and_limit_options(parser: argparse.ArgumentParser) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    channels = channels_from(args.channel, args.content_type, args.distribution)
+    channels = channels_from(args.channel, args.content_type, args.distribution, args.input_mode)
     hyperparameters = hyperparameters_from(args.hp, args.hp_file)
     refuse_sharded_in_memory(channels, args.instance_count, hyperparameters)
     jobs.experiment_from(args)  # --local records the names only; both check them first
@@ -181,11 +192,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def channels_from(
-    channel_pairs: list[str] | None, content_type_pairs: list[str] | None, distribution_pairs: list[str] | None
+    channel_pairs: list[str] | None,
+    content_type_pairs: list[str] | None,
+    distribution_pairs: list[str] | None,
+    input_mode_pairs: list[str] | None = None,
 ) -> tuple[Channel, ...]:
     uris = jobs.parse_pairs(channel_pairs, "--channel")
     content_types = jobs.parse_pairs(content_type_pairs, "--content-type")
     distributions = jobs.parse_pairs(distribution_pairs, "--distribution")
+    input_modes = jobs.parse_pairs(input_mode_pairs, "--input-mode")
     for name in uris:
         if not CHANNEL_NAME.fullmatch(name):
             raise CliError(f"--channel {name!r}: a channel name is 1 to 64 letters, digits, '.', '-' or '_'")
@@ -194,15 +209,28 @@ def channels_from(
             f"no {TRAIN_CHANNEL} channel: add --channel {TRAIN_CHANNEL}=URI (the image trains on it; validation,"
             " test and model are optional)"
         )
-    for option, pairs in (("--content-type", content_types), ("--distribution", distributions)):
+    for option, pairs in (
+        ("--content-type", content_types),
+        ("--distribution", distributions),
+        ("--input-mode", input_modes),
+    ):
         for name in pairs:
             if name not in uris:
                 raise CliError(f"{option} {name}=...: no --channel {name}=URI (channels: {', '.join(uris)})")
     for name, distribution in distributions.items():
         if distribution not in DISTRIBUTIONS:
             raise CliError(f"--distribution {name}={distribution}: use {name}=sharded or {name}=replicated")
+    for name, mode in input_modes.items():
+        if mode not in INPUT_MODES:
+            raise CliError(f"--input-mode {name}={mode}: use {' or '.join(f'{name}={m}' for m in INPUT_MODES)}")
     return tuple(
-        Channel(name, uri, content_types.get(name), DISTRIBUTIONS[distributions.get(name, "replicated")])
+        Channel(
+            name,
+            uri,
+            content_types.get(name),
+            DISTRIBUTIONS[distributions.get(name, "replicated")],
+            input_modes.get(name),
+        )  # fmt: skip
         for name, uri in uris.items()
     )
 
@@ -478,6 +506,7 @@ def train_locally(args: argparse.Namespace, channels: tuple[Channel, ...], hyper
             "--max-wait": args.max_wait,
             "--checkpoint-s3-uri": args.checkpoint_s3_uri,
             "--metric": args.metric,
+            "--input-mode": args.input_mode,  # local mode delivers every channel as File
             "--dry-run": args.dry_run,
             "--region": args.region,
             "--profile": args.profile,

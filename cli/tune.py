@@ -73,6 +73,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     data.add_argument("--channel", action="append", required=True, metavar="NAME=URI", help="as for optml train")
     data.add_argument("--content-type", action="append", metavar="NAME=TYPE", help="as for optml train")
     data.add_argument("--distribution", action="append", metavar="NAME=sharded|replicated", help="as for optml train")
+    data.add_argument("--input-mode", action="append", metavar="NAME=File|FastFile|Pipe", help="as for optml train")
     data.add_argument(
         "--output-path", metavar="URI", help="where each job's model goes: s3://bucket/prefix; --local: a folder"
     )
@@ -131,7 +132,7 @@ def add_local_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    channels = train_command.channels_from(args.channel, args.content_type, args.distribution)
+    channels = train_command.channels_from(args.channel, args.content_type, args.distribution, args.input_mode)
     checked = search_from(args)
     if args.local:
         from optml.cli import tune_local
@@ -181,6 +182,7 @@ def refuse_misplaced_options(args: argparse.Namespace) -> None:
                 "--spot": args.spot,
                 "--max-wait": args.max_wait,
                 "--checkpoint-s3-uri": args.checkpoint_s3_uri,
+                "--input-mode": args.input_mode,
                 "--dry-run": args.dry_run,
                 "--region": args.region,
                 "--profile": args.profile,

@@ -18,7 +18,7 @@ from tests.unit.cli_fakes import IMAGE, REGION, ROLE, credentials_fixture, print
 SPOT_JOB = (
     "train", "--name", "churn-1", "--image-uri", IMAGE, "--role", ROLE,
     "--channel", "train=s3://my-bucket/churn/train", "--channel", "validation=s3://my-bucket/churn/validation",
-    "--content-type", "train=text/csv", "--distribution", "validation=sharded",
+    "--content-type", "train=text/csv", "--distribution", "validation=sharded", "--input-mode", "train=Pipe",
     "--hp", "epochs=30", "--hp", "learning_rate=0.01",
     "--output-path", "s3://my-bucket/churn/models", "--instance-type", "ml.c5.2xlarge",
     "--spot", "--max-run", "3600", "--max-wait", "7200", "--checkpoint-s3-uri", "s3://my-bucket/churn/checkpoints",
@@ -74,6 +74,7 @@ def expected_spot_request(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
                         "S3DataDistributionType": "FullyReplicated",
                     }
                 },
+                "InputMode": "Pipe",
             },
             {
                 "ChannelName": "validation",
@@ -182,6 +183,8 @@ def test_a_script_of_your_own_takes_its_own_hyperparameters(
          " files, which only the streaming path combines; use data_loading=auto (or stream), or --distribution"
          " validation=replicated"),
         (("--distribution", "train=split"), "--distribution train=split: use train=sharded or train=replicated"),
+        (("--input-mode", "train=pipe"), "--input-mode train=pipe: use train=File or train=FastFile or train=Pipe"),
+        (("--input-mode", "test=Pipe"), "--input-mode test=...: no --channel test=URI (channels: train)"),
         (("--content-type", "test=text/csv"), "--content-type test=...: no --channel test=URI (channels: train)"),
         (("--channel", "train=s3://my-bucket/u"), "--channel names 'train' twice"),
         (tuple(arg for i in range(15) for arg in ("--metric", f"m{i}=m{i}=([0-9]+)")),
