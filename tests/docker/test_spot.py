@@ -1,6 +1,6 @@
 """Spot interruptions and stops against real containers: `docker kill` (SIGKILL) and `docker stop`
 (SIGTERM) at several points, then a restart on the same /opt/ml — the final model must be bit-identical
-to an uninterrupted run's."""
+to an uninterrupted run's, with the channels loaded into memory and streamed (data_loading=stream)."""
 
 from __future__ import annotations
 
@@ -30,9 +30,17 @@ HYPERPARAMETERS = {
 CHECKPOINT = re.compile(r"checkpoint-algo-1-e(\d{5})-b(\d{7})\.pt$")
 
 
-def new_job(root: Path) -> Path:
+@pytest.fixture(scope="module", params=["memory", "stream"])
+def loading(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def new_job(root: Path, loading: str) -> Path:
     return make_opt_ml(
-        root, make_classification(3000, 8, 2, seed=1), make_classification(300, 8, 2, seed=2), HYPERPARAMETERS
+        root,
+        make_classification(3000, 8, 2, seed=1),
+        make_classification(300, 8, 2, seed=2),
+        HYPERPARAMETERS | {"data_loading": loading, "shuffle_buffer_rows": "500"},
     )
 
 
@@ -63,9 +71,9 @@ def mount(root: Path) -> dict[str, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def uninterrupted_weights(
-    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, image: str
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, image: str, loading: str
 ) -> bytes:
-    root = new_job(tmp_path_factory.mktemp("spot-reference") / "ml")
+    root = new_job(tmp_path_factory.mktemp("spot-reference") / "ml", loading)
     container = docker_client.containers.run(image, ["train"], detach=True, volumes=mount(root))
     try:
         status, logs = wait_for_exit(container)
@@ -76,9 +84,9 @@ def uninterrupted_weights(
 
 
 def test_killed_twice_mid_epoch_then_resumed_ends_with_identical_weights(
-    tmp_path: Path, run_container: RunContainer, uninterrupted_weights: bytes
+    tmp_path: Path, run_container: RunContainer, uninterrupted_weights: bytes, loading: str
 ) -> None:
-    root = new_job(tmp_path)
+    root = new_job(tmp_path, loading)
     for target in [(1, 40), (2, 100)]:  # mid-epoch 1, then late in epoch 2
         container = run_container("train", volumes=mount(root))
         wait_for_progress(container, root, target)
@@ -91,9 +99,9 @@ def test_killed_twice_mid_epoch_then_resumed_ends_with_identical_weights(
 
 
 def test_docker_stop_checkpoints_saves_a_model_and_resumes_exactly(
-    tmp_path: Path, run_container: RunContainer, uninterrupted_weights: bytes
+    tmp_path: Path, run_container: RunContainer, uninterrupted_weights: bytes, loading: str
 ) -> None:
-    root = new_job(tmp_path)
+    root = new_job(tmp_path, loading)
     container = run_container("train", volumes=mount(root))
     wait_for_progress(container, root, (1, 60))
     started = time.monotonic()

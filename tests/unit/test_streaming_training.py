@@ -19,6 +19,7 @@ from optml.train.interrupt import TrainingStopped
 from optml.train.main import main, run
 from tests.conftest import StopAfter, make_classification, make_opt_ml, make_regression, write_csv
 from tests.pipe_feeder import PipeFeeder
+from tests.unit.test_checkpoints import tarball
 
 HYPERPARAMETERS = {
     "epochs": "3",
@@ -273,3 +274,14 @@ def test_the_final_train_scores_stream_a_bounded_number_of_rows(
     channels = json.loads((root / "output/data/evaluation.json").read_text())["channels"]
     assert channels["train"]["rows"] == 100  # the first 100 rows of the 450: memory stays bounded
     assert channels["validation"]["rows"] == 60  # validation is scored whole
+
+
+def test_a_warm_start_streams_with_the_previous_models_scaling(tmp_path: Path, streamed: Path) -> None:
+    root = job(tmp_path / "warm", data_loading="stream", epochs="1", learning_rate="0.000001")
+    tarball(streamed / "model", root / "input/data/model")
+    run(Paths(root=root))
+    previous, updated = weights(streamed), weights(root)
+    for key in previous:  # a tiny learning rate: the weights barely move from the previous model's
+        np.testing.assert_allclose(updated[key], previous[key], atol=1e-4)
+    assert metadata(root)["feature_mean"] == metadata(streamed)["feature_mean"]  # not refitted
+    assert metadata(root)["encoder"] == metadata(streamed)["encoder"]
