@@ -39,6 +39,7 @@ re-read to find a bad value.
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import zlib
 from collections import OrderedDict
@@ -369,7 +370,10 @@ class ChannelReader:
         what = "CSV" if self.format == formats.CSV else JSON_WHAT
         if self.pipe_dir is not None:
             lines = str(error).strip().splitlines() or [type(error).__name__]
-            raise UserError(f"channel {self.channel!r}: Pipe mode {path} is not readable {what}: {lines[0]}")
+            raise UserError(
+                f"channel {self.channel!r}: Pipe mode {path} is not readable {what}: {lines[0]} (a FIFO cannot be"
+                " re-read to find the row: File mode names it)"
+            )
         if self.format == formats.CSV and self._types:
             for ref, raw in self._csv_raw(file, 0, strings=True):
                 self._check(ref, raw)
@@ -698,12 +702,15 @@ class ChannelReader:
             head = zlib.decompressobj(wbits=31).decompress(head, formats.SNIFF_BYTES)
         if first:
             self._pipe_first(path, head)
-        stream: Any = pa.PythonFile(fifo, mode="r")
+        # A read of a pipe returns what the pipe holds (64 kB): buffered, pyarrow's blocks are block_bytes long.
+        stream: Any = pa.PythonFile(io.BufferedReader(fifo, buffer_size=1 << 20), mode="r")
         if gzipped:
             stream = pa.CompressedInputStream(stream, "gzip")
         try:
             csv_format = self.format == formats.CSV
-            opened = self._open_csv(stream, strings=True) if csv_format else self._open_json(path, stream)
+            # Pass 0's CSV is read as text, converted by the checks, which name a bad value's row; later
+            # passes, typed by pass 0's first block, are parsed as numbers directly (4x faster).
+            opened = self._open_csv(stream, strings=first) if csv_format else self._open_json(path, stream)
             batch = opened.read_next_batch()
         except StopIteration:
             raise UserError(f"channel {self.channel!r}: Pipe mode {path} delivered no rows") from None

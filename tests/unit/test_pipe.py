@@ -220,6 +220,23 @@ def test_a_bad_value_in_a_pipe_names_the_row_from_the_stream_start(agent: Agent,
         list(reader.pipe_blocks(0))
 
 
+def test_a_bad_value_in_a_later_pass_names_the_fifo_column_and_value(agent: Agent, tmp_path: Path) -> None:
+    """Passes after the first are parsed as numbers directly: the row of a bad value cannot be found again."""
+    rows = [[i % 2, i * 0.5] for i in range(100)]
+    agent.serve(0, [write_csv(tmp_path / "a.csv", rows).read_bytes()])  # type: ignore[arg-type]
+    rows[70][1] = "4x"  # type: ignore[call-overload]
+    agent.serve(1, [write_csv(tmp_path / "b.csv", rows).read_bytes()])  # type: ignore[arg-type]
+    reader = ChannelReader.from_pipe(CHANNEL, agent.data_dir, DataOptions(), timeout_s=5, block_bytes=128)
+    list(reader.pipe_blocks(0))
+    with pytest.raises(UserError) as caught:
+        list(reader.pipe_blocks(1))
+    assert str(caught.value) == (
+        f"channel 'train': Pipe mode {agent.data_dir / 'train_1'} is not readable CSV: In CSV column #1: CSV"
+        " conversion error to double: invalid value '4x' (a FIFO cannot be re-read to find the row: File mode"
+        " names it)"
+    )
+
+
 def test_a_time_column_in_a_pipe_keeps_its_numbers(agent: Agent, tmp_path: Path) -> None:
     rows: list[list[object]] = [["t", "label", "x"]]
     rows += [[1000 + i, i % 2, i * 0.25] for i in range(50)]
