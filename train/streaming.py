@@ -29,6 +29,8 @@ import hashlib
 import json
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,7 +235,8 @@ class StreamBatches:
         start = run.batches_done
         if start >= len(self.sizes):
             return
-        chunks = self._rows(run.epoch, skip=sum(self.sizes[:start])) if self.share else _no_rows()
+        rows = self._rows(run.epoch, skip=sum(self.sizes[:start])) if self.share else _no_rows()
+        chunks = prefetched(rows, needed=sum(self.sizes[start:]))
         try:
             for step, (features, targets, ids) in enumerate(self._cut(chunks, self.sizes[start:]), start=start):
                 if self.row_log is not None:
@@ -358,6 +361,52 @@ class StreamPosition(Callback):
                 " or remove the checkpoints to start over"
             )
         log.info("resuming the stream at %s", state["position"])
+
+
+_END = object()
+
+
+def prefetched(chunks: Generator[Rows, None, None], needed: int) -> Generator[Rows, None, None]:
+    """The chunks, read one ahead in a thread while the network trains on the current one (pyarrow's parsing,
+    numpy and torch release the GIL): the next window is ready when the steps need it. Stops after `needed`
+    rows, never reading past them — for a Pipe, the next FIFO belongs to the next epoch. The same chunks in
+    the same order as without the thread; closing this closes `chunks` (their files and FIFOs)."""
+    ready: queue.Queue[object] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)  # wakes up to notice `stop` when nobody takes
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        produced = 0
+        try:
+            while produced < needed:
+                chunk = next(chunks)
+                produced += len(chunk[0])
+                if not offer(chunk):
+                    return
+            offer(_END)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            offer(error)
+        finally:
+            chunks.close()
+
+    thread = threading.Thread(target=produce, name="optml-stream-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _no_rows() -> Generator[Rows, None, None]:
