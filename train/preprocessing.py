@@ -66,7 +66,11 @@ class LabelEncoding:
             return cls(task, target_mean=float(labels.mean()), target_std=std if std > 0 else 1.0)
         if num_classes is not None:
             return cls._declared_classes(task, labels, num_classes)
-        classes = tuple(as_label(value) for value in np.unique(labels))
+        return cls.of_classes(task, tuple(as_label(value) for value in np.unique(labels)))
+
+    @classmethod
+    def of_classes(cls, task: str, classes: tuple[Label, ...]) -> LabelEncoding:
+        """The classes found in channel 'train' (sorted), checked against the task."""
         if task == BINARY and len(classes) != 2:
             raise UserError(
                 f"task binary_classification needs exactly 2 distinct labels in channel 'train', found"

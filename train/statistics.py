@@ -457,17 +457,7 @@ class ChannelStatistics:
             return _declared_classes(task, labels, num_classes)
         if labels.counts is None:
             raise UserError(_too_many_classes(task))
-        classes = tuple(as_label(value) for value in sorted(labels.counts))
-        if task == BINARY and len(classes) != 2:
-            raise UserError(
-                f"task binary_classification needs exactly 2 distinct labels in channel 'train', found"
-                f" {len(classes)}: {list(classes)[:10]}"
-            )
-        if task == MULTICLASS and len(classes) < 2:
-            raise UserError(
-                f"classification needs at least 2 distinct labels in channel 'train', found {list(classes)}"
-            )
-        return LabelEncoding(task, classes=classes)
+        return LabelEncoding.of_classes(task, tuple(as_label(value) for value in sorted(labels.counts)))
 
     def class_counts(self, labels: LabelEncoding) -> np.ndarray:
         """Rows per class index, for class_weights=balanced."""
