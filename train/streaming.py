@@ -324,10 +324,13 @@ class StreamBatches:
             x, y = self.prepare(block)
             features.append(x)
             targets.append(y)
-            rows = np.arange(block.rows, dtype=np.int64)
-            ids.append(np.stack([np.full(block.rows, block.ref.file), block.ref.row_offset + rows], 1))
+            if self.row_log is not None:  # (file, row) of each row, for the row log only: 16 bytes a row
+                rows = np.arange(block.rows, dtype=np.int64)
+                ids.append(np.stack([np.full(block.rows, block.ref.file), block.ref.row_offset + rows], 1))
         order = rng.permutation(sum(len(y) for y in targets))
-        return np.concatenate(features)[order], np.concatenate(targets)[order], np.concatenate(ids)[order]
+        joined = features[0] if len(features) == 1 else np.concatenate(features)
+        row_ids = np.concatenate(ids)[order] if ids else np.empty((len(order), 0), np.int64)
+        return joined[order], (targets[0] if len(targets) == 1 else np.concatenate(targets))[order], row_ids
 
     def _log_rows(self, epoch: int, step: int, ids: np.ndarray) -> None:
         assert self.row_log is not None

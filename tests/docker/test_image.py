@@ -312,14 +312,20 @@ def test_a_server_that_stops_answering_turns_unhealthy(container_trained_model, 
     assert last["Output"].startswith("http://127.0.0.1:8080/ping did not answer: ")
 
 
-def test_a_job_killed_for_memory_still_says_why(tmp_path: Path, run_container: RunContainer) -> None:
-    """A kill for memory (exit 137) gives the job no chance to write a failure file: the reason is written
-    before the channel that will not fit is loaded."""
-    root = make_opt_ml(tmp_path, None, None, {"epochs": "1"})
+def big_channel_job(root: Path, hyperparameters: dict[str, str]) -> Path:
+    """157.5 MB of CSV: loading it whole takes ~600 MB."""
+    make_opt_ml(root, None, None, hyperparameters)
     train = root / "input" / "data" / "train" / "part-0.csv"
     train.parent.mkdir(parents=True)
-    train.write_bytes(b"1,0.5,0.25,0.125,2.0\n" * 7_500_000)  # 157.5 MB: loading it takes ~600 MB
+    train.write_bytes(b"1,0.5,0.25,0.125,2.0\n0,0.5,0.25,0.125,2.5\n" * 3_750_000)
     (root / "input" / "config" / "inputdataconfig.json").write_text(json.dumps({"train": {"ContentType": "text/csv"}}))
+    return root
+
+
+def test_a_job_killed_for_memory_still_says_why(tmp_path: Path, run_container: RunContainer) -> None:
+    """A kill for memory (exit 137) gives the job no chance to write a failure file: the reason is written
+    before the channel that will not fit is loaded (data_loading=memory: loaded whole anyway)."""
+    root = big_channel_job(tmp_path, {"epochs": "1", "data_loading": "memory"})
     status, logs = wait_for_exit(run_container("train", volumes=mount(root), mem_limit="400m"), timeout=300)
     assert "WARNING optml.train.memory: channel 'train' is 157.5 MB of data, and loading it takes about 4x" in logs
     assert status == 137, logs[-2000:]
@@ -347,3 +353,17 @@ def test_a_users_train_serve_and_container_modules_import_beside_optml(
             "optml.train.main; optml.serve.wsgi; optml.container.entrypoint",
         ],
     )
+
+
+def test_auto_streams_a_channel_too_big_for_the_container_and_trains(
+    tmp_path: Path, run_container: RunContainer
+) -> None:
+    """The same channel with data_loading=auto in 1 GiB: loading it whole would take more than half of what
+    is free, so the cgroup limit, not the host's memory, decides to stream (which holds ~0.65 GB here)."""
+    root = big_channel_job(tmp_path, {"epochs": "1", "batch_size": "4096"})
+    status, logs = wait_for_exit(run_container("train", volumes=mount(root), mem_limit="1g"), timeout=600)
+    assert status == 0, logs[-2000:]
+    assert "data_loading=auto: reading the channels as streams (loading 157.5 MB of data takes about" in logs
+    assert "free of the container's memory limit (1.1 GB)" in logs
+    assert (root / "model" / "model.safetensors").exists()
+    assert not (root / "output" / "failure").exists()
