@@ -21,6 +21,9 @@ TITLES = {
     "regularization": "Regularization",
     "loss": "Loss",
     "evaluation": "Evaluation and cross-validation",
+    "bias": "Bias (SageMaker Clarify's metrics)",
+    "explain": "Explanations (SHAP)",
+    "rules": "Training rules (SageMaker Debugger's), profiling and TensorBoard",
 }
 
 

@@ -48,6 +48,9 @@ class Control:
     checkpoint: bool = False  # save a checkpoint now
     stop: bool = False  # a stop request (SIGTERM): checkpoint, then raise TrainingStopped
     end_training: bool = False  # no more epochs (early stopping); the run finishes normally
+    # The job must fail now (a training rule with rule_action=stop): no checkpoint, no model; every process
+    # raises, the one that asked with this error (its message goes to the failure file).
+    fail: Exception | None = None
 
 
 class Callback:

@@ -115,6 +115,58 @@ def _column_list(text: str) -> tuple[str, ...] | None:
     return parts or None
 
 
+# SageMaker Debugger's built-in rules that train/rules.py runs in-process, and the cheap safe set run by default.
+RULE_NAMES = (
+    "VanishingGradient",
+    "ExplodingTensor",
+    "LossNotDecreasing",
+    "Overfit",
+    "Overtraining",
+    "ClassImbalance",
+    "PoorWeightInitialization",
+    "DeadRelu",
+    "SaturatedActivation",
+    "WeightUpdateRatio",
+    "StalledTraining",
+)
+DEFAULT_RULES = ("ExplodingTensor", "LossNotDecreasing", "Overfit", "ClassImbalance", "StalledTraining")
+
+
+def _rule_name(text: str) -> str:
+    by_lower = {name.lower(): name for name in RULE_NAMES}
+    name = by_lower.get(text.strip().lower())
+    if name is None:
+        raise ValueError
+    return name
+
+
+def _rules(text: str) -> tuple[str, ...]:
+    """Rule names (any case); `default` and `all` expand, `none` (alone) is no rule."""
+    parts = [part.strip() for part in text.strip().strip("[]").split(",") if part.strip()]
+    if [part.lower() for part in parts] == ["none"]:
+        return ()
+    names: list[str] = []
+    for part in parts:
+        groups = {"default": DEFAULT_RULES, "all": RULE_NAMES}
+        expanded = groups[part.lower()] if part.lower() in groups else (_rule_name(part),)
+        names += [name for name in expanded if name not in names]
+    return tuple(names)
+
+
+def _rule_parameters(text: str) -> tuple[str, ...]:
+    """`Rule.parameter=value` items; the rule name is made canonical here, the parameter checked by the rule."""
+    items = []
+    for part in (part.strip() for part in text.split(",")):
+        if not part:
+            continue
+        key, equals, value = part.partition("=")
+        rule, dot, parameter = key.strip().partition(".")
+        if not (equals and dot and parameter.strip() and value.strip()):
+            raise ValueError
+        items.append(f"{_rule_name(rule)}.{parameter.strip()}={value.strip()}")
+    return tuple(items)
+
+
 def _hp(default: Any, parse: Callable[[str], Any], expected: str, help: str, group: str, shown: str = "") -> Any:
     """A hyperparameter; `shown` is how the docs write a default of None ("auto"), when not "none"."""
     metadata = {"parse": parse, "expected": expected, "help": help, "group": group, "shown": shown}
@@ -422,6 +474,87 @@ class Hyperparameters:
         f"one of {', '.join(CV_STRATEGIES)}",
         "fold assignment: auto = stratified (classification) or kfold (regression); timeseries = walk-forward",
         "evaluation",
+    )
+    # --- bias (SageMaker Clarify's metrics) ---
+    facet_column: tuple[str, ...] | None = _hp(
+        None,
+        _column_list,
+        'comma-separated column names or indices such as "sex,age"',
+        "sensitive column(s): bias metrics (Clarify's) before and after training, in output/data/analysis.json",
+        "bias",
+    )
+    facet_value: str | None = _hp(
+        None,
+        _optional_text,
+        'values per facet column, columns separated by ";" such as "female;40" (a number: values above it)',
+        "the group(s) of interest of each facet column (default: each value of a categorical column in turn)",
+        "bias",
+    )
+    positive_label: str | None = _hp(
+        None,
+        _optional_text,
+        "label value(s), comma-separated; for regression a threshold (labels above it are positive)",
+        "the favourable outcome the bias metrics count (default: the positive class of binary classification)",
+        "bias",
+        shown="auto",
+    )
+    group_column: str | None = _hp(
+        None,
+        _optional_text,
+        "a column name or 0-based index",
+        "subgroups for the conditional metrics CDDL and CDDPL",
+        "bias",
+    )
+    # --- explanations (SHAP) ---
+    explain_rows: int = _hp(
+        100,
+        _int_at_least(0),
+        "an integer ≥ 0 (0: off)",
+        "rows (of validation, else test, else train) whose SHAP values give the global feature importance",
+        "explain",
+    )
+    explain_background: str = _hp(
+        "kmeans",
+        _choice(("kmeans", "rows")),
+        "kmeans or rows",
+        "the SHAP background saved with the model: k-means centroids of the train rows, or a raw sample (rows)",
+        "explain",
+    )
+    explain_background_size: int = _hp(
+        10,
+        _int_at_least(1),
+        POSITIVE_INT,
+        "centroids (or rows) in the background: more is steadier and slower per explained request",
+        "explain",
+    )
+    # --- training rules (SageMaker Debugger's built-in rules) and profiling ---
+    rules: tuple[str, ...] = _hp(
+        DEFAULT_RULES,
+        _rules,
+        f"default, all, none, or comma-separated names from {', '.join(RULE_NAMES)}",
+        "rules checked during training (default: " + ", ".join(DEFAULT_RULES) + ")",
+        "rules",
+    )
+    rule_parameters: tuple[str, ...] = _hp(
+        (),
+        _rule_parameters,
+        'comma-separated Rule.parameter=value such as "LossNotDecreasing.num_steps=20"',
+        "rule parameters other than Debugger's defaults",
+        "rules",
+    )
+    rule_action: str = _hp(
+        "log",
+        _choice(("log", "stop")),
+        "log or stop",
+        "what a triggered rule does: log a warning, or stop the job with a failure naming the rule",
+        "rules",
+    )
+    tensorboard: bool = _hp(
+        True,
+        _bool,
+        "true or false",
+        "write metrics, the profile (and histograms a rule watches) to /opt/ml/output/tensorboard",
+        "rules",
     )
 
     def patience(self, has_validation: bool) -> int:

@@ -8,6 +8,8 @@ import logging
 import signal
 from types import FrameType
 
+from optml.container.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -40,3 +42,7 @@ class StopRequest:
         log.warning(
             "%s received: finishing the current step, then checkpointing and saving the model", self.signal_name
         )
+
+
+class TrainingFailed(UserError):
+    """A callback decided the run must fail (a training rule with rule_action=stop): no model is saved."""

@@ -26,7 +26,7 @@ from optml.train.callbacks import Callback, Control, EarlyStopping, LearningRate
 from optml.train.checkpoints import restore_rng_states, rng_states
 from optml.train.distributed import Topology
 from optml.train.hyperparameters import Hyperparameters
-from optml.train.interrupt import TrainingStopped
+from optml.train.interrupt import TrainingFailed, TrainingStopped
 from optml.train.losses import LossFunction
 from optml.train.metrics import classification_metrics, regression_metrics
 from optml.train.optim import build_optimizer, build_scheduler, l1_penalty
@@ -469,6 +469,7 @@ class Trainer:
                     run.record(step, batch.metric_targets if run.batches_done % self.keep_every == 0 else None)
                 run.batches_done += 1
                 control.checkpoint = control.stop = False
+                control.fail = None
                 for callback in self.step_callbacks:
                     callback.on_step_end(run, step, control)
                 self.act_on(control)
@@ -487,8 +488,10 @@ class Trainer:
         return metrics
 
     def act_on(self, control: Control) -> None:
-        """Checkpoint and stop as asked by a callback of any process (one collective)."""
-        stop, checkpoint = distributed.any_rank_each(control.stop, control.checkpoint)
+        """Checkpoint and stop as asked by a callback of any process (one collective); fail as asked."""
+        stop, checkpoint, fail = distributed.any_rank_each(control.stop, control.checkpoint, control.fail is not None)
+        if fail:
+            raise control.fail or TrainingFailed("another training process stopped the job (its log says why)")
         if (checkpoint or stop) and self.checkpoint_callbacks:  # gathering the state is not free
             state = self.run.checkpoint_state()
             for callback in self.checkpoint_callbacks:
