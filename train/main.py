@@ -42,7 +42,13 @@ from optml.train.data import DataOptions, Dataset, channel_files, load_channel
 from optml.train.distributed import Topology, device_for, processes_per_host, topology_from
 from optml.train.hyperparameters import Hyperparameters, parse_hyperparameters
 from optml.train.interrupt import StopRequest, TrainingStopped
-from optml.train.losses import LossFunction, balanced_weights, per_row_loss, resolve_loss_name
+from optml.train.losses import (
+    LossFunction,
+    balanced_class_weights,
+    balanced_weights,
+    per_row_loss,
+    resolve_loss_name,
+)
 from optml.train.metric_names import TASK_METRICS
 from optml.train.preprocessing import LabelEncoding, Standardizer, infer_task
 from optml.train.report import (
@@ -173,9 +179,12 @@ def build_objective(
     if hp.class_weights is not None and labels.task != REGRESSION:
         classes = max(len(labels.classes), 2)
         if hp.class_weights == "balanced":
-            if class_counts is None:
-                class_counts = np.bincount(np.asarray(train_targets), minlength=classes)
-            weights = torch.tensor(balanced_weights(class_counts), dtype=torch.float32)
+            balanced = (
+                balanced_weights(class_counts)
+                if class_counts is not None
+                else balanced_class_weights(np.asarray(train_targets), classes)
+            )
+            weights = torch.tensor(balanced, dtype=torch.float32)
         else:
             if len(hp.class_weights) != classes:
                 raise UserError(

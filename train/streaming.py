@@ -206,12 +206,19 @@ class Prepare:
     labels: LabelEncoding
 
     def __call__(self, block: CheckedBlock) -> tuple[np.ndarray, np.ndarray]:
+        features, targets = self.encoded(block)
+        return self.scaler.transform(features), targets
+
+    def encoded(self, block: CheckedBlock) -> tuple[np.ndarray, np.ndarray]:
+        """The block's features as the encoder writes them (not standardized) and its encoded targets."""
         features = self.reader.encode(block, self.encoder)
         targets = self.labels.encode(block.labels, self.reader.channel, str(block.path), block.ref.row_offset)
-        return self.scaler.transform(features), targets
+        return features, targets
 
 
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # standardized features, encoded targets, (file, row) ids
+# Sees a scored block: its features as encoded (not standardized), encoded targets and the network's outputs.
+Observer = Callable[[np.ndarray, np.ndarray, torch.Tensor], None]
 
 
 @dataclass
@@ -438,7 +445,9 @@ class StreamedChannel:
     file_count: int
     limit: int | None = None  # rows over every process; None: all of them
 
-    def predict(self, network: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, network: nn.Module, observe: Observer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs and targets of every row, gathered; `observe` sees each block's rows of this process as
+        they are scored (the bias metrics count them), with the features as encoded, not standardized."""
         outputs, targets = [torch.empty(0, self.outputs)], [torch.empty(0)]
         room = -(-self.limit // self.parts) if self.limit is not None else None
         for block in self.source.score_blocks(self.part, self.parts):
@@ -446,10 +455,13 @@ class StreamedChannel:
                 if isinstance(self.source, PipeSource):
                     continue  # the rest of the FIFO is read (the writer finishes its pass), not scored
                 break
-            features, encoded = self.prepare(block)
+            raw, encoded = self.prepare.encoded(block)
             if room is not None:
-                features, encoded, room = features[:room], encoded[:room], room - len(encoded)
-            outputs.append(predict_outputs(network, torch.from_numpy(features)))
+                raw, encoded, room = raw[:room], encoded[:room], room - len(encoded)
+            block_outputs = predict_outputs(network, torch.from_numpy(self.prepare.scaler.transform(raw)))
+            if observe is not None:
+                observe(raw, encoded, block_outputs)
+            outputs.append(block_outputs)
             targets.append(torch.from_numpy(encoded))
         own_targets = torch.cat(targets[1:]) if len(targets) > 1 else torch.empty(0, dtype=torch.int64)
         return distributed.all_gather_tensor(torch.cat(outputs)), distributed.all_gather_tensor(own_targets)
