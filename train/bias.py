@@ -115,7 +115,7 @@ def _category(value: str, column: ColumnRef, what: str) -> str:
 
 
 def _facet(column: ColumnRef, text: str) -> FacetSpec:
-    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    values = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
     if column.kind == CATEGORICAL:
         if not values:
             return FacetSpec(column)
@@ -278,17 +278,17 @@ def merge_counts(parts: Iterable[BiasCounts]) -> BiasCounts:
 
 
 def _group_tables(codes: np.ndarray, width: int, cells: np.ndarray, keys: np.ndarray | None) -> dict[Any, np.ndarray]:
-    flat = codes * 4 + cells
-    if keys is None:
-        return {0: np.bincount(flat, minlength=width * 4).reshape(width, 2, 2).astype(np.int64)}
-    tables = {}
-    unique, inverse = np.unique(keys, return_inverse=True)
+    """Per group key, the (width, 2, 2) table of the rows: one bincount over (group, code, cell)."""
+    unique, inverse = (
+        (np.zeros(1), np.zeros(len(codes), dtype=np.int64)) if keys is None else np.unique(keys, return_inverse=True)
+    )
     if len(unique) > MAX_GROUPS:
         raise UserError(f"group_column has more than {MAX_GROUPS} distinct values; it needs a grouping column")
-    for index, key in enumerate(unique.tolist()):
-        counts = np.bincount(flat[inverse == index], minlength=width * 4)
-        tables[key] = counts.reshape(width, 2, 2).astype(np.int64)
-    return tables
+    flat = (inverse.astype(np.int64) * width + codes) * 4 + cells
+    tables = np.bincount(flat, minlength=len(unique) * width * 4).reshape(len(unique), width, 2, 2)
+    if keys is None:
+        return {0: tables[0].astype(np.int64)}
+    return {key: tables[index].astype(np.int64) for index, key in enumerate(unique.tolist())}
 
 
 def count_block(

@@ -376,3 +376,12 @@ def test_summary_and_disparate_impact_warnings() -> None:
     ]
     fair = bias.post_training(spec, bias.count_block(spec, FEATURES, LABELS, np.ones(10, dtype=np.int64)))
     assert bias.di_warnings(bias.analysis(pre, {"test": fair})) == []  # DI = 1
+
+
+def test_a_numeric_group_column_groups_by_value() -> None:
+    spec = spec_for(group_column="age")  # ten distinct ages: ten groups of one row
+    section = bias.pre_training(spec, bias.count_block(spec, FEATURES, LABELS))
+    # a one-row group: DD = 1 for a d row with a negative label (all of the rejections), -1 for a d row with a
+    # positive label, 0 for an a row; d has 1 positive and 3 negative labels → (3 - 1) / 10
+    assert metrics_of(section)["CDDL"] == pytest.approx((3 - 1) / 10)
+    assert sorted(bias.count_block(spec, FEATURES, LABELS).tables["sex"]) == sorted(float(r[1]) for r in ROWS)
