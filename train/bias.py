@@ -29,6 +29,7 @@ from optml.container.features import CATEGORICAL, FeatureEncoder, category_text,
 from optml.container.kinds import BINARY, MULTICLASS, REGRESSION, TABULAR_MODELS
 from optml.train import bias_metrics
 from optml.train.hyperparameters import Hyperparameters
+from optml.train.preprocessing import LabelEncoding
 
 ANALYSIS_VERSION = "1.0"
 MAX_GROUPS = 1000  # distinct values of a numeric group_column; more is an ID, not a grouping
@@ -234,6 +235,14 @@ def group_keys(features: np.ndarray, group: ColumnRef) -> np.ndarray:
     if group.kind == CATEGORICAL:
         return column_codes(features, group)
     return features[:, group.offset].astype(np.float64)
+
+
+def labels_for_bias(encoding: LabelEncoding, labels: np.ndarray, channel: str) -> np.ndarray:
+    """A channel's labels as `count_block` takes them: class indices (classification), or the values in the
+    label's own units (regression: not the standardized targets the network trains on)."""
+    if encoding.task == REGRESSION:
+        return np.asarray(labels, dtype=np.float64)
+    return encoding.encode(labels, channel)
 
 
 def positive_labels(spec: BiasSpec, labels: np.ndarray) -> np.ndarray:

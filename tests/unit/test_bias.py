@@ -14,6 +14,7 @@ from optml.container.features import CATEGORICAL, FeatureColumn, FeatureEncoder
 from optml.container.kinds import BINARY, MULTICLASS, REGRESSION
 from optml.train import bias, bias_metrics
 from optml.train.hyperparameters import Hyperparameters
+from optml.train.preprocessing import LabelEncoding
 
 ENCODER = FeatureEncoder(
     (
@@ -385,3 +386,11 @@ def test_a_numeric_group_column_groups_by_value() -> None:
     # positive label, 0 for an a row; d has 1 positive and 3 negative labels → (3 - 1) / 10
     assert metrics_of(section)["CDDL"] == pytest.approx((3 - 1) / 10)
     assert sorted(bias.count_block(spec, FEATURES, LABELS).tables["sex"]) == sorted(float(r[1]) for r in ROWS)
+
+
+def test_labels_for_bias_are_class_indices_or_values_in_label_units() -> None:
+    classification = LabelEncoding.of_classes(BINARY, ("no", "yes"))
+    raw = np.array(["yes", "no", "yes"], dtype=object)
+    assert bias.labels_for_bias(classification, raw, "train").tolist() == [1, 0, 1]
+    regression = LabelEncoding(REGRESSION, target_mean=10.0, target_std=2.0)
+    assert bias.labels_for_bias(regression, np.array([9.0, 14.0]), "train").tolist() == [9.0, 14.0]
