@@ -332,7 +332,7 @@ class FlipSample:
     features: np.ndarray | None = None
     positive: np.ndarray | None = None
     keys: np.ndarray | None = None
-    _rng: np.random.Generator | None = field(default=None, repr=False)
+    _rng: np.random.Generator | None = field(default=None, init=False, repr=False)
 
     def add(self, spec: BiasSpec, features: np.ndarray, predicted: np.ndarray) -> None:
         """A block: encoded, unscaled features and the model's predicted labels (class indices or values)."""

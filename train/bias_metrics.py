@@ -280,13 +280,15 @@ def flip_test(
     return divide(flipped_up - flipped_down, len(features_d))
 
 
-def _knn_vote(reference: np.ndarray, votes: np.ndarray, queries: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
-    """Majority vote of the k nearest reference rows for each query row (k odd: no tied vote)."""
-    squared = np.einsum("ij,ij->i", reference, reference)
+def _knn_vote(reference: np.ndarray, votes: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Majority vote of the k nearest reference rows for each query row (k odd: no tied vote). Distances
+    are summed squared differences, not the |x|² - 2x·y + |y|² shortcut, so equally near rows (one-hot
+    columns make many) tie exactly and the earlier one wins; chunks hold ≤ 4M differences."""
     result = np.empty(len(queries), dtype=bool)
+    chunk = max(1, (1 << 22) // max(1, reference.size))
     for start in range(0, len(queries), chunk):
         block = queries[start : start + chunk]
-        distances = squared[None, :] - 2.0 * block @ reference.T + np.einsum("ij,ij->i", block, block)[:, None]
+        distances = np.square(block[:, None, :] - reference[None, :, :]).sum(axis=2)
         nearest = np.argsort(distances, axis=1, kind="stable")[:, :k]
         result[start : start + chunk] = votes[nearest].sum(axis=1) * 2 > k
     return result
