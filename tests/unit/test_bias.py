@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from optml.container.errors import UserError
 from optml.container.features import CATEGORICAL, FeatureColumn, FeatureEncoder
 from optml.container.kinds import BINARY, MULTICLASS, REGRESSION
 from optml.train import bias, bias_metrics
+from optml.train.data import DataOptions, load_channel
 from optml.train.hyperparameters import Hyperparameters
 from optml.train.preprocessing import LabelEncoding
 
@@ -394,3 +396,22 @@ def test_labels_for_bias_are_class_indices_or_values_in_label_units() -> None:
     assert bias.labels_for_bias(classification, raw, "train").tolist() == [1, 0, 1]
     regression = LabelEncoding(REGRESSION, target_mean=10.0, target_std=2.0)
     assert bias.labels_for_bias(regression, np.array([9.0, 14.0]), "train").tolist() == [9.0, 14.0]
+
+
+def test_a_loaded_csv_channel_gives_the_same_metrics(tmp_path: Path) -> None:
+    """The real path: a CSV with a header → Dataset (one-hot sex, numeric age) → spec → counts."""
+    lines = ["approved,sex,age,region"] + [f"{CLASSES[y]},{s},{a},{r}" for s, a, r, y, _ in ROWS]
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    data = load_channel("train", tmp_path, DataOptions(label_column="approved"))
+    encoding = LabelEncoding.fit(BINARY, data.labels)
+    hp = Hyperparameters(facet_column=("sex", "age"), facet_value="f;40", group_column="region")
+    spec = bias.resolve(hp, data.encoder, encoding.classes, BINARY, label_name=data.label_name)
+    assert spec is not None
+    counts = bias.count_block(spec, data.features, bias.labels_for_bias(encoding, data.labels, "train"))
+    bias.check_train_counts(spec, counts)
+    section = bias.pre_training(spec, counts)
+    assert section["label"] == "approved" and section["label_value_or_threshold"] == "yes"
+    assert metrics_of(section)["CDDL"] == pytest.approx(0.26)  # as the hand calculation above
+    assert metrics_of(section, "age")["DPL"] == pytest.approx(-0.2)
+    with pytest.raises(ValueError, match="predicted labels"):
+        bias.post_training(spec, counts)
