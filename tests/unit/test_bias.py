@@ -401,7 +401,7 @@ def test_labels_for_bias_are_class_indices_or_values_in_label_units() -> None:
 def test_a_loaded_csv_channel_gives_the_same_metrics(tmp_path: Path) -> None:
     """The real path: a CSV with a header → Dataset (one-hot sex, numeric age) → spec → counts."""
     lines = ["approved,sex,age,region"] + [f"{CLASSES[y]},{s},{a},{r}" for s, a, r, y, _ in ROWS]
-    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
     data = load_channel("train", tmp_path, DataOptions(label_column="approved"))
     encoding = LabelEncoding.fit(BINARY, data.labels)
     hp = Hyperparameters(facet_column=("sex", "age"), facet_value="f;40", group_column="region")
