@@ -9,15 +9,22 @@ gradient (`gradients/<name>`), on the step axis counted over the whole run.
 Only the master process writes. Files are flushed at each epoch's end and closed at the fit's end; `close()`
 is safe to call again (in a `finally`, for a failed or stopped job). A resumed job writes a new event file
 in the same directory; TensorBoard reads them together, the later value of a repeated step winning.
-tensorboardX is imported when the first file is opened: it is slow to import.
+
+Events are written synchronously with tensorboardX's record writer and summary protos: its SummaryWriter
+hands events to a thread through a multiprocessing queue, and its flush() writes only what that thread has
+taken, so a job that fails can lose its last epoch (seen in tests). tensorboardX is imported when the first
+file is opened: it is slow to import.
 """
 
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from optml.train.callbacks import Callback, Control
 from optml.train.hyperparameters import Hyperparameters
@@ -27,6 +34,7 @@ if TYPE_CHECKING:
     from optml.train.trainer import Step, TrainState
 
 HISTOGRAM_STEPS = 100
+HISTOGRAM_BINS = 64  # fixed: numpy's automatic bins grow without bound when a few values are far out
 PROFILE_SCALARS = (
     "seconds",
     "data_seconds",
@@ -61,7 +69,7 @@ class TensorBoard(Callback):
         self.histogram_steps = histogram_steps
         self.steps = 0  # steps trained over the run: the histograms' step axis
         self.profiles_written = 0
-        self.writer: Any = None
+        self.writer: EventFile | None = None
 
     @classmethod
     def for_job(
@@ -83,12 +91,11 @@ class TensorBoard(Callback):
             self.write_histograms(run)
 
     def on_epoch_end(self, run: TrainState, metrics: dict[str, float], control: Control) -> None:
-        writer = self._open()
-        for key, value in metrics.items():
-            writer.add_scalar(key.replace(":", "/", 1), value, run.epoch)
+        scalars = {key.replace(":", "/", 1): value for key, value in metrics.items()}
         for index, group in enumerate(run.optimizer.param_groups):
-            tag = "optimizer/learning_rate" + (f"/group{index}" if index else "")
-            writer.add_scalar(tag, float(group["lr"]), run.epoch)
+            scalars["optimizer/learning_rate" + (f"/group{index}" if index else "")] = float(group["lr"])
+        writer = self._open()
+        writer.scalars(scalars, run.epoch)
         self._write_profiles()
         writer.flush()
 
@@ -103,13 +110,12 @@ class TensorBoard(Callback):
             self.writer = None
 
     def write_histograms(self, run: TrainState) -> None:
-        writer = self._open()
+        tensors = {}
         for name, parameter in run.network.named_parameters():
-            if parameter.numel() == 0:
-                continue
-            writer.add_histogram(f"weights/{name}", parameter.detach().cpu().numpy(), self.steps)
+            tensors[f"weights/{name}"] = parameter.detach()
             if parameter.grad is not None:
-                writer.add_histogram(f"gradients/{name}", parameter.grad.detach().cpu().numpy(), self.steps)
+                tensors[f"gradients/{name}"] = parameter.grad.detach()
+        self._open().histograms(tensors, self.steps)
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps}
@@ -117,22 +123,59 @@ class TensorBoard(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps = state["steps"]
 
-    def _open(self) -> Any:
+    def _open(self) -> EventFile:
         if self.writer is None:
-            from tensorboardX import SummaryWriter  # slow to import: only when a job writes
-
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(logdir=str(self.directory))
+            self.writer = EventFile(self.directory)
         return self.writer
 
     def _write_profiles(self) -> None:
         """Epoch profiles not written yet: whichever of the two callbacks runs first at an epoch's end."""
         profiles = self.profiler.epochs if self.profiler else []
         for profile in profiles[self.profiles_written :]:
-            for key in PROFILE_SCALARS:
-                if key in profile:
-                    self.writer.add_scalar(f"profile/{key}", float(profile[key]), profile["epoch"])
+            scalars = {f"profile/{key}": float(profile[key]) for key in PROFILE_SCALARS if key in profile}
+            self._open().scalars(scalars, profile["epoch"])
         self.profiles_written = len(profiles)
+
+
+class EventFile:
+    """One event file, written synchronously: what `flush()` returns from is on disk."""
+
+    def __init__(self, directory: Path) -> None:
+        from tensorboardX.event_file_writer import EventsWriter  # slow to import: only when a job writes
+
+        directory.mkdir(parents=True, exist_ok=True)
+        # The name holds the second it was opened: a unique suffix keeps a quick resume from overwriting it.
+        self.events = EventsWriter(str(directory / "events"), filename_suffix=f".{time.time_ns()}")
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        self._write(Summary(value=[Summary.Value(tag=tag, simple_value=v) for tag, v in values.items()]), step)
+
+    def histograms(self, tensors: dict[str, Any], step: int) -> None:
+        """A histogram of each tensor's finite values (NaN and inf are what a rule looks for, not a crash)."""
+        from tensorboardX.proto.summary_pb2 import Summary
+        from tensorboardX.summary import histogram
+
+        summaries = []
+        for tag, tensor in tensors.items():
+            values = tensor.float().cpu().numpy().reshape(-1)
+            values = values[np.isfinite(values)]
+            if len(values):
+                summaries.extend(histogram(tag, values, bins=HISTOGRAM_BINS).value)
+        if summaries:
+            self._write(Summary(value=summaries), step)
+
+    def flush(self) -> None:
+        self.events.flush()
+
+    def close(self) -> None:
+        self.events.close()
+
+    def _write(self, summary: Any, step: int) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        self.events.write_event(Event(wall_time=time.time(), step=step, summary=summary))
 
 
 def read_events(directory: Path) -> Iterator[Any]:
