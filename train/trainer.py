@@ -439,9 +439,7 @@ class Trainer:
         self.step_callbacks = [callback for callback in everything if defines(callback, "on_step_end")]
         self.checkpoint_callbacks = [callback for callback in everything if defines(callback, "on_checkpoint")]
         device = next(network.parameters()).device
-        self.step = TrainingStep(
-            network, optimizer, objective, hp, generator, self.world, device, device_timer(device)
-        )  # fmt: skip
+        self.step = TrainingStep(network, optimizer, objective, hp, generator, self.world, device, device_timer(device))
         self.batches: Batches = (
             MemoryBatches(
                 train,
