@@ -84,6 +84,12 @@ class Paths:
         return self.output_data_override or self.output_dir / "data"
 
     @property
+    def tensorboard_dir(self) -> Path:
+        """TensorBoard event files (hyperparameter tensorboard): point the job's TensorBoardOutputConfig
+        LocalPath here and SageMaker uploads them to S3 while the job runs."""
+        return self.output_dir / "tensorboard"
+
+    @property
     def failure_file(self) -> Path:
         return self.output_dir / "failure"
 

@@ -1,8 +1,8 @@
 """What a person reads after training: evaluation.json, plots, and the model card.
 
 - output/data/evaluation.json: final metrics per channel (with confusion matrix, per-class and weighted
-  scores), per-epoch history, cross-validation folds, hyperparameters, rows, timings.
-- output/data/*.png: learning curves, ROC curve, confusion matrix.
+  scores), per-epoch history and time profile, cross-validation folds, hyperparameters, rows, timings.
+- output/data/*.png: learning curves, the per-epoch time profile, ROC curve, confusion matrix.
 - model/model_card.json + MODEL_CARD.md: task, data, metrics, intended use, limitations (in the spirit
   of SageMaker Model Cards), so the model directory explains itself.
 """
@@ -44,6 +44,7 @@ class TrainingReport:
     stopped_early: bool = False
     cross_validation: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    profile: list[dict[str, Any]] = field(default_factory=list)  # per epoch: train/profiling.py Profiler.epochs
 
 
 def channel_result(
@@ -75,6 +76,10 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _rounded(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
 def write_evaluation(output_dir: Path, report: TrainingReport) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     document = {
@@ -91,6 +96,7 @@ def write_evaluation(output_dir: Path, report: TrainingReport) -> Path:
         "cross_validation": report.cross_validation,
         "hyperparameters": report.metadata.hyperparameters,
         "timings_seconds": {k: round(v, 3) for k, v in report.timings.items()},
+        "profile": [{k: _rounded(v) for k, v in epoch.items()} for epoch in report.profile],
     }
     path = output_dir / "evaluation.json"
     path.write_text(json.dumps(_finite(document), indent=2) + "\n", encoding="utf-8")
@@ -107,6 +113,8 @@ def write_plots(output_dir: Path, report: TrainingReport) -> list[Path]:
 
     output_dir.mkdir(parents=True, exist_ok=True)
     written = [_plot_learning_curves(output_dir, report)] if report.history else []
+    if report.profile:
+        written.append(_plot_profile(output_dir, report.profile))
     held_out = next((report.channels[c] for c in ("test", "validation", "train") if c in report.channels), None)
     if held_out is None or held_out.probabilities is None or held_out.class_indices is None:
         plt.close("all")
@@ -152,6 +160,32 @@ def _plot_learning_curves(output_dir: Path, report: TrainingReport) -> Path:
         ax.legend()
     fig.tight_layout()
     return _save(fig, output_dir / "learning_curves.png")
+
+
+PROFILE_PHASES = {  # profile key: bar label, colour
+    "data_seconds": ("data loading", "tab:red"),
+    "forward_backward_seconds": ("forward/backward", "tab:blue"),
+    "optimizer_seconds": ("optimizer", "tab:green"),
+    "other_seconds": ("other (metrics, validation, callbacks)", "tab:grey"),
+}
+
+
+def _plot_profile(output_dir: Path, profile: list[dict[str, Any]]) -> Path:
+    """Stacked bars per epoch of where its time went: a tall red part is an input bottleneck."""
+    from matplotlib import pyplot as plt
+
+    labels = [f"{p['epoch']}*" if p.get("resumed") else str(p["epoch"]) for p in profile]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.4 * len(profile) + 3), 4))
+    bottom = np.zeros(len(profile))
+    for key, (label, colour) in PROFILE_PHASES.items():
+        heights = np.array([p[key] for p in profile], dtype=float)
+        ax.bar(labels, heights, bottom=bottom, label=label, color=colour)
+        bottom += heights
+    resumed = " (* resumed: the part after the resume)" if any(p.get("resumed") for p in profile) else ""
+    ax.set(title="time per epoch", xlabel=f"epoch{resumed}", ylabel="seconds")
+    ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    return _save(fig, output_dir / "profile_timeline.png")
 
 
 def _headline_metric(task: str, names: list[str]) -> str:

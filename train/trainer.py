@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from optml.train.interrupt import TrainingFailed, TrainingStopped
 from optml.train.losses import LossFunction
 from optml.train.metrics import classification_metrics, regression_metrics
 from optml.train.optim import build_optimizer, build_scheduler, l1_penalty
+from optml.train.profiling import DeviceTimer, device_timer
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +189,16 @@ class History:
 
 @dataclass
 class Step:
-    """What one mini-batch leaves for the epoch's train metrics, on the training device."""
+    """What one mini-batch leaves for the epoch's train metrics, on the training device, and where its time
+    went for the profile (train/profiling.py): host seconds of each phase and, on CUDA for a sampled step,
+    GPU events at the phases' boundaries."""
 
     outputs: torch.Tensor  # detached
     loss: torch.Tensor  # this process's rows: the weighted mean of their losses (detached, no L1) ...
     weight: torch.Tensor | int  # ... and the sum of their weights (the row count without class weights)
+    forward_backward_seconds: float = 0.0  # zero_grad, augmentation, copy to the device, forward, loss, backward
+    optimizer_seconds: float = 0.0  # gradients summed across processes, clip, optimizer step
+    device_events: list[Any] | None = None  # start, backward done, step done (DeviceTimer), or None
 
 
 def _mean(loss_sum: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -211,8 +218,11 @@ class TrainingStep:
     generator: torch.Generator  # augmentation draws, shared with the row order
     world: int
     device: torch.device
+    timer: DeviceTimer | None = None  # CUDA: GPU time of a sample of the steps, for the profile
 
     def __call__(self, batch: Batch) -> Step:
+        started = time.perf_counter()  # perf_counter and no synchronize: the profile costs ~nothing
+        events = self.timer.start() if self.timer else None
         self.optimizer.zero_grad(set_to_none=True)  # first, as in the textbook loop: the memory is reused below
         inputs, targets = batch.inputs, batch.targets
         if self.hp.augment:
@@ -224,6 +234,9 @@ class TrainingStep:
         if self.hp.l1 > 0:
             loss = loss + self.hp.l1 * l1_penalty(self.network) / self.world  # summed over processes: once
         loss.backward()
+        backward_done = time.perf_counter()
+        if events is not None and self.timer:
+            events.append(self.timer.record())
         if self.world > 1:
             for parameter in self.network.parameters():
                 if parameter.requires_grad:
@@ -233,7 +246,11 @@ class TrainingStep:
         if self.hp.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.network.parameters(), self.hp.grad_clip)
         self.optimizer.step()
-        return Step(outputs.detach(), own_loss, weight)
+        if events is not None and self.timer:
+            events.append(self.timer.record())
+        return Step(
+            outputs.detach(), own_loss, weight, backward_done - started, time.perf_counter() - backward_done, events
+        )
 
     def _loss(
         self, outputs: torch.Tensor, targets: torch.Tensor, rows: int
@@ -298,6 +315,10 @@ class TrainState:
     weights_seen: StepValues = field(default_factory=lambda: StepValues(torch.float64))
     outputs_seen: list[torch.Tensor] = field(default_factory=list)
     targets_seen: list[torch.Tensor] = field(default_factory=list)
+    # For the profile (train/profiling.py), not checkpointed: when this process began the epoch (or its
+    # resumed part), by time.perf_counter, and how long the loop waited for the latest batch.
+    epoch_started: float = 0.0
+    data_seconds: float = 0.0
 
     def record(self, step: Step, targets: torch.Tensor | None) -> None:
         """Keep a step's loss and weight, and its outputs when `targets` are given (a sampled batch)."""
@@ -418,7 +439,7 @@ class Trainer:
         self.step_callbacks = [callback for callback in everything if defines(callback, "on_step_end")]
         self.checkpoint_callbacks = [callback for callback in everything if defines(callback, "on_checkpoint")]
         device = next(network.parameters()).device
-        self.step = TrainingStep(network, optimizer, objective, hp, generator, self.world, device)
+        self.step = TrainingStep(network, optimizer, objective, hp, generator, self.world, device, device_timer(device))
         self.batches: Batches = (
             MemoryBatches(
                 train,
@@ -461,8 +482,10 @@ class Trainer:
         for block in self.frozen_blocks:
             block.eval()  # frozen batch-norm statistics stay frozen too
         control = Control()
+        run.epoch_started = waiting = time.perf_counter()
         with contextlib.closing(self.batches.epoch(run)) as batches:  # a stop closes a stream's files at once
             for batch in batches:
+                run.data_seconds = time.perf_counter() - waiting  # in memory indexing; streaming the read-ahead
                 step = None
                 if batch is not None:
                     step = self.step(batch)
@@ -473,6 +496,7 @@ class Trainer:
                 for callback in self.step_callbacks:
                     callback.on_step_end(run, step, control)
                 self.act_on(control)
+                waiting = time.perf_counter()
 
     def epoch_metrics(self) -> dict[str, float]:
         run = self.run
