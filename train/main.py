@@ -51,6 +51,7 @@ from optml.train.losses import (
 )
 from optml.train.metric_names import TASK_METRICS
 from optml.train.preprocessing import LabelEncoding, Standardizer, infer_task
+from optml.train.profiling import Profiler
 from optml.train.report import (
     ChannelResult,
     TrainingReport,
@@ -60,6 +61,7 @@ from optml.train.report import (
     write_plots,
 )
 from optml.train.streaming import StreamedChannel
+from optml.train.tensorboard import TensorBoard
 from optml.train.trainer import Batches, History, Objective, Split, Trainer, min_batch_rows
 from optml.train.warmstart import PreviousModel, check_compatible, load_previous_model
 
@@ -505,7 +507,10 @@ def train_and_save(
 
     stage = time.perf_counter()
     metric_lines = MetricLogging(job.hyperparameters.tuning_objective_metric)
-    network, history = train_final_model(paths, job, hp, setup, previous, topology, metric_lines, stop_requested)
+    profiler = Profiler() if topology.is_master else None  # the master's log and report show its profile
+    network, history = train_final_model(
+        paths, job, hp, setup, previous, topology, metric_lines, stop_requested, profiler
+    )
     timings["training"] = time.perf_counter() - stage
     # Scoring a streamed channel is collective (each process scores a part); in memory the master does it.
     results = final_results(network, setup.prepared, setup.labels, setup.objective) if (
@@ -527,6 +532,7 @@ def train_final_model(
     topology: Topology,
     metric_lines: MetricLogging,
     stop_requested: Callable[[], bool] | None,
+    profiler: Profiler | None = None,
 ) -> tuple[torch.nn.Module, History]:
     """The fit on the whole train channel, checkpointed and stoppable; a stopped job saves what it reached."""
     network, frozen = new_network(hp, setup.spec, previous)
@@ -538,6 +544,11 @@ def train_final_model(
     callbacks: list[Callback] = [Checkpointing(checkpointer_for(paths, job, hp, setup, topology))]
     if topology.is_master:  # the master alone logs: the tuner reads one stream
         callbacks.append(metric_lines)
+    if profiler is not None:  # after the metric line: the epoch's profile line follows it
+        callbacks.append(profiler)
+    board = TensorBoard.for_job(hp, paths.tensorboard_dir, is_master=topology.is_master, profiler=profiler, histograms=False)
+    if board is not None:
+        callbacks.append(board)
     if stop_requested is not None:
         callbacks.append(StopOnRequest(stop_requested))
     if isinstance(train_batches, streaming.StreamBatches):
@@ -553,6 +564,9 @@ def train_final_model(
             log.info("saved the model as of the stop to %s", paths.model_dir)
         distributed.barrier()
         raise
+    finally:
+        if board is not None:
+            board.close()  # what a failed or stopped job wrote stays readable
     if topology.is_master and history.best_epoch not in (None, len(history.epochs)):
         # An earlier epoch's weights were restored: its metrics once more, so that the last value the tuner
         # reads (and its objective) is the model that ships, not the last epoch trained.
