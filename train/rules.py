@@ -287,6 +287,9 @@ class LossNotDecreasing(Rule):
     def not_lower(self, value: float, before: float) -> bool:
         return not value < before * (1 - self.values["diff_percent"] / 100)
 
+    def by(self) -> str:
+        return f"{self.values['diff_percent']:g}% " if self.values["diff_percent"] else ""
+
     def check(self, run: TrainState, window: StepWindow) -> Finding | None:
         if self.per_validation:
             return None
@@ -302,7 +305,7 @@ class LossNotDecreasing(Rule):
             if before is not None and self.not_lower(mean, before):
                 evidence = (
                     f"mean training loss of steps {step - size + 1}-{step} is {mean:.6g}, "
-                    f"not {self.values['diff_percent']:g}% below {before:.6g} of the {size} steps before"
+                    f"not {self.by()}below {before:.6g} of the {size} steps before"
                 )
                 return Finding(step, window.epoch, evidence)
         return None
@@ -316,7 +319,7 @@ class LossNotDecreasing(Rule):
         if not self.not_lower(value, before):
             return None
         evidence = (
-            f"validation loss {value:.6g} at epoch {run.epoch} is not {self.values['diff_percent']:g}% below "
+            f"validation loss {value:.6g} at epoch {run.epoch} is not {self.by()}below "
             f"{before:.6g} at epoch {run.epoch - size}"
         )
         return Finding(0, run.epoch, evidence)
@@ -722,6 +725,10 @@ class TrainingRules(Callback):
         values = check_rule_parameters(rules, parameters)
         context = context or RuleContext()
         self.rules = [RULES[name](values[name], context) for name in rules]
+        # Looked up once: a step costs a counter, a clock read and a list append for the default set.
+        self.loss_rules = [r for r in self.rules if isinstance(r, ExplodingTensor | LossNotDecreasing)]
+        self.first_step_rules = [r for r in self.rules if r.first_steps]
+        self.step_rules = [r for r in self.rules if not (r.per_epoch or r.first_steps)]
         self.action, self.output_file, self.failure_file = action, output_file, failure_file
         self.every, self.exit = check_every, exit
         self.verdicts: dict[str, Finding] = {}
@@ -761,7 +768,7 @@ class TrainingRules(Callback):
         self.progress, self.epoch = time.monotonic(), run.epoch
         for rule in self.rules:
             if rule.first_steps and self.active(rule) and self.step < rule.values["steps"]:
-                rule.prepare(run, self.step)
+                rule.prepare(run, self.step)  # watches every step until its `steps`
             finding = rule.start(run) if self.active(rule) else None
             if finding is not None and self.found(rule, finding, None):
                 self.close()
@@ -779,14 +786,14 @@ class TrainingRules(Callback):
         if step is not None and self.watching_losses():
             self.losses.append(step.loss)
             self.loss_steps.append(self.step)
-        for rule in self.rules:
-            if rule.first_steps and self.active(rule) and self.step == rule.values["steps"]:
+        for rule in self.first_step_rules:
+            if self.step == rule.values["steps"] and self.active(rule):
                 self.judge(rule, rule.check(run, self.window(run, with_losses=False)), control)
         if self.step % self.every == 0:
             self.check(run, control)
         elif (self.step + 1) % self.every == 0:
-            for rule in self.rules:
-                if self.active(rule) and not rule.per_epoch and not rule.first_steps:
+            for rule in self.step_rules:
+                if self.active(rule):
                     rule.prepare(run, self.step)
 
     def on_epoch_end(self, run: TrainState, metrics: dict[str, float], control: Control) -> None:
@@ -798,8 +805,14 @@ class TrainingRules(Callback):
                 self.judge(rule, rule.epoch_end(run, metrics), control)
 
     def on_fit_end(self, run: TrainState) -> None:
+        control = Control()
+        for rule in self.first_step_rules:  # a fit shorter than `steps`: judge the steps there were
+            if self.active(rule) and self.step < rule.values["steps"]:
+                self.judge(rule, rule.check(run, self.window(run, with_losses=False)), control)
         self.close()
         self.write()
+        if control.fail is not None:
+            raise control.fail
 
     def state_dict(self) -> dict[str, Any]:
         with self.lock:
@@ -813,7 +826,7 @@ class TrainingRules(Callback):
     # --- checking ---
 
     def watching_losses(self) -> bool:
-        return any(isinstance(r, ExplodingTensor | LossNotDecreasing) and self.active(r) for r in self.rules)
+        return any(self.active(rule) for rule in self.loss_rules)
 
     def window(self, run: TrainState, with_losses: bool = True) -> StepWindow:
         losses = torch.stack(self.losses) if with_losses and self.losses else torch.empty(0)
@@ -826,8 +839,8 @@ class TrainingRules(Callback):
         """Every step rule looks at the steps since the last check (at most one device sync each)."""
         window = self.window(run)
         scheduled = self.step % self.every == 0
-        for rule in self.rules:
-            if not self.active(rule) or rule.per_epoch or rule.first_steps:
+        for rule in self.step_rules:
+            if not self.active(rule):
                 continue
             self.judge(rule, rule.check(run, window), control)
             if scheduled and isinstance(rule, ActivationRule):

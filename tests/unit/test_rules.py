@@ -185,6 +185,16 @@ def test_stalled_training_fails_a_job_whose_step_never_comes(tmp_path: Path) -> 
     assert verdicts(tmp_path)["StalledTraining"]["status"] == "IssuesFound"
 
 
+def test_early_stopping_keeps_working_with_rules_on(tmp_path: Path) -> None:
+    """Rules judge, early stopping acts: an overfitting run stops early and Overfit records why."""
+    setup = PROVOKED["Overfit"]()
+    hp = Hyperparameters(epochs=40, batch_size=8, learning_rate=0.01, hidden_units=(64, 64), early_stopping_patience=2)
+    checker = TrainingRules(["Overfit"], context=RuleContext(BINARY, has_validation=True), check_every=5)
+    history = Trainer(setup["net"], setup["train"], VALIDATION, hp=hp, objective=OBJECTIVE, callbacks=[checker]).fit()
+    assert history.stopped_early and len(history.epochs) < 40
+    assert checker.report()["rules"][0]["status"] == "IssuesFound"
+
+
 # --- rule_action=stop, the record, the parameters ---
 
 
