@@ -186,9 +186,14 @@ def check_rule_parameters(rules: Sequence[str], items: Iterable[str]) -> dict[st
     return {name: parameter_values(RULES[name], items) for name in rules}
 
 
+def watched_tensors(rule_names: Iterable[str]) -> frozenset[str]:
+    """What the rules read of the network: "weights", "gradients" and/or "activations"."""
+    return frozenset().union(*(RULES[name].watches for name in rule_names))
+
+
 def watches_tensors(rule_names: Iterable[str]) -> bool:
     """True when one of the rules reads weights or gradients: TensorBoard then writes their histograms."""
-    return any(RULES[name].watches & {WEIGHTS, GRADIENTS} for name in rule_names)
+    return bool(watched_tensors(rule_names) & {WEIGHTS, GRADIENTS})
 
 
 # --- helpers that read the network -----------------------------------------------------------------------
@@ -402,10 +407,10 @@ class Overtraining(Rule):
 
 
 class ClassImbalance(Rule):
-    """The largest class has more than `threshold_imbalance` times the rows of the smallest (checked before
-    training from the train channel's class counts), or some class is mispredicted more often than
-    `threshold_misprediction` (checked at epoch ends on the epoch's sampled training predictions, once
-    `samples` rows have been seen). Classification only."""
+    """The largest class has more than `threshold_imbalance` times the rows of the smallest (judged before
+    training from the train channel's class counts, or without them on the first epoch's sampled rows), or
+    some class is mispredicted more often than `threshold_misprediction` (judged at epoch ends on the
+    epoch's sampled training predictions, once `samples` rows have been seen). Classification only."""
 
     name = "ClassImbalance"
     parameters = (
@@ -419,32 +424,46 @@ class ClassImbalance(Rule):
         super().__init__(values, context)
         self.wrong: torch.Tensor | None = None
         self.seen: torch.Tensor | None = None
+        self.counted = context.class_counts is not None
         if context.task == REGRESSION:
             self.note = "not evaluated: regression has no classes"
 
-    def start(self, run: TrainState) -> Finding | None:
-        counts = self.context.class_counts
-        if self.context.task == REGRESSION or not counts or len(counts) < 2:
+    def imbalance(self, counts: Sequence[int], epoch: int, where: str) -> Finding | None:
+        counts = list(counts)
+        if len(counts) < 2:
             return None
         largest, smallest = max(counts), min(counts)
-        if largest <= self.values["threshold_imbalance"] * max(smallest, 1) and smallest > 0:
+        if largest <= self.values["threshold_imbalance"] * smallest:
             return None
         evidence = (
-            f"class {counts.index(largest)} has {largest} rows, class {counts.index(smallest)} {smallest}: more "
-            f"than threshold_imbalance={self.values['threshold_imbalance']:g} times"
+            f"class {counts.index(largest)} has {largest} {where}, class {counts.index(smallest)} {smallest}: "
+            f"more than threshold_imbalance={self.values['threshold_imbalance']:g} times"
         )
-        return Finding(0, run.epoch, evidence)
+        return Finding(0, epoch, evidence)
+
+    def start(self, run: TrainState) -> Finding | None:
+        counts = self.context.class_counts
+        return self.imbalance(counts, run.epoch, "rows") if counts and self.note is None else None
 
     def epoch_end(self, run: TrainState, metrics: dict[str, float]) -> Finding | None:
-        if self.context.task == REGRESSION or not run.outputs_seen:
+        if not run.outputs_seen:
             return None
         outputs, targets = torch.cat(run.outputs_seen).float(), torch.cat(run.targets_seen).long()
         predicted = outputs.argmax(1) if self.context.task == MULTICLASS else (outputs.reshape(-1) > 0).long()
-        classes = int(max(targets.max().item(), predicted.max().item())) + 1
+        classes = max(int(max(targets.max().item(), predicted.max().item())) + 1, len(self.context.class_counts or ()))
         seen = torch.bincount(targets, minlength=classes).double()
+        if not self.counted:
+            self.counted = True
+            found = self.imbalance([int(c) for c in seen.tolist()], run.epoch, "of the sampled rows")
+            if found is not None:
+                return found
         wrong = torch.bincount(targets[predicted != targets], minlength=classes).double()
         self.seen = seen if self.seen is None else _padded_sum(self.seen, seen)
         self.wrong = wrong if self.wrong is None else _padded_sum(self.wrong, wrong)
+        return self.misprediction(run.epoch)
+
+    def misprediction(self, epoch: int) -> Finding | None:
+        assert self.seen is not None and self.wrong is not None
         if self.seen.sum() < self.values["samples"]:
             return None
         rates = (self.wrong / self.seen.clamp(min=1)).tolist()
@@ -456,7 +475,7 @@ class ClassImbalance(Rule):
             f"class {worst} is mispredicted in {rates[worst]:.0%} of {int(seen_rows[worst])} sampled training rows "
             f"(threshold_misprediction={self.values['threshold_misprediction']:g})"
         )
-        return Finding(0, run.epoch, evidence)
+        return Finding(0, epoch, evidence)
 
 
 def _padded_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from optml.train.callbacks import Callback, Control
 from optml.train.hyperparameters import DEFAULT_RULES, RULE_NAMES, Hyperparameters
 from optml.train.interrupt import TrainingFailed
 from optml.train.losses import LossFunction, per_row_loss
-from optml.train.rules import RULES_FILE, RuleContext, TrainingRules, watches_tensors
+from optml.train.rules import RULES_FILE, RuleContext, TrainingRules, watched_tensors, watches_tensors
 from optml.train.trainer import Objective, Split, Step, Trainer, TrainState
 from tests.conftest import make_classification
 
@@ -156,6 +156,15 @@ def test_class_imbalance_sees_a_mispredicted_class(tmp_path: Path) -> None:
     assert verdict["evidence"].startswith("class 1 is mispredicted in")
 
 
+def test_class_imbalance_counts_the_sampled_rows_without_class_counts(tmp_path: Path) -> None:
+    labels = (np.arange(200) % 20 == 0).astype(np.int64)  # 10 of 200
+    verdict = fit(tmp_path, ["ClassImbalance"], train=split(200, seed=1, labels=labels))["ClassImbalance"]
+    assert (verdict["status"], verdict["epoch"]) == ("IssuesFound", 1)
+    assert verdict["evidence"] == (
+        "class 0 has 190 of the sampled rows, class 1 10: more than threshold_imbalance=10 times"
+    )
+
+
 def test_stalled_training_fails_a_job_whose_step_never_comes(tmp_path: Path) -> None:
     """The watchdog fails the job itself (the loop is stuck): verdict, failure file, exit code 1."""
     exited: list[int] = []
@@ -207,6 +216,20 @@ def test_stop_fails_the_job_naming_rule_step_and_evidence_after_writing_rules_js
         f"{verdict['evidence']}; rule_action=stop"
     )
     assert verdicts(tmp_path)["Overfit"]["status"] == "NoIssuesFound"
+
+
+def test_a_rule_that_fails_before_training_fails_the_job_at_once(tmp_path: Path) -> None:
+    """ClassImbalance judges the class counts before the first step: with stop, no step is trained."""
+    steps: list[int] = []
+
+    class Count(Callback):
+        def on_step_end(self, run: TrainState, step: Step | None, control: Control) -> None:
+            steps.append(run.batches_done)
+
+    with pytest.raises(TrainingFailed, match=r"^rule ClassImbalance triggered at step 0 \(epoch 1\): class 0 has 190 "):
+        fit(tmp_path, ["ClassImbalance"], action="stop", extra=[Count()], **PROVOKED["ClassImbalance"]())
+    assert steps == []
+    assert verdicts(tmp_path)["ClassImbalance"]["step"] == 0
 
 
 def test_rules_json_records_every_rule_with_its_parameters(tmp_path: Path) -> None:
@@ -271,3 +294,6 @@ def test_which_rules_watch_weights_or_gradients() -> None:
     assert watches_tensors(["Overfit", "ExplodingTensor"])
     assert watches_tensors(["VanishingGradient"]) and watches_tensors(["WeightUpdateRatio"])
     assert not watches_tensors(["Overfit", "LossNotDecreasing", "ClassImbalance", "StalledTraining", "DeadRelu"])
+    assert watched_tensors(DEFAULT_RULES) == {"weights", "gradients"}
+    assert watched_tensors(["DeadRelu", "VanishingGradient"]) == {"activations", "gradients"}
+    assert watched_tensors([]) == set()
