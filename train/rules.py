@@ -268,23 +268,26 @@ class ExplodingTensor(Rule):
 
 
 class LossNotDecreasing(Rule):
-    """The loss stopped going down. mode=train: the mean training loss of each `num_steps` steps is compared
-    with that of the `num_steps` steps before (means, not single mini-batch losses as Debugger reads, whose
-    noise would trigger on healthy runs); it triggers when it is not lower by `diff_percent` %.
-    mode=validation: the same with the validation loss, epoch by epoch (optml validates once per epoch)."""
+    """The loss stopped going down. mode=train: the training loss is averaged over blocks of `num_steps`
+    steps (one mini-batch's loss is too noisy to compare), and each block is compared with the block
+    `num_steps` blocks earlier; the rule triggers when it is not lower by `diff_percent` %. Debugger
+    compares single losses saved every 500 steps by default; comparing neighbouring blocks instead fires on
+    the noise of healthy runs still improving. mode=validation: the validation loss of each epoch against
+    the one `num_steps` epochs earlier (optml validates once per epoch)."""
 
     name = "LossNotDecreasing"
     parameters = (
-        Parameter("num_steps", 10, "steps (epochs for mode=validation) per compared window", minimum=1),
+        Parameter("num_steps", 10, "steps per averaged block, and blocks (epochs for mode=validation) between "
+                  "the compared ones", minimum=1),
         Parameter("diff_percent", 0.0, "percent by which the loss must go down", minimum=0.0),
         Parameter("mode", "train", "which loss: train (per step) or validation (per epoch)", ("train", "validation")),
-    )
+    )  # fmt: skip
 
     def __init__(self, values: dict[str, Any], context: RuleContext) -> None:
         super().__init__(values, context)
         self.carry = torch.empty(0, dtype=torch.float64)
         self.carry_steps: list[int] = []
-        self.previous: float | None = None
+        self.means: list[float] = []  # the latest blocks' means, num_steps + 1 of them at most
         self.per_validation = values["mode"] == "validation"
         if self.per_validation and not context.has_validation:
             self.note = "not evaluated: mode=validation needs a validation channel"
@@ -306,11 +309,12 @@ class LossNotDecreasing(Rule):
         steps = self.carry_steps[size - 1 : whole : size]
         self.carry, self.carry_steps = self.carry[whole:], self.carry_steps[whole:]
         for mean, step in zip(means, steps, strict=True):
-            before, self.previous = self.previous, mean
-            if before is not None and self.not_lower(mean, before):
+            self.means = [*self.means[-size:], mean]
+            if len(self.means) > size and self.not_lower(mean, self.means[0]):
+                earlier = step - size * size
                 evidence = (
-                    f"mean training loss of steps {step - size + 1}-{step} is {mean:.6g}, "
-                    f"not {self.by()}below {before:.6g} of the {size} steps before"
+                    f"the mean training loss of steps {step - size + 1}-{step} is {mean:.6g}, not {self.by()}below "
+                    f"{self.means[0]:.6g} of steps {earlier - size + 1}-{earlier}"
                 )
                 return Finding(step, window.epoch, evidence)
         return None

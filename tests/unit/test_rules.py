@@ -105,7 +105,8 @@ PROVOKED: dict[str, Callable[[], dict[str, Any]]] = {
         ),
     },  # fmt: skip
     "ExplodingTensor": lambda: {"hp": Hyperparameters(epochs=2, batch_size=16, learning_rate=1e30, optimizer="sgd")},
-    "LossNotDecreasing": lambda: {"hp": TINY_STEPS},  # nothing learns: the loss only wobbles
+    # nothing learns: the loss only wobbles (blocks of 3 steps, each against the one 9 steps earlier)
+    "LossNotDecreasing": lambda: {"hp": TINY_STEPS, "parameters": ["LossNotDecreasing.num_steps=3"]},
     "Overfit": lambda: {
         "train": split(24, seed=3, labels=np.random.default_rng(0).integers(0, 2, 24)),
         "net": network((64, 64)),
@@ -131,12 +132,21 @@ def test_each_rule_triggers_on_its_problem(rule: str, tmp_path: Path, caplog: py
                         f"{verdict['evidence']}"]  # fmt: skip
 
 
+# Shorter horizons, so that the rules get to judge within the healthy run's 4 epochs of 13 steps.
+QUIET_PARAMETERS = {
+    "LossNotDecreasing": ["LossNotDecreasing.num_steps=4"],
+    "Overtraining": ["Overtraining.patience_train=2", "Overtraining.patience_validation=2"],
+    "StalledTraining": ["StalledTraining.threshold=20"],
+}
+
+
 @pytest.mark.parametrize("rule", RULE_NAMES)
 def test_each_rule_is_quiet_on_a_healthy_run(rule: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     net = network((8, 8), "tanh") if rule == "SaturatedActivation" else network((8, 8))
     context = RuleContext(BINARY, has_validation=True, class_counts=(100, 100))
+    parameters = QUIET_PARAMETERS.get(rule, [])
     with caplog.at_level(logging.WARNING, logger="optml.train.rules"):
-        verdict = fit(tmp_path, [rule], net=net, context=context)[rule]
+        verdict = fit(tmp_path, [rule], net=net, context=context, parameters=parameters)[rule]
     assert verdict == {"name": rule, "parameters": verdict["parameters"], "status": "NoIssuesFound", "evaluated": True}
     assert not caplog.records
 
@@ -233,13 +243,13 @@ def test_a_rule_that_fails_before_training_fails_the_job_at_once(tmp_path: Path)
 
 
 def test_rules_json_records_every_rule_with_its_parameters(tmp_path: Path) -> None:
-    fit(tmp_path, ["LossNotDecreasing", "Overfit"], validation=None, parameters=["LossNotDecreasing.num_steps=7"],
+    fit(tmp_path, ["LossNotDecreasing", "Overfit"], validation=None, parameters=["LossNotDecreasing.num_steps=4"],
         hp=TINY_STEPS)  # fmt: skip
     report = json.loads((tmp_path / RULES_FILE).read_text())
     assert report["rule_action"] == "log" and report["steps"] == 3 * 13
     loss, overfit = report["rules"]
-    assert loss["parameters"] == {"num_steps": 7, "diff_percent": 0.0, "mode": "train"}
-    assert loss["status"] == "IssuesFound" and loss["step"] % 7 == 0
+    assert loss["parameters"] == {"num_steps": 4, "diff_percent": 0.0, "mode": "train"}
+    assert loss["status"] == "IssuesFound" and loss["step"] % 4 == 0 and loss["step"] >= 20
     assert overfit == {
         "name": "Overfit",
         "parameters": {"start_step": 0, "patience": 1, "ratio_threshold": 0.1},
