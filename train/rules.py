@@ -756,6 +756,7 @@ class TrainingRules(Callback):
         self.every, self.exit = check_every, exit
         self.verdicts: dict[str, Finding] = {}
         self.step, self.epoch, self.trained = 0, 1, False
+        self.checked = 0  # the step of the last check
         self.losses: list[torch.Tensor] = []
         self.loss_steps: list[int] = []
         self.progress = time.monotonic()
@@ -821,8 +822,8 @@ class TrainingRules(Callback):
 
     def on_epoch_end(self, run: TrainState, metrics: dict[str, float], control: Control) -> None:
         self.progress = time.monotonic()
-        if self.losses:
-            self.check(run, control)  # the epoch's last steps
+        if self.checked < self.step:
+            self.check(run, control)  # the epoch's last steps (a short fit may never reach check_every)
         for rule in self.rules:
             if self.active(rule):
                 self.judge(rule, rule.epoch_end(run, metrics), control)
@@ -843,7 +844,7 @@ class TrainingRules(Callback):
         return {"step": self.step, "verdicts": verdicts}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = int(state["step"])
+        self.step = self.checked = int(state["step"])
         self.verdicts = {name: Finding(**finding) for name, finding in state["verdicts"].items()}
 
     # --- checking ---
@@ -861,7 +862,7 @@ class TrainingRules(Callback):
     def check(self, run: TrainState, control: Control) -> None:
         """Every step rule looks at the steps since the last check (at most one device sync each)."""
         window = self.window(run)
-        scheduled = self.step % self.every == 0
+        scheduled, self.checked = self.step % self.every == 0, self.step
         for rule in self.step_rules:
             if not self.active(rule):
                 continue

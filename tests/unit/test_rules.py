@@ -204,6 +204,14 @@ def test_stalled_training_fails_a_job_whose_step_never_comes(tmp_path: Path) -> 
     assert verdicts(tmp_path)["StalledTraining"]["status"] == "IssuesFound"
 
 
+def test_a_fit_shorter_than_check_every_is_judged_at_each_epoch_end() -> None:
+    checker = TrainingRules(["VanishingGradient"])  # check_every=50, one epoch of 13 steps
+    hp = Hyperparameters(epochs=1, batch_size=16, hidden_units=(8, 8, 8, 8))
+    Trainer(PROVOKED["VanishingGradient"]()["net"], TRAIN, None, hp=hp, objective=OBJECTIVE, callbacks=[checker]).fit()
+    (vanishing,) = checker.report()["rules"]
+    assert (vanishing["status"], vanishing["step"]) == ("IssuesFound", 13)
+
+
 def test_early_stopping_keeps_working_with_rules_on(tmp_path: Path) -> None:
     """Rules judge, early stopping acts: an overfitting run stops early and Overfit records why."""
     setup = PROVOKED["Overfit"]()
