@@ -5,7 +5,9 @@ live values from a training callback (train/callbacks.py), so they cost no stora
 stop the job at once. `TrainingRules` is that callback: it runs the rules named by the `rules`
 hyperparameter with Debugger's parameter names and defaults (overridden by `rule_parameters`), logs a
 warning or fails the job (`rule_action`), and records every rule's verdict in rules.json with Debugger's
-RuleEvaluationStatus names (IssuesFound / NoIssuesFound).
+RuleEvaluationStatus names (IssuesFound / NoIssuesFound). Debugger's parameters that pick saved tensors
+(collection_names, tensor_regex, the *_regex ones, use_losses_collection) mean nothing here — the rules read
+the network itself — and are refused as unknown.
 
 Steps and epochs. A step is one mini-batch, counted over the whole fit from 1 (checkpoints carry the count).
 optml validates once per epoch, so the rules that compare training with validation (Overfit, Overtraining,
@@ -919,7 +921,8 @@ class TrainingRules(Callback):
         log.error("training failed: %s", message)
         if self.failure_file is not None:
             write_failure(self.failure_file, message)
-        logging.shutdown()
+        for handler in logging.getLogger().handlers:  # os._exit skips the flushing an exit does
+            handler.flush()
         self.exit(1)
 
     def close(self) -> None:
