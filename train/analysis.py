@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -115,7 +116,7 @@ def watches(names: list[str], labels: LabelEncoding, spec: bias.BiasSpec | None,
 
 
 def pre_training_counts(
-    spec: bias.BiasSpec, blocks: list[tuple[np.ndarray, np.ndarray]], labels: LabelEncoding, merge: bool
+    spec: bias.BiasSpec, blocks: Iterable[tuple[np.ndarray, np.ndarray]], labels: LabelEncoding, merge: bool
 ) -> bias.BiasCounts:
     """The train labels counted per facet, from (encoded features, labels) blocks of this process; merged
     across processes when streaming. Fails before training when a facet value no train row has."""
@@ -128,39 +129,48 @@ def pre_training_counts(
     return counts
 
 
-def write_analysis(
-    model_dir: Path,
-    output_dir: Path,
-    hp: Hyperparameters,
-    spec: bias.BiasSpec | None,
-    pre: bias.BiasCounts | None,
-    watched: dict[str, ChannelWatch],
-) -> dict[str, Any]:
-    """After the model is saved (master): the background beside it, the bias sections and the global
-    explanation in analysis.json, the plots; returns the document (empty: nothing to analyse)."""
-    document: dict[str, Any] = {}
-    if spec is not None:
+@dataclass
+class Findings:
+    """What the job gathered for the analysis: the bias analysis asked for (None: no facet_column), the
+    train labels' counts, and every channel's watch, merged."""
+
+    spec: bias.BiasSpec | None
+    pre: bias.BiasCounts | None
+    watched: dict[str, ChannelWatch]
+
+    def write(self, model_dir: Path, output_dir: Path, hp: Hyperparameters) -> dict[str, Any]:
+        """After the model is saved (master): the SHAP background beside it; the bias sections and the
+        global explanation in analysis.json, with the plots. Returns the document (empty: nothing to say)."""
+        document = self.bias_sections()
+        train_rows = self.watched["train"].sample.rows if "train" in self.watched else None
+        if train_rows is not None and len(train_rows):
+            background = summarize_background(train_rows, hp.explain_background_size, hp.explain_background, hp.seed)
+            save_background(model_dir, background, hp.explain_background)
+            explained = next((self.watched[n].sample.rows for n in (*HELD_OUT, "train") if n in self.watched), None)
+            if hp.explain_rows and explained is not None and len(explained):
+                artifact = load_model(model_dir)  # on the CPU, as the endpoint loads it
+                label = self.spec.label_name if self.spec is not None else "label0"
+                section, _ = write_explanations(
+                    output_dir, artifact, background, explained, hp.explain_rows, hp.seed, label
+                )
+                document |= section
+        if document:
+            document = {"version": bias.ANALYSIS_VERSION} | document
+            text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+            output_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(output_dir / ANALYSIS_FILE, lambda temp: temp.write_text(text, encoding="utf-8"))
+        return document
+
+    def bias_sections(self) -> dict[str, Any]:
+        if self.spec is None:
+            return {}
         post = {
-            name: bias.post_training(spec, watch.counts, watch.flips)
-            for name, watch in watched.items()
+            name: bias.post_training(self.spec, watch.counts, watch.flips)
+            for name, watch in self.watched.items()
             if name in HELD_OUT and watch.counts.rows
         }
-        document = bias.analysis(bias.pre_training(spec, pre) if pre is not None else None, post)
+        pre = bias.pre_training(self.spec, self.pre) if self.pre is not None else None
+        document = bias.analysis(pre, post)
         for line in bias.di_warnings(document):
             log.warning(line)
-    train_rows = watched["train"].sample.rows if "train" in watched else None
-    if train_rows is not None and len(train_rows):
-        background = summarize_background(train_rows, hp.explain_background_size, hp.explain_background, hp.seed)
-        save_background(model_dir, background, hp.explain_background)
-        explained = next((watched[n].sample.rows for n in (*HELD_OUT, "train") if n in watched), None)
-        if hp.explain_rows and explained is not None and len(explained):
-            artifact = load_model(model_dir)  # on the CPU, as the endpoint loads it
-            label = spec.label_name if spec is not None else "label0"
-            section, _ = write_explanations(output_dir, artifact, background, explained, hp.explain_rows, hp.seed, label)
-            document |= section
-    if document:
-        document.setdefault("version", bias.ANALYSIS_VERSION)
-        text = json.dumps(document, indent=2, allow_nan=False) + "\n"
-        output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(output_dir / ANALYSIS_FILE, lambda temp: temp.write_text(text, encoding="utf-8"))
-    return document
+        return document

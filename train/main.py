@@ -13,8 +13,9 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from optml.container.kinds import REGRESSION
 from optml.container.logs import configure_logging, format_metric_line
 from optml.container.networks import INPUT_RANK, NetworkSpec, block_count, build_network, freeze_blocks
 from optml.container.paths import Paths
-from optml.train import crossval, distributed, memory, streaming
+from optml.train import analysis, bias, crossval, distributed, memory, streaming
 from optml.train.callbacks import Callback, Checkpointing, MetricLogging, StopOnRequest
 from optml.train.checkpoints import Checkpointer, CheckpointPolicy
 from optml.train.data import DataOptions, Dataset, channel_files, load_channel
@@ -60,6 +61,7 @@ from optml.train.report import (
     write_model_card,
     write_plots,
 )
+from optml.train.rules import RuleContext, TrainingRules, check_rule_parameters, watches_tensors
 from optml.train.streaming import StreamedChannel
 from optml.train.tensorboard import TensorBoard
 from optml.train.trainer import Batches, History, Objective, Split, Trainer, min_batch_rows
@@ -282,11 +284,22 @@ def cross_validate(
 
 
 def final_results(
-    network: torch.nn.Module, prepared: dict[str, Prepared], labels: LabelEncoding, objective: Objective
+    network: torch.nn.Module,
+    prepared: dict[str, Prepared],
+    labels: LabelEncoding,
+    objective: Objective,
+    watches: dict[str, analysis.ChannelWatch] | None = None,
 ) -> dict[str, ChannelResult]:
+    """The final model's scores on every channel; `watches` see its rows and outputs (for the analysis)."""
     results = {}
     for name, channel in prepared.items():
-        outputs, targets = channel.split.predict(network)
+        watch = watches[name] if watches is not None else None
+        if isinstance(channel.split, StreamedChannel):  # the watch sees each block as it is scored
+            outputs, targets = channel.split.predict(network, watch)
+        else:
+            outputs, targets = channel.split.predict(network)
+            if watch is not None and channel.dataset is not None:
+                watch(channel.dataset.features, channel.dataset.labels, outputs)
         loss = float(objective.loss(outputs, targets))
         if labels.task == REGRESSION:
             values = outputs[:, 0].double().numpy() * labels.target_std + labels.target_mean
@@ -461,6 +474,7 @@ def run(paths: Paths, stop_requested: Callable[[], bool] | None = None, local_ra
     if job.hyperparameters.ignored_keys:
         log.info("ignoring SDK keys: %s", ", ".join(job.hyperparameters.ignored_keys))
     log.info("hyperparameters: %s", hp.to_json())
+    check_rule_parameters(hp.rules, hp.rule_parameters)  # before any data is read
     distributed.check_gpus_usable()
     topology = topology_from(job.resources, os.environ).with_local_rank(local_rank)
     loading = memory.choose_loading(hp, job, paths, topology)  # before waiting for peers: a refusal is quick
@@ -498,6 +512,7 @@ def train_and_save(
     if previous is not None:
         explicit = {key: getattr(hp, key) for key in job.hyperparameters.values}
         check_compatible(previous, explicit, hp.task, setup.feature_shape)
+    bias_spec, pre_bias = bias_before_training(hp, setup, datasets)
 
     cv_result = None
     if hp.k_folds >= 2:
@@ -513,11 +528,17 @@ def train_and_save(
     )
     timings["training"] = time.perf_counter() - stage
     # Scoring a streamed channel is collective (each process scores a part); in memory the master does it.
-    results = final_results(network, setup.prepared, setup.labels, setup.objective) if (
+    watches = analysis.watches(list(setup.prepared), setup.labels, bias_spec, topology.rank)
+    results = final_results(network, setup.prepared, setup.labels, setup.objective, watches) if (
+        topology.is_master or setup.streaming
+    ) else {}  # fmt: skip
+    watched = {name: watch.merged(collective=setup.streaming) for name, watch in watches.items()} if (
         topology.is_master or setup.streaming
     ) else {}  # fmt: skip
     if topology.is_master:
-        save_results(paths, hp, setup, network, history, metric_lines, results, cv_result, timings, started)
+        outcome = Outcome(network, history, results, cv_result, profiler.epochs if profiler else [])
+        findings = analysis.Findings(bias_spec, pre_bias, watched)
+        save_results(paths, hp, setup, outcome, findings, metric_lines, timings, started)
     # Local mode stops every container when the first exits: workers wait until the master has saved.
     distributed.barrier()
     return history.final
@@ -546,7 +567,12 @@ def train_final_model(
         callbacks.append(metric_lines)
     if profiler is not None:  # after the metric line: the epoch's profile line follows it
         callbacks.append(profiler)
-    board = TensorBoard.for_job(hp, paths.tensorboard_dir, is_master=topology.is_master, profiler=profiler, histograms=False)
+    rules = training_rules(paths, hp, setup, topology, validation is not None)
+    if rules is not None:  # after Checkpointing: a resume restores the rules' verdicts first
+        callbacks.append(rules)
+    board = TensorBoard.for_job(
+        hp, paths.tensorboard_dir, is_master=topology.is_master, profiler=profiler, histograms=watches_tensors(hp.rules)
+    )
     if board is not None:
         callbacks.append(board)
     if stop_requested is not None:
@@ -565,6 +591,8 @@ def train_final_model(
         distributed.barrier()
         raise
     finally:
+        if rules is not None:
+            rules.close()  # the StalledTraining watchdog and the activation hooks go, whatever happened
         if board is not None:
             board.close()  # what a failed or stopped job wrote stays readable
     if topology.is_master and history.best_epoch not in (None, len(history.epochs)):
@@ -574,33 +602,84 @@ def train_final_model(
     return network, history
 
 
+@dataclass
+class Outcome:
+    """What the final fit produced, for the master to save."""
+
+    network: torch.nn.Module
+    history: History
+    results: dict[str, ChannelResult]  # the final model's scores per channel
+    cv_result: dict[str, object] | None
+    profile: list[dict[str, Any]]  # per epoch: where the time went
+
+
+def training_rules(
+    paths: Paths, hp: Hyperparameters, setup: Setup, topology: Topology, has_validation: bool
+) -> TrainingRules | None:
+    """The Debugger-style rules callback (None for rules=none); the master writes rules.json."""
+    counts = None
+    train = setup.prepared[TRAIN]
+    if setup.task != REGRESSION and train.dataset is not None:
+        targets = train.split.targets  # type: ignore[union-attr]
+        counts = tuple(torch.bincount(targets, minlength=len(setup.labels.classes)).tolist())
+    return TrainingRules.from_hyperparameters(
+        hp,
+        context=RuleContext(task=setup.task, has_validation=has_validation, class_counts=counts),
+        output_dir=paths.output_data_dir if topology.is_master else None,
+        failure_file=paths.failure_file,
+    )
+
+
 def save_results(
     paths: Paths,
     hp: Hyperparameters,
     setup: Setup,
-    network: torch.nn.Module,
-    history: History,
+    outcome: Outcome,
+    findings: analysis.Findings,
     metric_lines: MetricLogging,
-    results: dict[str, ChannelResult],
-    cv_result: dict[str, object] | None,
     timings: dict[str, float],
     started: float,
 ) -> None:
-    """The master's last phase: the final model's scores on every channel, the model, the report and plots."""
+    """The master's last phase: the final model's scores on every channel, the model with its SHAP
+    background, analysis.json (bias, explanations), the report and plots."""
+    results, history = outcome.results, outcome.history
     if TEST in results:
         metric_lines.print(
             "final", {f"test:{k}": float(v) for k, v in results[TEST].metrics.items() if isinstance(v, float)}
         )
     metadata = model_metadata(hp, setup, history.final)
-    save_model(paths.model_dir, network, metadata)
+    save_model(paths.model_dir, outcome.network, metadata)
+    stage = time.perf_counter()
+    document = findings.write(paths.model_dir, paths.output_data_dir, hp)
+    timings["analysis"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started
     training_report = TrainingReport(
-        metadata, results, history.epochs, history.best_epoch, history.stopped_early, cv_result, timings
-    )
+        metadata, results, history.epochs, history.best_epoch, history.stopped_early, outcome.cv_result, timings,
+        profile=outcome.profile, analysis=document,
+    )  # fmt: skip
     write_evaluation(paths.output_data_dir, training_report)
     write_plots(paths.output_data_dir, training_report)
     write_model_card(paths.model_dir, training_report)
     log.info("model saved to %s; report in %s", paths.model_dir, paths.output_data_dir)
+
+
+def bias_before_training(
+    hp: Hyperparameters, setup: Setup, datasets: dict[str, Dataset]
+) -> tuple[bias.BiasSpec | None, bias.BiasCounts | None]:
+    """With facet_column: the facets checked against the data and the train labels counted per facet
+    (streaming: one more pass over the train channel, each process its part, merged) — before any epoch,
+    so a facet that cannot be measured fails at once."""
+    train = setup.prepared[TRAIN]
+    if train.dataset is not None:
+        label_name = train.dataset.label_name
+        blocks: Iterable[tuple[np.ndarray, np.ndarray]] = [(train.dataset.features, train.dataset.labels)]
+    else:
+        assert isinstance(train.split, StreamedChannel)
+        label_name, blocks = train.split.prepare.reader.label_name, train.split.encoded_blocks()
+    spec = bias.resolve(hp, setup.encoder, setup.labels.classes, setup.task, label_name=label_name)
+    if spec is None:
+        return None, None
+    return spec, analysis.pre_training_counts(spec, blocks, setup.labels, merge=setup.streaming)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

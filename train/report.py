@@ -19,6 +19,7 @@ import numpy as np
 
 from optml.container.artifact import ModelMetadata
 from optml.container.kinds import REGRESSION
+from optml.train import bias
 from optml.train.metrics import classification_report, regression_metrics, roc_curve
 
 
@@ -45,6 +46,7 @@ class TrainingReport:
     cross_validation: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     profile: list[dict[str, Any]] = field(default_factory=list)  # per epoch: train/profiling.py Profiler.epochs
+    analysis: dict[str, Any] = field(default_factory=dict)  # analysis.json: bias metrics, explanations
 
 
 def channel_result(
@@ -236,6 +238,10 @@ def model_card(report: TrainingReport) -> dict[str, Any]:
                 "best_epoch": report.best_epoch,
             },
             "evaluation_details": {"metrics": evaluation, "cross_validation": report.cross_validation},
+            "bias": bias.summary(report.analysis) if has_bias(report.analysis) else None,
+            "explainability": {"top_features": dict(top_features(report.analysis))}
+            if top_features(report.analysis)
+            else None,  # fmt: skip
             "additional_information": {"limitations": limitations},
         }
     )
@@ -271,6 +277,7 @@ def write_model_card(model_dir: Path, report: TrainingReport) -> None:
         ]
         for name, stats in report.cross_validation["summary"].items():
             lines.append(f"- {name}: {_fmt(stats['mean'])} ± {_fmt(stats['std'])}")
+    lines += analysis_lines(report.analysis)
     lines += [
         "",
         "## Limitations",
@@ -278,6 +285,34 @@ def write_model_card(model_dir: Path, report: TrainingReport) -> None:
         "",
     ]
     (model_dir / "MODEL_CARD.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def top_features(document: dict[str, Any], count: int = 5) -> list[tuple[str, float]]:
+    """The columns with the largest mean |SHAP| in analysis.json's explanations, largest first."""
+    for method, labels in document.get("explanations", {}).items():
+        if method == "pdp":
+            continue
+        for entry in labels.values():
+            values = entry["global_shap_values"]
+            return sorted(values.items(), key=lambda item: -item[1])[:count]
+    return []
+
+
+def has_bias(document: dict[str, Any]) -> bool:
+    return "pre_training_bias_metrics" in document or "post_training_bias_metrics" in document
+
+
+def analysis_lines(document: dict[str, Any]) -> list[str]:
+    """The model card's bias summary and the columns that drive the predictions (from analysis.json)."""
+    lines = []
+    if has_bias(document):
+        lines += ["", "## Bias", "", *bias.summary(document).splitlines()]
+    top = top_features(document)
+    if top:
+        method = next(key for key in document["explanations"] if key != "pdp")
+        lines += ["", f"## What drives the predictions (mean |SHAP|, {method})"]
+        lines += [f"- {column}: {_fmt(value)}" for column, value in top]
+    return lines
 
 
 def _card_metric_names(card: dict[str, Any]) -> list[str]:

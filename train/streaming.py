@@ -217,7 +217,7 @@ class Prepare:
 
 
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # standardized features, encoded targets, (file, row) ids
-# Sees a scored block: its features as encoded (not standardized), encoded targets and the network's outputs.
+# Sees a scored block: its features as encoded (not standardized), its labels as read and the network's outputs.
 Observer = Callable[[np.ndarray, np.ndarray, torch.Tensor], None]
 
 
@@ -460,11 +460,17 @@ class StreamedChannel:
                 raw, encoded, room = raw[:room], encoded[:room], room - len(encoded)
             block_outputs = predict_outputs(network, torch.from_numpy(self.prepare.scaler.transform(raw)))
             if observe is not None:
-                observe(raw, encoded, block_outputs)
+                observe(raw, block.labels[: len(raw)], block_outputs)
             outputs.append(block_outputs)
             targets.append(torch.from_numpy(encoded))
         own_targets = torch.cat(targets[1:]) if len(targets) > 1 else torch.empty(0, dtype=torch.int64)
         return distributed.all_gather_tensor(torch.cat(outputs)), distributed.all_gather_tensor(own_targets)
+
+    def encoded_blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """This process's part of the whole channel, block by block: features as encoded (not standardized)
+        and labels as read. One more pass over the channel (in Pipe mode, one more FIFO)."""
+        for block in self.source.score_blocks(self.part, self.parts):
+            yield self.prepare.reader.encode(block, self.prepare.encoder), block.labels
 
 
 @dataclass(frozen=True)
