@@ -1,0 +1,185 @@
+"""Serving with explanations: what `explain=true` costs a request, and what the feature costs requests that
+do not ask for it.
+
+    .venv/bin/python -m benchmarks.explain_serving                  # 2 workers, against main's server
+    .venv/bin/python -m benchmarks.explain_serving --before 7c4463c  # against another revision
+    .venv/bin/python -m benchmarks.explain_serving --before ''       # this tree only
+
+Same model as benchmarks/serve_benchmark.py (the bundled breast-cancer table, 30 features, the default 64-32
+MLP, a few epochs), with a k-means background of its train rows (10 centroids, the default
+explain_background_size). Two servers run side by side under gunicorn, `--workers` sync workers each, as the
+image runs them: "before" serves the model from `git archive <revision>` (a server without the feature), "this
+tree" from the working tree. wrk loads them on loopback, interleaved, `--repeats` x `--seconds` per cell
+(medians), with one CSV row per request: plain, on both; with `explain=true`, on this tree. The first explain
+request of each worker builds its explainer; a warm-up takes that out of the measured runs, and its cost is
+shown on its own. Server CPU per request (user + system time of master and workers) does not depend on what
+else the machine runs; requests/s does: the load average is printed with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from benchmarks.serve_benchmark import (
+    DATA,
+    REPO,
+    Load,
+    feature_rows,
+    free_port,
+    local_env,
+    optml_command,
+    server,
+    train_model,
+    wrk,
+)
+
+EXPLAIN = {"X-Amzn-SageMaker-Custom-Attributes": "explain=true"}
+BACKGROUND_SIZE = 10  # explain_background_size's default
+
+
+def add_background(model_dir: Path) -> None:
+    """A k-means background of the train rows, as training saves it, unless training already saved one."""
+    from optml.container.artifact import load_model
+    from optml.container.explain import load_background, save_background, summarize_background
+    from optml.container.features import FeatureEncoder
+
+    if load_background(model_dir) is not None:
+        return
+    rows = np.loadtxt(DATA / "train" / "train.csv", delimiter=",")[:, 1:]
+    encoder = load_model(model_dir).metadata.encoder
+    encoded = FeatureEncoder.from_json(encoder).transform(rows.tolist()) if encoder else rows
+    background = summarize_background(np.asarray(encoded, dtype=np.float64), BACKGROUND_SIZE, "kmeans", 0)
+    save_background(model_dir, background)
+
+
+def export_revision(revision: str, directory: Path) -> Path:
+    """The tree of `revision` (git archive), to serve the code as it was."""
+    archive = subprocess.run(["git", "archive", revision], cwd=REPO, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(directory, filter="tar")
+    return directory
+
+
+def post(port: int, body: str, headers: dict[str, str] | None = None) -> requests.Response:
+    response = requests.post(
+        f"http://127.0.0.1:{port}/invocations",
+        data=body,
+        headers={"Content-Type": "text/csv", "Accept": "application/json", **(headers or {})},
+        timeout=60,
+    )
+    response.raise_for_status()
+    return response
+
+
+def check_answers(ports: dict[str, int], body: str) -> float:
+    """Both servers answer the plain request alike; the explanation sums to the positive class's probability.
+    Returns the first explain request's time in ms (one worker builds its explainer)."""
+    answers = {name: post(port, body).json() for name, port in ports.items()}
+    assert len({json.dumps(answer) for answer in answers.values()}) == 1, f"the servers disagree: {answers}"
+    started = time.perf_counter()
+    record = post(ports["this tree"], body, EXPLAIN).json()["predictions"][0]
+    first_ms = 1000 * (time.perf_counter() - started)
+    explanation = record["explanation"]
+    total = explanation["base_value"] + sum(explanation["attributions"].values())
+    assert abs(total - record["scores"][1]) < 1e-4, f"{total} != {record['scores'][1]}"
+    return first_ms
+
+
+def measure(args: argparse.Namespace, scratch: Path) -> tuple[dict[tuple[str, str], list[Load]], float]:
+    model_dir = train_model(scratch)
+    add_background(model_dir)
+    trees = {"this tree": REPO}
+    if args.before:
+        trees = {"before": export_revision(args.before, scratch / "before"), **trees}
+    env = local_env() | {"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers)}
+    ports = {name: free_port() for name in trees}
+    body = feature_rows(1)
+    cells = [("plain", name, None) for name in trees] + [("explain=true", "this tree", EXPLAIN)]
+    results: dict[tuple[str, str], list[Load]] = {}
+    with contextlib.ExitStack() as stack:
+        pids = {}
+        for name, tree in trees.items():
+            command = optml_command(ports[name], [])
+            process = stack.enter_context(server(name, command, env | {"PYTHONPATH": str(tree)}, ports[name], tree))
+            pids[name] = [process.pid]
+        first_ms = check_answers(ports, body)
+        for _, name, headers in cells:  # warm-up: every worker builds its explainer here
+            wrk(ports[name], body, 1, args.connections, scratch, pids[name], headers)
+        for _ in range(args.repeats):
+            for scenario, name, headers in cells:
+                load = wrk(ports[name], body, args.seconds, args.connections, scratch, pids[name], headers)
+                results.setdefault((scenario, name), []).append(load)
+    return results, first_ms
+
+
+def report(results: dict[tuple[str, str], list[Load]], first_ms: float, args: argparse.Namespace) -> str:
+    def median(key: tuple[str, str], field: str) -> float:
+        return statistics.median(getattr(load, field) for load in results[key])
+
+    lines = [
+        f"{args.workers} sync workers per server, wrk -c{args.connections}, one CSV row (30 features) per request,"
+        f" {args.repeats} x {args.seconds} s interleaved runs per cell (medians); load average {args.load}",
+        "",
+        "| requests | server | requests/s | p50 ms | p99 ms | server CPU ms per request | non-2xx |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (scenario, name), loads in results.items():
+        key = (scenario, name)
+        errors = sum(load.errors for load in loads)
+        lines.append(
+            f"| {scenario} | {name} | {median(key, 'requests_per_s'):,.0f} | {median(key, 'p50_ms'):.2f} |"
+            f" {median(key, 'p99_ms'):.2f} | {median(key, 'cpu_ms_per_request'):.2f} | {errors} |"
+        )
+    if ("plain", "before") in results:
+        ratios = [
+            f"{field} {median(('plain', 'this tree'), field) / median(('plain', 'before'), field):.3f}x"
+            for field in ("requests_per_s", "cpu_ms_per_request")
+        ]
+        lines += ["", f"plain, this tree / before ({args.before}): {', '.join(ratios)}"]
+    lines += ["", f"first explain request (its worker builds the explainer, imports captum): {first_ms:.0f} ms"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per cell; medians shown")
+    parser.add_argument("--connections", type=int, default=0, help="wrk connections (default 2 x workers)")
+    parser.add_argument("--before", default="main", help="revision served as 'before' ('' for none)")
+    parser.add_argument("--quick", action="store_true", help="a smoke check: 1 x 1 s per cell")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.repeats = 1, 1
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    args.connections = args.connections or 2 * args.workers
+    sys.path.insert(0, str(REPO))
+    before = os.getloadavg()[0]
+    scratch = Path(tempfile.mkdtemp(prefix="optml-explain-bench-"))
+    try:
+        results, first_ms = measure(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    args.load = f"{before:.1f} before, {os.getloadavg()[0]:.1f} after (1 min; {os.cpu_count()} CPUs)"
+    print(report(results, first_ms, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
