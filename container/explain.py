@@ -112,7 +112,12 @@ def summarize_background(rows: np.ndarray, size: int, kind: str, seed: int) -> n
     if kind == "rows" or len(flat) <= size:
         picked = np.sort(generator.choice(len(flat), size=min(size, len(flat)), replace=False))
         return data[picked].copy()
-    centroids = _kmeans(flat.astype(np.float64), size, generator)
+    # Clustered at unit variance per value, as the network sees its inputs: in raw units a column measured in
+    # dollars would decide the clusters alone. The centroids go back to raw units.
+    points = flat.astype(np.float64)
+    spread = points.std(0)
+    spread[spread == 0] = 1.0
+    centroids = _kmeans(points / spread, size, generator) * spread
     return centroids.astype(np.float32).reshape((len(centroids), *data.shape[1:]))
 
 
@@ -297,7 +302,8 @@ class Explainer:
         """(rows, classes) probabilities, or (rows, 1) regression values."""
         with torch.inference_mode():
             outputs = self.artifact.predictor(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)))
-        return outputs.numpy().reshape(len(rows), -1).astype(np.float64)
+        values = outputs.numpy().astype(np.float64)
+        return values if values.ndim == 2 else values[:, None]
 
     def _targets(self, predicted: np.ndarray) -> np.ndarray:
         task = self.artifact.metadata.task
