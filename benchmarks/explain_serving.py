@@ -39,6 +39,7 @@ from benchmarks.serve_benchmark import (
     DATA,
     REPO,
     Load,
+    cpu_seconds,
     feature_rows,
     free_port,
     local_env,
@@ -100,6 +101,24 @@ def check_answers(ports: dict[str, int], body: str) -> float:
     return first_ms
 
 
+def wait_until_idle(pids: list[int], timeout: float = 60.0) -> None:
+    """Until the server has stopped computing: requests wrk sent just before it stopped are still answered
+    (to nobody), and a long one (1000 explained rows) would otherwise eat into the next cell's time."""
+    deadline = time.monotonic() + timeout
+    used = cpu_seconds(pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = cpu_seconds(pids)
+        if now - used < 0.01:  # under 5% of a core over the last 0.2 s
+            return
+        used = now
+
+
+PLAIN = "1 row, plain"
+EXPLAINED = "1 row, explain=true"
+BATCH = "1000 rows, explain=true"
+
+
 def measure(args: argparse.Namespace, scratch: Path) -> tuple[dict[tuple[str, str], list[Load]], float]:
     model_dir = train_model(scratch)
     add_background(model_dir)
@@ -108,8 +127,9 @@ def measure(args: argparse.Namespace, scratch: Path) -> tuple[dict[tuple[str, st
         trees = {"before": export_revision(args.before, scratch / "before"), **trees}
     env = local_env() | {"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers)}
     ports = {name: free_port() for name in trees}
-    body = feature_rows(1)
-    cells = [("plain", name, None) for name in trees] + [("explain=true", "this tree", EXPLAIN)]
+    row, rows = feature_rows(1), feature_rows(1000)
+    cells: list[tuple[str, str, str, dict[str, str] | None]] = [(PLAIN, name, row, None) for name in trees]
+    cells += [(EXPLAINED, "this tree", row, EXPLAIN), (BATCH, "this tree", rows, EXPLAIN)]
     results: dict[tuple[str, str], list[Load]] = {}
     with contextlib.ExitStack() as stack:
         pids = {}
@@ -117,13 +137,15 @@ def measure(args: argparse.Namespace, scratch: Path) -> tuple[dict[tuple[str, st
             command = optml_command(ports[name], [])
             process = stack.enter_context(server(name, command, env | {"PYTHONPATH": str(tree)}, ports[name], tree))
             pids[name] = [process.pid]
-        first_ms = check_answers(ports, body)
-        for _, name, headers in cells:  # warm-up: every worker builds its explainer here
+        first_ms = check_answers(ports, row)
+        for _, name, body, headers in cells:  # warm-up: every worker builds its explainer here
             wrk(ports[name], body, 1, args.connections, scratch, pids[name], headers)
+            wait_until_idle(pids[name])
         for _ in range(args.repeats):
-            for scenario, name, headers in cells:
+            for scenario, name, body, headers in cells:
                 load = wrk(ports[name], body, args.seconds, args.connections, scratch, pids[name], headers)
                 results.setdefault((scenario, name), []).append(load)
+                wait_until_idle(pids[name])
     return results, first_ms
 
 
@@ -132,22 +154,24 @@ def report(results: dict[tuple[str, str], list[Load]], first_ms: float, args: ar
         return statistics.median(getattr(load, field) for load in results[key])
 
     lines = [
-        f"{args.workers} sync workers per server, wrk -c{args.connections}, one CSV row (30 features) per request,"
+        f"{args.workers} sync workers per server, wrk -c{args.connections}, CSV rows of 30 features,"
         f" {args.repeats} x {args.seconds} s interleaved runs per cell (medians); load average {args.load}",
         "",
-        "| requests | server | requests/s | p50 ms | p99 ms | server CPU ms per request | non-2xx |",
-        "|---|---|---|---|---|---|---|",
+        "| requests | server | requests/s | rows/s | p50 ms | p99 ms | server CPU ms per request"
+        f" | CPU-bound requests/s ({args.workers} x 1000 / CPU ms) | non-2xx |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (scenario, name), loads in results.items():
-        key = (scenario, name)
-        errors = sum(load.errors for load in loads)
+    for key, loads in results.items():
+        cpu, rate = median(key, "cpu_ms_per_request"), median(key, "requests_per_s")
+        rows = 1000 if key[0] == BATCH else 1
         lines.append(
-            f"| {scenario} | {name} | {median(key, 'requests_per_s'):,.0f} | {median(key, 'p50_ms'):.2f} |"
-            f" {median(key, 'p99_ms'):.2f} | {median(key, 'cpu_ms_per_request'):.2f} | {errors} |"
+            f"| {key[0]} | {key[1]} | {rate:,.1f} | {rate * rows:,.0f} | {median(key, 'p50_ms'):.2f} |"
+            f" {median(key, 'p99_ms'):.2f} | {cpu:.2f} | {args.workers * 1000 / cpu:,.0f} |"
+            f" {sum(load.errors for load in loads)} |"
         )
-    if ("plain", "before") in results:
+    if (PLAIN, "before") in results:
         ratios = [
-            f"{field} {median(('plain', 'this tree'), field) / median(('plain', 'before'), field):.3f}x"
+            f"{field} {median((PLAIN, 'this tree'), field) / median((PLAIN, 'before'), field):.3f}x"
             for field in ("requests_per_s", "cpu_ms_per_request")
         ]
         lines += ["", f"plain, this tree / before ({args.before}): {', '.join(ratios)}"]
