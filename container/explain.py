@@ -12,7 +12,9 @@ predicted value in the label's units (regression).
 
 Methods (the analysis.json key names the method honestly):
 
-- "deep_lift_shap" (MLP): captum's DeepLiftShap, DeepLIFT's rescale rule averaged over the background.
+- "deep_lift_shap" (MLP): DeepLIFT-SHAP, DeepLIFT's rescale rule averaged over the background rows, as
+  captum's DeepLiftShap computes it; for the MLP's layer types `DeepLiftMLP` runs the same rules without
+  captum's per-call hooks (1 ms per single-row request instead of ~4; tested equal to captum's).
   It sums exactly (up to float32 rounding: `TOLERANCE`) to score minus base value, the base value being the
   mean score over the background. The output activation runs as modules so the rescale rule covers it:
   sigmoid (binary); for multiclass the explained class's softmax probability written as 1 / Σ exp(z_j - z_c),
@@ -24,8 +26,8 @@ Methods (the analysis.json key names the method honestly):
   approximates the score within `TOLERANCE["gradient_shap"]`, not exactly.
 
 Images (CNN) are explained per channel (a pixel map does not fit a response); sequences per input feature,
-summed over time steps. captum is imported lazily, by `Explainer`, so serving without explanations never
-imports it.
+summed over time steps. captum is imported lazily, by `Explainer`, and only where `DeepLiftMLP` does not
+apply, so serving an MLP never imports it.
 """
 
 from __future__ import annotations
@@ -260,14 +262,134 @@ def _register_rules() -> None:
     deep_lift.SUPPORTED_NON_LINEAR.setdefault(_Reciprocal, deep_lift.nonlinear)
 
 
+# --- DeepLIFT-SHAP for MLPs without captum's per-call hooks ---------------------------------------------
+
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)
+_CHUNK_ROWS = 256  # rows attributed at once: (rows, background, width) multipliers per layer
+
+
+class DeepLiftMLP:
+    """captum's DeepLiftShap rules (rescale for elementwise nonlinearities, linear layers exact), written out
+    for the MLP's layer types: Linear, BatchNorm1d (eval), Dropout (eval), ReLU, LeakyReLU, Tanh, Sigmoid.
+    One forward pass of the rows and one of the background, then multipliers back through the layers:
+    no hooks, no autograd. captum spends ~3.5 ms per single-row call registering and removing hooks; this
+    takes a fraction of that, and tests/unit/test_explain.py checks it against captum's DeepLiftShap."""
+
+    def __init__(self, layers: list[nn.Module], metadata: ModelMetadata, background: torch.Tensor) -> None:
+        self.layers = layers
+        self.mean = torch.tensor(metadata.feature_mean, dtype=torch.float32)
+        self.std = torch.tensor(metadata.feature_std, dtype=torch.float32)
+        self.task = metadata.task
+        self.target_std = metadata.target_std
+        self.background = background.reshape(len(background), -1)
+        with torch.no_grad():
+            self.background_trace = self._trace(self.background)
+
+    @classmethod
+    def build(cls, network: nn.Module, metadata: ModelMetadata, background: torch.Tensor) -> DeepLiftMLP | None:
+        """None when the network holds a layer these rules do not cover (then captum's DeepLiftShap runs)."""
+        if metadata.network.kind not in TABULAR_MODELS:
+            return None
+        layers = [m for m in network.modules() if not isinstance(m, nn.Sequential | nn.ModuleList) and m is not network]
+        supported = (nn.Linear, nn.BatchNorm1d, nn.Dropout, *_ELEMENTWISE)
+        if network.training or not layers or not all(type(m) in supported for m in layers):
+            return None
+        return cls(layers, metadata, background)
+
+    def _trace(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Each layer's input, then the logits."""
+        values = [(rows - self.mean) / self.std]
+        for layer in self.layers:
+            values.append(layer(values[-1]))
+        return values
+
+    def attribute(self, rows: torch.Tensor, targets: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            parts = [
+                self._attribute(rows[start : start + _CHUNK_ROWS], targets[start : start + _CHUNK_ROWS])
+                for start in range(0, len(rows), _CHUNK_ROWS)
+            ]
+        return torch.cat(parts)
+
+    def _attribute(self, rows: torch.Tensor, targets: np.ndarray) -> torch.Tensor:
+        flat = rows.reshape(len(rows), -1)
+        trace = self._trace(flat)
+        multipliers = self._output_multipliers(trace[-1], self.background_trace[-1], targets)
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[index]
+            if isinstance(layer, nn.Linear):
+                multipliers = multipliers @ layer.weight
+            elif isinstance(layer, nn.BatchNorm1d):
+                scale = torch.rsqrt(layer.running_var + layer.eps)  # type: ignore[operator,arg-type]
+                multipliers = multipliers * (scale if layer.weight is None else scale * layer.weight)
+            elif isinstance(layer, _ELEMENTWISE):
+                inputs, outputs = trace[index], trace[index + 1]
+                background_in, background_out = self.background_trace[index], self.background_trace[index + 1]
+                multipliers = multipliers * _rescale(
+                    inputs, outputs, background_in, background_out, _derivative(layer, inputs, outputs)
+                )
+        differences = flat[:, None, :] - self.background[None, :, :]
+        return (multipliers / self.std * differences).mean(1)
+
+    def _output_multipliers(self, logits: torch.Tensor, reference: torch.Tensor, targets: np.ndarray) -> torch.Tensor:
+        """d score / d logit per (row, background row, logit), by the rescale rule through the output
+        activation: sigmoid (binary), 1 / Σ exp(z_j - z_c) (multiclass), the label's scale (regression)."""
+        shape = (len(logits), len(reference), logits.shape[1])
+        if self.task == REGRESSION:
+            return torch.full(shape, self.target_std)
+        if self.task == BINARY:
+            z, z_ref = logits[:, None, :], reference[None, :, :]
+            out, out_ref = torch.sigmoid(z), torch.sigmoid(z_ref)
+            return _rescale_pairs(z, out, z_ref, out_ref, out * (1 - out))
+        chosen = torch.from_numpy(targets).long()
+        d = logits - logits[torch.arange(len(logits)), chosen][:, None]  # (rows, K)
+        d_ref = reference[None, :, :] - reference[:, chosen].T[:, :, None]  # (rows, B, K)
+        e, e_ref = torch.exp(d.clamp(max=80.0))[:, None, :], torch.exp(d_ref.clamp(max=80.0))
+        s, s_ref = e.sum(2, keepdim=True), e_ref.sum(2, keepdim=True)
+        through_sum = _rescale_pairs(s, 1 / s, s_ref, 1 / s_ref, -1 / s**2)
+        per_d = through_sum * _rescale_pairs(d[:, None, :], e, d_ref, e_ref, e)
+        one_hot = torch.nn.functional.one_hot(chosen, logits.shape[1]).to(per_d.dtype)[:, None, :]
+        return per_d - one_hot * per_d.sum(2, keepdim=True)
+
+
+def _rescale(
+    inputs: torch.Tensor, outputs: torch.Tensor, ref_in: torch.Tensor, ref_out: torch.Tensor, slope: torch.Tensor
+) -> torch.Tensor:
+    """Per (row, background row, unit): Δout / Δin, or the slope at the row where Δin is ~0."""
+    return _rescale_pairs(
+        inputs[:, None, :], outputs[:, None, :], ref_in[None, :, :], ref_out[None, :, :], slope[:, None, :]
+    )
+
+
+def _rescale_pairs(
+    inputs: torch.Tensor, outputs: torch.Tensor, ref_in: torch.Tensor, ref_out: torch.Tensor, slope: torch.Tensor
+) -> torch.Tensor:
+    delta_in = inputs - ref_in
+    small = delta_in.abs() < 1e-10  # captum's threshold
+    return torch.where(small, slope, (outputs - ref_out) / torch.where(small, 1.0, delta_in))
+
+
+def _derivative(layer: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    if isinstance(layer, nn.ReLU):
+        return (inputs > 0).to(inputs.dtype)
+    if isinstance(layer, nn.LeakyReLU):
+        return torch.where(inputs > 0, 1.0, layer.negative_slope)
+    if isinstance(layer, nn.Tanh):
+        return 1 - outputs**2
+    return outputs * (1 - outputs)  # sigmoid
+
+
 # --- the explainer --------------------------------------------------------------------------------------
 
 
 class Explainer:
-    """Explains rows of one model against one background; build it once (captum's objects are built here)
-    and call `explain` per request. Calls are serialized: captum hooks the network while it attributes."""
+    """Explains rows of one model against one background; build it once (the attribution objects are built
+    here) and call `explain` per request, from any thread: calls are serialized, because captum hooks the
+    network while it attributes."""
 
-    def __init__(self, artifact: ModelArtifact, background: np.ndarray) -> None:
+    def __init__(self, artifact: ModelArtifact, background: np.ndarray, *, use_captum: bool = False) -> None:
+        """`use_captum`: run captum's DeepLiftShap even where `DeepLiftMLP` covers the network (tests compare
+        the two)."""
         self.artifact = artifact
         self.background = np.asarray(background, dtype=np.float32)
         metadata = artifact.metadata
@@ -286,7 +408,9 @@ class Explainer:
         self._classes = max(1, len(metadata.classes))
         self._background_scores = self._predict(self.background)
         self._lock = threading.Lock()
-        self._attribution = self._build_attribution()
+        fast = None if use_captum else DeepLiftMLP.build(artifact.network, metadata, baselines)
+        self._fast = fast
+        self._attribution: Any = self._build_attribution() if fast is None else None
 
     def _build_attribution(self) -> Any:
         if self.method == DEEP_LIFT_SHAP:
@@ -327,6 +451,8 @@ class Explainer:
 
     def _attribute(self, data: np.ndarray, targets: np.ndarray) -> np.ndarray:
         inputs = torch.from_numpy(data.reshape((len(data), *self._baselines.shape[1:])))
+        if self._fast is not None:
+            return self._fast.attribute(inputs, targets).numpy()
         one_hot = torch.zeros(len(data), self._classes)
         one_hot[np.arange(len(data)), targets] = 1.0
         with self._lock, torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():

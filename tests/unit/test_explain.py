@@ -112,6 +112,38 @@ def test_attributions_plus_base_value_are_the_models_score(task: str, activation
     assert np.abs(explained.values).max() > 100 * gap.max()  # not trivially small attributions
 
 
+@pytest.mark.parametrize("task", [BINARY, MULTICLASS, REGRESSION])
+@pytest.mark.parametrize(
+    ("activation", "batch_norm"), [("relu", True), ("leaky_relu", False), ("tanh", False), ("sigmoid", True)]
+)
+def test_the_fast_deep_lift_equals_captums_deep_lift_shap(task: str, activation: str, batch_norm: bool) -> None:
+    """DeepLiftMLP writes out captum's rules for the MLP's layers; captum's DeepLiftShap is the reference."""
+    artifact = tabular_artifact(task, activation=activation, batch_norm=batch_norm, dropout=0.2)
+    if batch_norm:
+        set_batch_norm_statistics(artifact)
+    background, rows = background_for(artifact), raw_rows(40, seed=9)
+    fast = Explainer(artifact, background).explain(rows)
+    reference = Explainer(artifact, background, use_captum=True).explain(rows)
+    assert fast.method == reference.method == DEEP_LIFT_SHAP
+    scale = float(np.abs(reference.values).max())
+    np.testing.assert_allclose(fast.values, reference.values, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_array_equal(fast.base_values, reference.base_values)
+    np.testing.assert_array_equal(fast.targets, reference.targets)
+
+
+def set_batch_norm_statistics(artifact: ModelArtifact) -> None:
+    """Running statistics and affine parameters other than the identity a new layer starts with."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in artifact.network.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                assert module.running_mean is not None and module.running_var is not None
+                module.running_mean.normal_(0, 1, generator=generator)
+                module.running_var.uniform_(0.5, 2.0, generator=generator)
+                module.weight.normal_(1, 0.3, generator=generator)
+                module.bias.normal_(0, 0.3, generator=generator)
+
+
 def test_the_base_value_is_the_mean_score_over_the_background() -> None:
     artifact = tabular_artifact(BINARY)
     background = background_for(artifact)
@@ -172,18 +204,30 @@ def test_a_background_of_the_wrong_width_is_refused_by_shape() -> None:
 def test_repeated_explanations_leave_no_hooks_behind() -> None:
     """captum 0.9 keeps every call's hook handles unless we clear them (a leak that slows each call)."""
     artifact = tabular_artifact(BINARY)
-    explainer = Explainer(artifact, background_for(artifact))
+    explainer = Explainer(artifact, background_for(artifact), use_captum=True)
     first = explainer.explain(raw_rows(3))
     for _ in range(5):
         again = explainer.explain(raw_rows(3))
     np.testing.assert_array_equal(first.values, again.values)
+    assert explainer._attribution.forward_handles == [] and explainer._attribution.backward_handles == []
     assert all(not module._forward_hooks and not module._backward_hooks for module in artifact.network.modules())
 
 
-def test_explaining_does_not_import_captum_until_asked() -> None:
-    code = "import sys, optml.container.explain; print('captum' in sys.modules)"
+def test_serving_imports_captum_only_for_networks_it_needs_it_for() -> None:
+    """Importing the module imports no captum; neither does explaining an MLP (DeepLiftMLP); an LSTM does."""
+    code = (
+        "import sys, numpy as np\n"
+        "from tests.unit.test_explain import tabular_artifact, other_artifact, raw_rows, background_for\n"
+        "from optml.container.explain import Explainer\n"
+        "print('captum' in sys.modules)\n"
+        "artifact = tabular_artifact('binary_classification')\n"
+        "Explainer(artifact, background_for(artifact)).explain(raw_rows(2))\n"
+        "print('captum' in sys.modules)\n"
+        "Explainer(other_artifact('lstm', (2, 3), 'regression'), np.zeros((2, 6), np.float32))\n"
+        "print('captum' in sys.modules)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd())
-    assert result.stdout.strip() == "False"
+    assert result.stdout.split() == ["False", "False", "True"]
 
 
 # --- other network kinds --------------------------------------------------------------------------------
