@@ -175,7 +175,7 @@ def report(results: dict[tuple[str, str], list[Load]], first_ms: float, args: ar
             for field in ("requests_per_s", "cpu_ms_per_request")
         ]
         lines += ["", f"plain, this tree / before ({args.before}): {', '.join(ratios)}"]
-    lines += ["", f"first explain request (its worker builds the explainer, imports captum): {first_ms:.0f} ms"]
+    lines += ["", f"first explain request (its worker loads the background, builds the explainer): {first_ms:.0f} ms"]
     return "\n".join(lines)
 
 
