@@ -61,7 +61,7 @@ def add_background(model_dir: Path) -> None:
 
     if load_background(model_dir) is not None:
         return
-    rows = np.loadtxt(DATA / "train" / "train.csv", delimiter=",")[:, 1:]
+    rows = np.loadtxt(sorted((DATA / "train").iterdir())[0], delimiter=",")[:, 1:]  # the label first
     encoder = load_model(model_dir).metadata.encoder
     encoded = FeatureEncoder.from_json(encoder).transform(rows.tolist()) if encoder else rows
     background = summarize_background(np.asarray(encoded, dtype=np.float64), BACKGROUND_SIZE, "kmeans", 0)
