@@ -5,9 +5,10 @@ Plain predictions pay nothing for them: captum, the model's background and the E
 answers it (after gunicorn's fork: each worker builds its own), and kept for the next ones. Nothing here
 imports captum at import time or when the model loads.
 
-The explainer works on its own copy of the network: captum's DeepLift hooks the network's modules while it
-attributes, and the threads of a multi-model endpoint meanwhile predict with the served network, which must
-not see those hooks. For the same reason one model's explanations are computed one at a time (a lock).
+The explainer works on its own copy of the network (its weights once more, per worker that explains): where
+captum attributes it runs the network with autograd on, and its DeepLiftShap hooks the network's modules, while
+the threads of a multi-model endpoint keep predicting with the served network, which must see none of that.
+For the same reason one model's explanations are computed one at a time (a lock).
 """
 
 from __future__ import annotations
