@@ -13,7 +13,9 @@ tree" from the working tree. wrk loads them on loopback, interleaved, `--repeats
 (medians), with one CSV row per request: plain, on both; with `explain=true`, on this tree. The first explain
 request of each worker builds its explainer; a warm-up takes that out of the measured runs, and its cost is
 shown on its own. Server CPU per request (user + system time of master and workers) does not depend on what
-else the machine runs; requests/s does: the load average is printed with the table.
+else the machine runs; requests/s does: the load average is printed with the table. Last, the plain path is
+timed in one process per tree (no HTTP, best of several rounds, the trees alternating): on a shared machine the
+best round is the steadiest measure of what the code itself costs.
 """
 
 from __future__ import annotations
@@ -114,12 +116,49 @@ def wait_until_idle(pids: list[int], timeout: float = 60.0) -> None:
         used = now
 
 
+# Times the plain path in one process, without HTTP: the WSGI test client, one CSV row, best of `rounds`.
+# The best of several rounds is what the code costs; a loaded machine only ever adds to it.
+IN_PROCESS = """
+import sys, time
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from optml.serve.app import create_app
+from optml.serve.builtin import BuiltinModel
+client = create_app(BuiltinModel.load(Path(sys.argv[1]))).test_client()
+body, headers = sys.argv[2], {"Content-Type": "text/csv"}
+best = float("inf")
+for _ in range(int(sys.argv[3])):
+    started = time.perf_counter()
+    for _ in range(500):
+        client.post("/invocations", data=body, headers=headers)
+    best = min(best, (time.perf_counter() - started) / 500)
+print(best * 1e6)
+"""
+
+
+def in_process_us(trees: dict[str, Path], model_dir: Path, body: str, rounds: int) -> dict[str, float]:
+    """Per tree, the best per-request time of the plain path in µs, the trees alternating `rounds` times."""
+    best = {name: float("inf") for name in trees}
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            output = subprocess.run(
+                [sys.executable, "-c", IN_PROCESS, str(model_dir), body, "5"],
+                cwd=tree, env=local_env() | {"PYTHONPATH": str(tree)}, capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            best[name] = min(best[name], float(output))
+    return best
+
+
 PLAIN = "1 row, plain"
 EXPLAINED = "1 row, explain=true"
 BATCH = "1000 rows, explain=true"
 
 
-def measure(args: argparse.Namespace, scratch: Path) -> tuple[dict[tuple[str, str], list[Load]], float]:
+Results = dict[tuple[str, str], list[Load]]  # (scenario, server) → its wrk runs
+
+
+def measure(args: argparse.Namespace, scratch: Path) -> tuple[Results, float, dict[str, float]]:
     model_dir = train_model(scratch)
     add_background(model_dir)
     trees = {"this tree": REPO}
@@ -130,7 +169,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> tuple[dict[tuple[str, st
     row, rows = feature_rows(1), feature_rows(1000)
     cells: list[tuple[str, str, str, dict[str, str] | None]] = [(PLAIN, name, row, None) for name in trees]
     cells += [(EXPLAINED, "this tree", row, EXPLAIN), (BATCH, "this tree", rows, EXPLAIN)]
-    results: dict[tuple[str, str], list[Load]] = {}
+    results: Results = {}
     with contextlib.ExitStack() as stack:
         pids = {}
         for name, tree in trees.items():
@@ -146,10 +185,10 @@ def measure(args: argparse.Namespace, scratch: Path) -> tuple[dict[tuple[str, st
                 load = wrk(ports[name], body, args.seconds, args.connections, scratch, pids[name], headers)
                 results.setdefault((scenario, name), []).append(load)
                 wait_until_idle(pids[name])
-    return results, first_ms
+    return results, first_ms, in_process_us(trees, model_dir, row, args.repeats)
 
 
-def report(results: dict[tuple[str, str], list[Load]], first_ms: float, args: argparse.Namespace) -> str:
+def report(results: Results, first_ms: float, plain_us: dict[str, float], args: argparse.Namespace) -> str:
     def median(key: tuple[str, str], field: str) -> float:
         return statistics.median(getattr(load, field) for load in results[key])
 
@@ -175,6 +214,13 @@ def report(results: dict[tuple[str, str], list[Load]], first_ms: float, args: ar
             for field in ("requests_per_s", "cpu_ms_per_request")
         ]
         lines += ["", f"plain, this tree / before ({args.before}): {', '.join(ratios)}"]
+    lines += [
+        "",
+        "plain path in one process (WSGI test client, best of 5 x 500 requests per round, rounds alternating):",
+    ]
+    lines += [f"- {name}: {us:.0f} µs per request" for name, us in plain_us.items()]
+    if "before" in plain_us:
+        lines += [f"- before / this tree (speed ratio): {plain_us['before'] / plain_us['this tree']:.3f}x"]
     lines += ["", f"first explain request (its worker loads the background, builds the explainer): {first_ms:.0f} ms"]
     return "\n".join(lines)
 
@@ -197,11 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     before = os.getloadavg()[0]
     scratch = Path(tempfile.mkdtemp(prefix="optml-explain-bench-"))
     try:
-        results, first_ms = measure(args, scratch)
+        results, first_ms, plain_us = measure(args, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     args.load = f"{before:.1f} before, {os.getloadavg()[0]:.1f} after (1 min; {os.cpu_count()} CPUs)"
-    print(report(results, first_ms, args))
+    print(report(results, first_ms, plain_us, args))
     return 0
 
 
