@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from optml.container.kinds import BINARY
 from optml.container.networks import NetworkSpec, build_network
 from optml.serve.app import create_app
 from optml.serve.builtin import BuiltinModel
+from optml.serve.invocation import InferenceRequest
 from optml.serve.multimodel import ModelRegistry
 from optml.serve.negotiation import parse_custom_attributes
 from optml.serve.settings import ServerSettings
@@ -239,6 +241,24 @@ def test_a_multi_model_endpoint_explains_each_model_from_its_own_directory(
     assert app.post("/models/without/invoke", data="0.1,0.2,0.3", headers=CSV).status_code == 200
 
 
+def test_threads_explaining_and_predicting_at_once_answer_as_one_at_a_time(tmp_path: Path) -> None:
+    # A multi-model endpoint's threads share each model: explanations (captum's autograd, for this LSTM) run
+    # beside plain predictions of the same model, and neither may change the other's answer.
+    model = BuiltinModel.load(untrained_model(tmp_path, "lstm", (1, 3)))
+    rows = np.random.default_rng(2).normal(size=(12, 3)).round(3)
+
+    def answer(index: int) -> bytes:
+        body = ",".join(map(str, rows[index % len(rows)])).encode()
+        attributes = "explain=true" if index % 2 else None
+        request = InferenceRequest(body, "text/csv", {}, "application/json", attributes)
+        return model.invoke(request, ServerSettings()).body
+
+    alone = [answer(index) for index in range(48)]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(answer, range(48)))
+    assert together == alone
+
+
 # ---- refusals --------------------------------------------------------------------------------------------
 
 
@@ -293,6 +313,7 @@ import sys
 from pathlib import Path
 from optml.serve.app import create_app
 from optml.serve.builtin import BuiltinModel
+from optml.serve.invocation import InferenceRequest
 
 client = create_app(BuiltinModel.load(Path(sys.argv[1]))).test_client()
 csv = {"Content-Type": "text/csv"}
