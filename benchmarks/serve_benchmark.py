@@ -126,12 +126,12 @@ def container_logs(container: str) -> str:
 
 
 @contextlib.contextmanager
-def spawned(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def spawned(command: list[str], env: dict[str, str], cwd: Path = REPO) -> Iterator[subprocess.Popen[bytes]]:
     """A process in its own session, stopped with SIGTERM (and waited for) on the way out."""
     process = subprocess.Popen(
         command,
         env=env,
-        cwd=REPO,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -144,8 +144,11 @@ def spawned(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Pope
 
 
 @contextlib.contextmanager
-def server(name: str, command: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    with spawned(command, env) as process:
+def server(
+    name: str, command: list[str], env: dict[str, str], port: int, cwd: Path = REPO
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`cwd`: the tree whose code it runs (`python -m` puts it first on sys.path)."""
+    with spawned(command, env, cwd) as process:
         if not answers_ping(port, 60, lambda: process.poll() is None):
             if process.poll() is not None:
                 raise SystemExit(f"{name} exited with {process.returncode} before answering /ping")
@@ -208,9 +211,21 @@ def baseline_server(
             yield [app, proxy]
 
 
-def wrk(port: int, body: str, seconds: int, connections: int, scratch: Path, server_pids: list[int]) -> Load:
+def wrk(
+    port: int,
+    body: str,
+    seconds: int,
+    connections: int,
+    scratch: Path,
+    server_pids: list[int],
+    headers: dict[str, str] | None = None,
+) -> Load:
+    """`headers`: sent besides Content-Type: text/csv (custom attributes, say)."""
     script = scratch / "post.lua"
-    script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "text/csv"\nwrk.body = [==[{body}]==]\n')
+    lines = [
+        f'wrk.headers["{name}"] = "{value}"' for name, value in {"Content-Type": "text/csv", **(headers or {})}.items()
+    ]
+    script.write_text('wrk.method = "POST"\n' + "\n".join(lines) + f"\nwrk.body = [==[{body}]==]\n")
     cpu_before = cpu_seconds(server_pids)
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),

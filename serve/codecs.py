@@ -504,7 +504,8 @@ def _score(value: float) -> float:
 
 def encode_csv(result: Result, output: str | None) -> bytes:
     """One line per record: the label (or the top-k labels), or with output=probabilities the class
-    probabilities (or top-k `label,probability` pairs)."""
+    probabilities (or top-k `label,probability` pairs); with explain=true then the base value and one
+    attribution per column, in the model's column order."""
     if output == "probabilities" and result.top is not None:
         lines = [",".join(f"{lbl},{_score_text(p)}" for lbl, p in top) for top in result.top]
     elif output == "probabilities" and result.scores is not None:
@@ -513,10 +514,24 @@ def encode_csv(result: Result, output: str | None) -> bytes:
         lines = [",".join(str(label) for label, _ in top) for top in result.top]
     else:
         lines = list(map(str, result.labels))  # str(float) is its shortest round-trip repr
+    if result.explanations is not None:
+        explained = result.explanations
+        lines = [
+            ",".join([line, _score_text(base), *map(_score_text, values)])
+            for line, base, values in zip(lines, explained.base_values.tolist(), explained.values.tolist(), strict=True)
+        ]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def _json_records(result: Result, output: str | None) -> list[dict[str, Any]]:
+    records = _prediction_records(result, output)
+    if result.explanations is not None:
+        for record, explanation in zip(records, result.explanations.as_dicts(), strict=True):
+            record["explanation"] = explanation
+    return records
+
+
+def _prediction_records(result: Result, output: str | None) -> list[dict[str, Any]]:
     if result.scores is None:
         return [{"value": label} for label in result.labels]
     records: list[dict[str, Any]] = []

@@ -14,6 +14,7 @@ RESPONSE_TYPES = ("text/csv", "application/json", "application/jsonlines", "appl
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 CUSTOM_ATTRIBUTES_LIMIT = 1024  # SageMaker forwards at most 1024 visible ASCII characters
 OUTPUTS = ("label", "probabilities")
+FLAGS = {"true": True, "false": False}  # explain=true|false, as SageMaker's own attributes spell booleans
 
 
 def choose_response_type(accept: str | None, default_accept: str | None, request_type: str) -> str:
@@ -44,6 +45,7 @@ class OutputOptions:
     output: str | None = None  # "label" | "probabilities"; None: CSV shows labels, JSON both
     threshold: float | None = None  # binary classification: P(second class) >= threshold → second class
     top_k: int | None = None  # classification: the k most likely classes per record
+    explain: bool = False  # each record's SHAP explanation (serve/explain.py)
 
 
 def parse_custom_attributes(header: str | None) -> OutputOptions:
@@ -74,9 +76,12 @@ def parse_custom_attributes(header: str | None) -> OutputOptions:
             top_k = int(text)
         else:
             problems.append(f"top_k={text!r} (expected a positive integer)")
+    explain = FLAGS.get(pairs.get("explain", "false").lower())
+    if explain is None:
+        problems.append(f"explain={pairs['explain']!r} (expected true or false)")
     if problems:
         raise bad_request(f"invalid {CUSTOM_ATTRIBUTES_HEADER}: {'; '.join(problems)}")
-    return OutputOptions(output=output, threshold=threshold, top_k=top_k)
+    return OutputOptions(output=output, threshold=threshold, top_k=top_k, explain=bool(explain))
 
 
 def _probability(text: str) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,12 +12,16 @@ from optml.container.kinds import BINARY, MULTICLASS
 from optml.serve.errors import bad_request
 from optml.serve.negotiation import OutputOptions
 
+if TYPE_CHECKING:  # not at run time: the explainer's module brings captum, which plain predictions never need
+    from optml.container.explain import Explanations
+
 
 @dataclass
 class Result:
     labels: list[Label]  # per record: the class (after any threshold) or the regression value
     scores: np.ndarray | None  # (records, classes) probabilities; None for regression
     top: list[list[tuple[Label, float]]] | None = None  # per record: the k most likely (class, probability)
+    explanations: Explanations | None = None  # explain=true: per record, its score's SHAP attributions
 
 
 def check_options(options: OutputOptions, task: str) -> None:
