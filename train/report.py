@@ -179,10 +179,12 @@ def _plot_profile(output_dir: Path, profile: list[dict[str, Any]]) -> Path:
     labels = [f"{p['epoch']}*" if p.get("resumed") else str(p["epoch"]) for p in profile]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.4 * len(profile) + 3), 4))
     bottom = np.zeros(len(profile))
+    positions = np.arange(len(profile))  # numbers, labelled below: matplotlib logs a note for each text axis
     for key, (label, colour) in PROFILE_PHASES.items():
         heights = np.array([p[key] for p in profile], dtype=float)
-        ax.bar(labels, heights, bottom=bottom, label=label, color=colour)
+        ax.bar(positions, heights, bottom=bottom, label=label, color=colour)
         bottom += heights
+    ax.set_xticks(positions, labels)
     resumed = " (* resumed: the part after the resume)" if any(p.get("resumed") for p in profile) else ""
     ax.set(title="time per epoch", xlabel=f"epoch{resumed}", ylabel="seconds")
     ax.legend(loc="upper right", fontsize="small")

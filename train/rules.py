@@ -416,7 +416,9 @@ class ClassImbalance(Rule):
     """The largest class has more than `threshold_imbalance` times the rows of the smallest (judged before
     training from the train channel's class counts, or without them on the first epoch's sampled rows), or
     some class is mispredicted more often than `threshold_misprediction` (judged at epoch ends on the
-    epoch's sampled training predictions, once `samples` rows have been seen). Classification only."""
+    epochs' sampled training predictions, once `samples` rows have been seen, from the second epoch on: the
+    first epoch's predictions are those of a network still learning from its random start, and a class
+    missed by them says nothing). Classification only."""
 
     name = "ClassImbalance"
     parameters = (
@@ -463,6 +465,8 @@ class ClassImbalance(Rule):
             found = self.imbalance([int(c) for c in seen.tolist()], run.epoch, "of the sampled rows")
             if found is not None:
                 return found
+        if run.epoch == 1:
+            return None
         wrong = torch.bincount(targets[predicted != targets], minlength=classes).double()
         self.seen = seen if self.seen is None else _padded_sum(self.seen, seen)
         self.wrong = wrong if self.wrong is None else _padded_sum(self.wrong, wrong)
