@@ -52,6 +52,7 @@ def test_no_command_with_hyperparameters_trains_and_writes_the_model(container_t
     assert status == 0, logs
     assert sorted(p.name for p in (root / "model").iterdir()) == [
         "MODEL_CARD.md",
+        "background.safetensors",
         "model.pt",
         "model.safetensors",
         "model_card.json",
@@ -62,6 +63,11 @@ def test_no_command_with_hyperparameters_trains_and_writes_the_model(container_t
         "learning_curves.png",
         "roc_curve.png",
         "confusion_matrix.png",
+        "profile_timeline.png",
+        "rules.json",
+        "analysis.json",  # the global explanation (no facets: no bias sections)
+        "shap_importance.png",
+        "partial_dependence.png",
     }
     assert load_model(root / "model").metadata.hyperparameters["epochs"] == 12
     assert json.loads((root / "output" / "data" / "evaluation.json").read_text())["channels"]["train"]["rows"] == 240
