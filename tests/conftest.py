@@ -179,3 +179,28 @@ def model_with_script(tmp_path: Path, torchscript_dir: Path, script: str | None,
         (model_dir / "code").mkdir()
         (model_dir / "code" / f"{name}.py").write_text(textwrap.dedent(script))
     return model_dir
+
+
+def loan_rows(rows: int, seed: int) -> list[str]:
+    """approved (yes/no) from income, age and — the bias to be found — sex."""
+    rng = np.random.default_rng(seed)
+    sex = rng.choice(["female", "male"], rows)
+    age = rng.integers(18, 80, rows)
+    income = rng.normal(50, 15, rows).round(2)
+    score = 0.05 * (income - 50) + 0.8 * (sex == "male") + 0.02 * (age - 45) + rng.normal(0, 0.5, rows)
+    labels = np.where(score > 0.3, "yes", "no")
+    rows_text = [f"{a},{b},{c},{d}" for a, b, c, d in zip(labels, sex, age, income, strict=True)]
+    return ["approved,sex,age,income", *rows_text]
+
+
+def loan_job(root: Path, hyperparameters: dict[str, str]) -> Path:
+    for channel, rows, seed in (("train", 600, 1), ("validation", 200, 2), ("test", 200, 3)):
+        (root / "input" / "data" / channel).mkdir(parents=True)
+        (root / "input" / "data" / channel / "loans.csv").write_text("\n".join(loan_rows(rows, seed)) + "\n")
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps({"label_column": "approved"} | hyperparameters))
+    channels = {name: {"ContentType": "text/csv"} for name in ("train", "validation", "test")}
+    (config / "inputdataconfig.json").write_text(json.dumps(channels))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    return root

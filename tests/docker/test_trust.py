@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import numpy as np
 import pytest
 import requests
 from docker.models.containers import Container
 
 from optml.container.artifact import load_model
 from optml.train.tensorboard import read_scalars
+from tests.conftest import loan_job
 from tests.docker.conftest import host_port, wait_for_exit, wait_until_healthy
 
 pytestmark = pytest.mark.docker
@@ -27,31 +27,6 @@ POST = {"DPPL", "DI", "DCAcc", "DCR", "RD", "DAR", "DRR", "AD", "TE", "CDDPL", "
 
 def mount(root: Path, target: str = "/opt/ml") -> dict[str, dict[str, str]]:
     return {str(root): {"bind": target, "mode": "rw"}}
-
-
-def loan_rows(rows: int, seed: int) -> list[str]:
-    """approved (yes/no) from income, age and — the bias to be found — sex."""
-    rng = np.random.default_rng(seed)
-    sex = rng.choice(["female", "male"], rows)
-    age = rng.integers(18, 80, rows)
-    income = rng.normal(50, 15, rows).round(2)
-    score = 0.05 * (income - 50) + 0.8 * (sex == "male") + 0.02 * (age - 45) + rng.normal(0, 0.5, rows)
-    labels = np.where(score > 0.3, "yes", "no")
-    rows_text = [f"{a},{b},{c},{d}" for a, b, c, d in zip(labels, sex, age, income, strict=True)]
-    return ["approved,sex,age,income", *rows_text]
-
-
-def loan_job(root: Path, hyperparameters: dict[str, str]) -> Path:
-    for channel, rows, seed in (("train", 600, 1), ("validation", 200, 2), ("test", 200, 3)):
-        (root / "input" / "data" / channel).mkdir(parents=True)
-        (root / "input" / "data" / channel / "loans.csv").write_text("\n".join(loan_rows(rows, seed)) + "\n")
-    config = root / "input" / "config"
-    config.mkdir(parents=True)
-    (config / "hyperparameters.json").write_text(json.dumps({"label_column": "approved"} | hyperparameters))
-    channels = {name: {"ContentType": "text/csv"} for name in ("train", "validation", "test")}
-    (config / "inputdataconfig.json").write_text(json.dumps(channels))
-    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +106,13 @@ def test_the_endpoint_explains_a_request_when_asked(loan_model, run_container: R
 
 
 def test_a_rule_with_stop_fails_the_job_naming_the_rule(tmp_path: Path, run_container: RunContainer) -> None:
-    hyperparameters = {"epochs": "3", "learning_rate": "1e6", "rules": "ExplodingTensor", "rule_action": "stop"}
+    hyperparameters = {
+        "epochs": "3",
+        "learning_rate": "1e30",
+        "optimizer": "sgd",
+        "rules": "ExplodingTensor",
+        "rule_action": "stop",
+    }
     root = loan_job(tmp_path / "ml", hyperparameters)
     status, logs = wait_for_exit(run_container("train", volumes=mount(root)))
     assert status == 1, logs
