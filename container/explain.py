@@ -52,11 +52,12 @@ BACKGROUND_FILE = "background.safetensors"
 BACKGROUND_KINDS = ("kmeans", "rows")
 DEEP_LIFT_SHAP = "deep_lift_shap"
 GRADIENT_SHAP = "gradient_shap"
-GRADIENT_STEPS = 32
+GRADIENT_STEPS = 64
 # |base_value + sum(values) - score| is at most TOLERANCE[method] × scale, scale = 1 for probabilities and
-# max(1, |score|, target_std) for regression: float32 rounding for DeepLIFT, the quadrature error for expected
-# gradients (measured on tests/unit/test_explain.py's recurrent nets, with a margin).
-TOLERANCE = {DEEP_LIFT_SHAP: 1e-4, GRADIENT_SHAP: 2e-2}
+# max(1, |score|, target_std) for regression: float32 rounding for DeepLIFT; for expected gradients the
+# quadrature error, which benchmarks/explain_completeness.py measures on trained LSTM/GRU/CNN nets: at 64 steps
+# at most 0.015 in probability and 0.6 % of target_std (32 steps: 0.025; 128: 0.007).
+TOLERANCE = {DEEP_LIFT_SHAP: 1e-4, GRADIENT_SHAP: 3e-2}
 _KMEANS_ITERATIONS = 50
 
 
@@ -145,6 +146,37 @@ def _kmeans(points: np.ndarray, size: int, generator: np.random.Generator) -> np
             break
         centroids = updated
     return centroids
+
+
+class RowSample:
+    """A uniform sample of at most `capacity` rows from rows arriving block by block (reservoir sampling,
+    algorithm R, vectorized per block): what streaming training passes to `summarize_background` and to the
+    global explanation, so neither holds the whole channel."""
+
+    def __init__(self, capacity: int, seed: int) -> None:
+        self.capacity = capacity
+        self.seen = 0
+        self._generator = np.random.default_rng(seed)
+        self._rows: np.ndarray | None = None
+
+    def add(self, block: np.ndarray) -> None:
+        block = np.asarray(block, dtype=np.float32)
+        if self._rows is None:
+            self._rows = np.empty((self.capacity, *block.shape[1:]), dtype=np.float32)
+        free = max(0, min(self.capacity - self.seen, len(block)))
+        self._rows[self.seen : self.seen + free] = block[:free]
+        # Row number n (0-based) of the stream replaces a random slot with probability capacity / (n + 1).
+        numbers = np.arange(self.seen + free, self.seen + len(block))
+        slots = (self._generator.random(len(numbers)) * (numbers + 1)).astype(np.int64)
+        keep = slots < self.capacity
+        self._rows[slots[keep]] = block[free:][keep]  # later rows of the block win a slot, as in sequence
+        self.seen += len(block)
+
+    @property
+    def rows(self) -> np.ndarray:
+        if self._rows is None:
+            return np.empty((0, 0), dtype=np.float32)
+        return self._rows[: min(self.seen, self.capacity)].copy()
 
 
 def save_background(model_dir: Path, background: np.ndarray, kind: str = "kmeans") -> None:
