@@ -148,37 +148,6 @@ def _kmeans(points: np.ndarray, size: int, generator: np.random.Generator) -> np
     return centroids
 
 
-class RowSample:
-    """A uniform sample of at most `capacity` rows from rows arriving block by block (reservoir sampling,
-    algorithm R, vectorized per block): what streaming training passes to `summarize_background` and to the
-    global explanation, so neither holds the whole channel."""
-
-    def __init__(self, capacity: int, seed: int) -> None:
-        self.capacity = capacity
-        self.seen = 0
-        self._generator = np.random.default_rng(seed)
-        self._rows: np.ndarray | None = None
-
-    def add(self, block: np.ndarray) -> None:
-        block = np.asarray(block, dtype=np.float32)
-        if self._rows is None:
-            self._rows = np.empty((self.capacity, *block.shape[1:]), dtype=np.float32)
-        free = max(0, min(self.capacity - self.seen, len(block)))
-        self._rows[self.seen : self.seen + free] = block[:free]
-        # Row number n (0-based) of the stream replaces a random slot with probability capacity / (n + 1).
-        numbers = np.arange(self.seen + free, self.seen + len(block))
-        slots = (self._generator.random(len(numbers)) * (numbers + 1)).astype(np.int64)
-        keep = slots < self.capacity
-        self._rows[slots[keep]] = block[free:][keep]  # later rows of the block win a slot, as in sequence
-        self.seen += len(block)
-
-    @property
-    def rows(self) -> np.ndarray:
-        if self._rows is None:
-            return np.empty((0, 0), dtype=np.float32)
-        return self._rows[: min(self.seen, self.capacity)].copy()
-
-
 def save_background(model_dir: Path, background: np.ndarray, kind: str = "kmeans") -> None:
     """Write background.safetensors, saying in its metadata which kind of background it holds."""
     from safetensors.numpy import save_file

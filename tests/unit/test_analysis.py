@@ -109,6 +109,21 @@ def test_a_watch_counts_blocks_as_it_counts_the_whole_channel() -> None:
     assert bias.post_training(spec, merged.counts) == bias.post_training(spec, whole.counts)
 
 
+def test_a_long_stream_is_sampled_uniformly_without_repeats() -> None:
+    """Blocks of one process, then a second process's sample merged in: uniform over the union."""
+    samples = [RowSample(size=2000, seed=rank) for rank in range(2)]
+    for start in range(0, 100_000, 777):
+        ids = np.arange(start, min(start + 777, 100_000), dtype=np.float32)
+        samples[start // 50_000].add(np.column_stack([ids, -ids]))
+    samples[0].merge(samples[1])
+    rows = samples[0].rows
+    assert rows is not None and rows.shape == (2000, 2)
+    assert len(np.unique(rows[:, 0])) == 2000
+    np.testing.assert_array_equal(rows[:, 1], -rows[:, 0])  # whole rows, not mixed columns
+    counts = np.histogram(rows[:, 0], bins=10, range=(0, 100_000))[0]  # 200 expected per tenth of the stream
+    assert counts.min() > 140 and counts.max() < 260, counts
+
+
 def test_a_row_sample_of_blocks_is_a_bounded_sample_of_the_union() -> None:
     sample, other = RowSample(size=50, seed=0), RowSample(size=50, seed=1)
     sample.add(np.arange(40, dtype=np.float32).reshape(40, 1))

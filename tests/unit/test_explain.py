@@ -19,7 +19,6 @@ from optml.container.explain import (
     DEEP_LIFT_SHAP,
     GRADIENT_SHAP,
     Explainer,
-    RowSample,
     background_kind,
     load_background,
     save_background,
@@ -330,35 +329,6 @@ def test_shaped_rows_keep_their_shape() -> None:
 def test_bad_background_requests_are_named(rows: np.ndarray, size: int, kind: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
         summarize_background(rows, size, kind, seed=0)
-
-
-def sample_stream(capacity: int, total: int, block: int, seed: int = 0) -> RowSample:
-    sample = RowSample(capacity, seed)
-    for start in range(0, total, block):
-        ids = np.arange(start, min(start + block, total), dtype=np.float32)
-        sample.add(np.column_stack([ids, -ids]))
-    return sample
-
-
-def test_a_stream_shorter_than_the_sample_is_kept_whole_in_order() -> None:
-    sample = sample_stream(capacity=50, total=30, block=7)
-    assert sample.seen == 30
-    np.testing.assert_array_equal(sample.rows[:, 0], np.arange(30))
-
-
-def test_a_long_stream_is_sampled_uniformly_without_repeats() -> None:
-    sample = sample_stream(capacity=2000, total=100_000, block=777)
-    ids = sample.rows[:, 0]
-    assert sample.rows.shape == (2000, 2) and sample.seen == 100_000
-    assert len(np.unique(ids)) == 2000
-    np.testing.assert_array_equal(sample.rows[:, 1], -ids)  # whole rows, not mixed columns
-    counts = np.histogram(ids, bins=10, range=(0, 100_000))[0]  # 200 expected per tenth of the stream
-    assert counts.min() > 140 and counts.max() < 260, counts
-    np.testing.assert_array_equal(ids, sample_stream(capacity=2000, total=100_000, block=777).rows[:, 0])
-
-
-def test_a_sample_of_nothing_is_empty() -> None:
-    assert RowSample(5, seed=0).rows.shape[0] == 0
 
 
 def test_the_background_file_round_trips_with_its_kind(tmp_path: Path) -> None:
