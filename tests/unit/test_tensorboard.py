@@ -11,30 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from optml.container.kinds import BINARY
-from optml.container.networks import NetworkSpec, build_network
 from optml.container.paths import Paths
 from optml.train.callbacks import Callback, Checkpointing, Control, StopOnRequest
 from optml.train.checkpoints import Checkpointer, CheckpointPolicy
 from optml.train.hyperparameters import Hyperparameters
 from optml.train.interrupt import TrainingStopped
-from optml.train.losses import LossFunction, per_row_loss
 from optml.train.profiling import Profiler
 from optml.train.tensorboard import EventFile, TensorBoard, read_events, read_scalars
-from optml.train.trainer import Objective, Split, Trainer, TrainState
-from tests.conftest import REPO, StopAfter, make_classification
-
-ROWS = make_classification(100, 4, 2, seed=1)  # 7 batches of 16, the last one short
-TRAIN = Split.from_arrays(ROWS[:, 1:].astype(np.float32), ROWS[:, 0].astype(np.int64))
-HP = Hyperparameters(epochs=3, batch_size=16, hidden_units=(8,), learning_rate=0.01)
-OBJECTIVE = Objective(
-    BINARY, LossFunction("bce", per_row_loss("bce", BINARY, huber_delta=1, focal_gamma=2, focal_alpha=0.25))
-)
-
-
-def network() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_network(NetworkSpec("mlp", (4,), 1, hidden_units=(8,)))
+from optml.train.trainer import Trainer, TrainState
+from tests.conftest import REPO, StopAfter
+from tests.unit.test_callbacks import HP, OBJECTIVE, TRAIN, network
 
 
 def histograms(directory: Path) -> dict[str, list[int]]:
