@@ -35,7 +35,8 @@ from optml.train.preprocessing import LabelEncoding
 log = logging.getLogger(__name__)
 
 ANALYSIS_FILE = "analysis.json"
-SAMPLE_ROWS = 10_000  # rows of a channel kept for the background (train) and the explained rows
+SAMPLE_ROWS = 10_000  # rows of a channel kept for the background (train) and the explained rows ...
+SAMPLE_BYTES = 64 * 2**20  # ... and at most this much of them (float32)
 HELD_OUT = ("validation", "test")
 
 
@@ -53,6 +54,8 @@ class RowSample:
     def add(self, rows: np.ndarray) -> None:
         if self._rng is None:
             self._rng = np.random.default_rng(self.seed)
+            row_bytes = 4 * int(np.prod(rows.shape[1:]))  # images: fewer rows, so a sample stays small
+            self.size = min(self.size, max(100, SAMPLE_BYTES // max(row_bytes, 1)))
         self._keep(np.asarray(rows, np.float32), self._rng.random(len(rows)))
 
     def merge(self, other: RowSample) -> None:

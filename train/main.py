@@ -512,7 +512,7 @@ def train_and_save(
     if previous is not None:
         explicit = {key: getattr(hp, key) for key in job.hyperparameters.values}
         check_compatible(previous, explicit, hp.task, setup.feature_shape)
-    bias_spec, pre_bias = bias_before_training(hp, setup, datasets)
+    bias_spec, pre_bias = bias_before_training(hp, setup)
 
     cv_result = None
     if hp.k_folds >= 2:
@@ -663,9 +663,7 @@ def save_results(
     log.info("model saved to %s; report in %s", paths.model_dir, paths.output_data_dir)
 
 
-def bias_before_training(
-    hp: Hyperparameters, setup: Setup, datasets: dict[str, Dataset]
-) -> tuple[bias.BiasSpec | None, bias.BiasCounts | None]:
+def bias_before_training(hp: Hyperparameters, setup: Setup) -> tuple[bias.BiasSpec | None, bias.BiasCounts | None]:
     """With facet_column: the facets checked against the data and the train labels counted per facet
     (streaming: one more pass over the train channel, each process its part, merged) — before any epoch,
     so a facet that cannot be measured fails at once."""
