@@ -79,6 +79,7 @@ def test_train_deploy_predict(sdk: str, instances: int, image: str, tmp_path: Pa
     with tarfile.open(model_data) as archive:
         assert sorted(archive.getnames()) == [
             "MODEL_CARD.md",
+            "background.safetensors",
             "model.pt",
             "model.safetensors",
             "model_card.json",
