@@ -543,8 +543,13 @@ class ActivationRule(Rule):
 
 def unit_activity(output: torch.Tensor) -> torch.Tensor:
     """Per unit (feature, or channel of an image), the fraction of its values that are > 0."""
-    active = (output > 0).float()
-    return active.mean(0) if active.dim() <= 2 else active.transpose(0, 1).reshape(active.shape[1], -1).mean(1)
+    return unit_share(output > 0)
+
+
+def unit_share(flags: torch.Tensor) -> torch.Tensor:
+    """Per unit (feature, or channel of an image), the fraction of its values that are set."""
+    values = flags.float()
+    return values.mean(0) if values.dim() <= 2 else values.transpose(0, 1).reshape(values.shape[1], -1).mean(1)
 
 
 class DeadRelu(ActivationRule):
@@ -575,9 +580,10 @@ class DeadRelu(ActivationRule):
 
 
 class SaturatedActivation(ActivationRule):
-    """Too many tanh or sigmoid inputs sit where the function is flat (its gradient vanishes): outside
-    [threshold_tanh_min, threshold_tanh_max] or [threshold_sigmoid_min, threshold_sigmoid_max]; a layer is
-    saturated when over `threshold_layer` % of a sampled batch's inputs are."""
+    """Too many tanh or sigmoid units sit where the function is flat (its gradient vanishes): a unit is
+    saturated when its input is inside [threshold_tanh_min, threshold_tanh_max] (or the sigmoid's range) for
+    under `threshold_inactivity` % of a sampled batch's rows, a layer when over `threshold_layer` % of its
+    units are (Debugger's definition)."""
 
     name = "SaturatedActivation"
     parameters = (
@@ -585,21 +591,24 @@ class SaturatedActivation(ActivationRule):
         Parameter("threshold_tanh_max", 9.4999, "tanh inputs above this are saturated"),
         Parameter("threshold_sigmoid_min", -23.0, "sigmoid inputs below this are saturated"),
         Parameter("threshold_sigmoid_max", 16.99999, "sigmoid inputs above this are saturated"),
-        Parameter("threshold_layer", 50.0, "percent of saturated inputs that makes a layer saturated", minimum=0.0),
+        Parameter("threshold_inactivity", 1.0, "percent of activity below which a unit is saturated", minimum=0.0),
+        Parameter("threshold_layer", 50.0, "percent of saturated units that makes a layer saturated", minimum=0.0),
     )
     modules = (nn.Tanh, nn.Sigmoid)
 
     def measure(self, module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         kind = "tanh" if isinstance(module, nn.Tanh) else "sigmoid"
         low, high = self.values[f"threshold_{kind}_min"], self.values[f"threshold_{kind}_max"]
-        return ((inputs < low) | (inputs > high)).float().mean().reshape(1) * 100
+        saturated = unit_share((inputs >= low) & (inputs <= high)) * 100 < self.values["threshold_inactivity"]
+        return saturated.float().mean().reshape(1) * 100
 
     def check(self, run: TrainState, window: StepWindow) -> Finding | None:
         for name, (saturated,) in self.taken().items():
             if saturated > self.values["threshold_layer"]:
                 evidence = (
-                    f"{saturated:.0f}% of the inputs of {name} in a sampled batch are saturated "
-                    f"(threshold_layer={self.values['threshold_layer']:g})"
+                    f"{saturated:.0f}% of the units of {name} are outside their function's working range for"
+                    f" over {100 - self.values['threshold_inactivity']:g}% of a sampled batch"
+                    f" (threshold_layer={self.values['threshold_layer']:g})"
                 )
                 return Finding(window.step, window.epoch, evidence)
         return None
