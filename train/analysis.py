@@ -31,6 +31,7 @@ from optml.train import bias, distributed
 from optml.train.explanations import write_explanations
 from optml.train.hyperparameters import Hyperparameters
 from optml.train.preprocessing import LabelEncoding
+from optml.train.sampling import RowSample
 
 log = logging.getLogger(__name__)
 
@@ -38,35 +39,6 @@ ANALYSIS_FILE = "analysis.json"
 SAMPLE_ROWS = 10_000  # rows of a channel kept for the background (train) and the explained rows ...
 SAMPLE_BYTES = 64 * 2**20  # ... and at most this much of them (float32)
 HELD_OUT = ("validation", "test")
-
-
-@dataclass
-class RowSample:
-    """A uniform sample of at most `size` rows of a channel: the rows with the smallest random keys, so the
-    samples of blocks and of processes merge into a uniform sample of the union."""
-
-    size: int = SAMPLE_ROWS
-    seed: int = 0
-    rows: np.ndarray | None = None
-    keys: np.ndarray | None = None
-    _rng: np.random.Generator | None = field(default=None, init=False, repr=False)
-
-    def add(self, rows: np.ndarray) -> None:
-        if self._rng is None:
-            self._rng = np.random.default_rng(self.seed)
-            row_bytes = 4 * int(np.prod(rows.shape[1:]))  # images: fewer rows, so a sample stays small
-            self.size = min(self.size, max(100, SAMPLE_BYTES // max(row_bytes, 1)))
-        self._keep(np.asarray(rows, np.float32), self._rng.random(len(rows)))
-
-    def merge(self, other: RowSample) -> None:
-        if other.rows is not None and other.keys is not None:
-            self._keep(other.rows, other.keys)
-
-    def _keep(self, rows: np.ndarray, keys: np.ndarray) -> None:
-        if self.rows is not None and self.keys is not None:
-            rows, keys = np.concatenate([self.rows, rows]), np.concatenate([self.keys, keys])
-        order = np.argsort(keys, kind="stable")[: self.size]
-        self.rows, self.keys = rows[order], keys[order]
 
 
 @dataclass
@@ -79,11 +51,12 @@ class ChannelWatch:
     spec: bias.BiasSpec | None
     rank: int = 0
     counts: bias.BiasCounts = field(default_factory=bias.BiasCounts)
-    flips: bias.FlipSample = field(default_factory=bias.FlipSample)
-    sample: RowSample = field(default_factory=RowSample)
+    flips: bias.FlipSample = field(init=False)
+    sample: RowSample = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.flips.seed = self.sample.seed = self.rank  # each process draws its own keys
+    def __post_init__(self) -> None:  # each process draws its own keys
+        self.flips = bias.FlipSample(seed=self.rank)
+        self.sample = RowSample(SAMPLE_ROWS, self.rank, SAMPLE_BYTES)
 
     def __call__(self, features: np.ndarray, labels: np.ndarray, outputs: torch.Tensor) -> None:
         """A block (or the whole channel): encoded, unscaled features; its labels as read; network outputs."""

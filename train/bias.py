@@ -30,6 +30,7 @@ from optml.container.kinds import BINARY, MULTICLASS, REGRESSION, TABULAR_MODELS
 from optml.train import bias_metrics
 from optml.train.hyperparameters import Hyperparameters
 from optml.train.preprocessing import LabelEncoding
+from optml.train.sampling import RowSample
 
 ANALYSIS_VERSION = "1.0"
 MAX_GROUPS = 1000  # distinct values of a numeric group_column; more is an ID, not a grouping
@@ -329,29 +330,25 @@ class FlipSample:
 
     max_rows: int = FT_MAX_ROWS
     seed: int = 0  # give each process its own (its rank)
-    features: np.ndarray | None = None
-    positive: np.ndarray | None = None
-    keys: np.ndarray | None = None
-    _rng: np.random.Generator | None = field(default=None, init=False, repr=False)
+    sample: RowSample = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.sample = RowSample(self.max_rows, self.seed)
+
+    @property
+    def features(self) -> np.ndarray | None:
+        return self.sample.rows
+
+    @property
+    def positive(self) -> np.ndarray | None:
+        return self.sample.columns[1] if self.sample.columns is not None else None
 
     def add(self, spec: BiasSpec, features: np.ndarray, predicted: np.ndarray) -> None:
         """A block: encoded, unscaled features and the model's predicted labels (class indices or values)."""
-        if self._rng is None:
-            self._rng = np.random.default_rng(self.seed)
-        keys = self._rng.random(len(features))
-        self._keep(np.asarray(features, np.float32), positive_labels(spec, predicted), keys)
-
-    def _keep(self, features: np.ndarray, positive: np.ndarray, keys: np.ndarray) -> None:
-        if self.features is not None and self.positive is not None and self.keys is not None:
-            features = np.concatenate([self.features, features])
-            positive = np.concatenate([self.positive, positive])
-            keys = np.concatenate([self.keys, keys])
-        order = np.argsort(keys, kind="stable")[: self.max_rows]
-        self.features, self.positive, self.keys = features[order], positive[order], keys[order]
+        self.sample.add(features, positive_labels(spec, predicted))
 
     def merge(self, other: FlipSample) -> None:
-        if other.features is not None and other.positive is not None and other.keys is not None:
-            self._keep(other.features, other.positive, other.keys)
+        self.sample.merge(other.sample)
 
 
 def merge_samples(parts: Iterable[FlipSample]) -> FlipSample:

@@ -541,20 +541,38 @@ class ActivationRule(Rule):
         return dict(zip(names, values.cpu().tolist(), strict=True)) if values is not None else {}
 
 
-def unit_activity(output: torch.Tensor) -> torch.Tensor:
-    """Per unit (feature, or channel of an image), the fraction of its values that are > 0."""
-    return unit_share(output > 0)
-
-
 def unit_share(flags: torch.Tensor) -> torch.Tensor:
     """Per unit (feature, or channel of an image), the fraction of its values that are set."""
     values = flags.float()
     return values.mean(0) if values.dim() <= 2 else values.transpose(0, 1).reshape(values.shape[1], -1).mean(1)
 
 
-class DeadRelu(ActivationRule):
-    """Too many ReLU units never fire: a unit is dead when it is active for under `threshold_inactivity` %
-    of a sampled batch's rows, a layer when over `threshold_layer` % of its units are dead."""
+class InactiveUnitsRule(ActivationRule):
+    """Debugger's layer test on inactive units: a unit is inactive when it is `active` for under
+    `threshold_inactivity` % of a sampled batch's rows, and a layer triggers the rule when over
+    `threshold_layer` % of its units are inactive. Subclasses say what "active" means and word the evidence."""
+
+    def active(self, module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evidence(self, name: str, inactive: float) -> str:
+        raise NotImplementedError
+
+    def measure(self, module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        inactive = unit_share(self.active(module, inputs, output)) * 100 < self.values["threshold_inactivity"]
+        return inactive.float().mean().reshape(1) * 100
+
+    def check(self, run: TrainState, window: StepWindow) -> Finding | None:
+        for name, (inactive,) in self.taken().items():
+            if inactive > self.values["threshold_layer"]:
+                return Finding(window.step, window.epoch, self.evidence(name, inactive))
+        return None
+
+
+class DeadRelu(InactiveUnitsRule):
+    """Too many ReLU units never fire: a unit is dead when it is active (> 0) for under
+    `threshold_inactivity` % of a sampled batch's rows, a layer when over `threshold_layer` % of its units
+    are dead."""
 
     name = "DeadRelu"
     parameters = (
@@ -563,23 +581,18 @@ class DeadRelu(ActivationRule):
     )
     modules = (nn.ReLU,)
 
-    def measure(self, module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        dead = unit_activity(output) * 100 < self.values["threshold_inactivity"]
-        return dead.float().mean().reshape(1) * 100
+    def active(self, module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        return output > 0
 
-    def check(self, run: TrainState, window: StepWindow) -> Finding | None:
-        for name, (dead,) in self.taken().items():
-            if dead > self.values["threshold_layer"]:
-                evidence = (
-                    f"{dead:.0f}% of the units of {name} are active for under "
-                    f"{self.values['threshold_inactivity']:g}% of a sampled batch (threshold_layer="
-                    f"{self.values['threshold_layer']:g})"
-                )
-                return Finding(window.step, window.epoch, evidence)
-        return None
+    def evidence(self, name: str, inactive: float) -> str:
+        return (
+            f"{inactive:.0f}% of the units of {name} are active for under "
+            f"{self.values['threshold_inactivity']:g}% of a sampled batch (threshold_layer="
+            f"{self.values['threshold_layer']:g})"
+        )
 
 
-class SaturatedActivation(ActivationRule):
+class SaturatedActivation(InactiveUnitsRule):
     """Too many tanh or sigmoid units sit where the function is flat (its gradient vanishes): a unit is
     saturated when its input is inside [threshold_tanh_min, threshold_tanh_max] (or the sigmoid's range) for
     under `threshold_inactivity` % of a sampled batch's rows, a layer when over `threshold_layer` % of its
@@ -596,22 +609,16 @@ class SaturatedActivation(ActivationRule):
     )
     modules = (nn.Tanh, nn.Sigmoid)
 
-    def measure(self, module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    def active(self, module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         kind = "tanh" if isinstance(module, nn.Tanh) else "sigmoid"
-        low, high = self.values[f"threshold_{kind}_min"], self.values[f"threshold_{kind}_max"]
-        saturated = unit_share((inputs >= low) & (inputs <= high)) * 100 < self.values["threshold_inactivity"]
-        return saturated.float().mean().reshape(1) * 100
+        return (inputs >= self.values[f"threshold_{kind}_min"]) & (inputs <= self.values[f"threshold_{kind}_max"])
 
-    def check(self, run: TrainState, window: StepWindow) -> Finding | None:
-        for name, (saturated,) in self.taken().items():
-            if saturated > self.values["threshold_layer"]:
-                evidence = (
-                    f"{saturated:.0f}% of the units of {name} are outside their function's working range for"
-                    f" over {100 - self.values['threshold_inactivity']:g}% of a sampled batch"
-                    f" (threshold_layer={self.values['threshold_layer']:g})"
-                )
-                return Finding(window.step, window.epoch, evidence)
-        return None
+    def evidence(self, name: str, inactive: float) -> str:
+        return (
+            f"{inactive:.0f}% of the units of {name} are outside their function's working range for"
+            f" over {100 - self.values['threshold_inactivity']:g}% of a sampled batch"
+            f" (threshold_layer={self.values['threshold_layer']:g})"
+        )
 
 
 class PoorWeightInitialization(ActivationRule):

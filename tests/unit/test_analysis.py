@@ -18,10 +18,11 @@ from optml.container.explain import load_background
 from optml.container.features import FeatureEncoder
 from optml.container.paths import Paths
 from optml.train import bias
-from optml.train.analysis import ChannelWatch, RowSample
+from optml.train.analysis import ChannelWatch
 from optml.train.hyperparameters import Hyperparameters
 from optml.train.main import main, run
 from optml.train.preprocessing import LabelEncoding
+from optml.train.sampling import RowSample
 from optml.train.tensorboard import read_scalars
 from tests.conftest import loan_job
 
