@@ -29,6 +29,7 @@ from optml.container.artifact import ModelArtifact
 from optml.container.explain import Explainer, Explanations
 from optml.container.features import CATEGORICAL, FeatureEncoder
 from optml.container.kinds import BINARY, REGRESSION, TABULAR_MODELS
+from optml.train.report import pyplot, save_figure
 
 PDP_GRID_POINTS = 10
 PDP_TOP_COLUMNS = 3
@@ -197,7 +198,7 @@ def write_explanations(
 
 def plot_importance(path: Path, explanation: GlobalExplanation, top: int = 20) -> Path:
     """A horizontal bar chart of mean |SHAP| for the `top` most important columns."""
-    plt = _pyplot()
+    plt = pyplot()
     ranked = explanation.ranked()[:top][::-1]
     label_width = 0.08 * max(len(c) for c in ranked) + 0.3  # inches, for the column names left of the bars
     height = 0.3 * len(ranked) + 1.2
@@ -206,12 +207,12 @@ def plot_importance(path: Path, explanation: GlobalExplanation, top: int = 20) -
     ax.set(title=f"feature importance ({explanation.method}, {explanation.rows} rows)", xlabel="mean |SHAP value|")
     # Fixed margins, not tight_layout: that draws the figure once more, a third of the plot's cost.
     fig.subplots_adjust(left=label_width / (5 + label_width), right=0.96, top=1 - 0.4 / height, bottom=0.6 / height)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_partial_dependence(path: Path, dependences: list[PartialDependence]) -> Path:
     """One panel per column (one figure: each PNG costs a render), a line per model output."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(dependences), figsize=(4.5 * len(dependences), 4), squeeze=False)
     for ax, dependence in zip(axes[0], dependences, strict=True):
         positions = list(range(len(dependence.values)))
@@ -225,21 +226,4 @@ def plot_partial_dependence(path: Path, dependences: list[PartialDependence]) ->
     axes[0][0].set(ylabel="mean prediction")
     axes[0][0].legend()
     fig.subplots_adjust(left=0.6 / fig.get_figwidth(), right=0.98, top=0.92, bottom=0.22, wspace=0.25)
-    return _save(fig, path)
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display in a training container
-    from matplotlib import pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    from matplotlib import pyplot as plt
-
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

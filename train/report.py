@@ -108,11 +108,7 @@ def write_evaluation(output_dir: Path, report: TrainingReport) -> Path:
 def write_plots(output_dir: Path, report: TrainingReport) -> list[Path]:
     """Learning curves when there is a history (a training job's, not an evaluation's); ROC curve and
     confusion matrix for classification (on the held-out channel)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display in a training container
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     output_dir.mkdir(parents=True, exist_ok=True)
     written = [_plot_learning_curves(output_dir, report)] if report.history else []
     if report.profile:
@@ -132,7 +128,7 @@ def write_plots(output_dir: Path, report: TrainingReport) -> list[Path]:
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
     ax.set(title="ROC curve", xlabel="false positive rate", ylabel="true positive rate")
     ax.legend(loc="lower right")
-    written.append(_save(fig, output_dir / "roc_curve.png"))
+    written.append(save_figure(fig, output_dir / "roc_curve.png"))
 
     matrix = np.asarray(held_out.metrics["confusion_matrix"])
     fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 3, 1.2 * len(classes) + 2))
@@ -141,7 +137,7 @@ def write_plots(output_dir: Path, report: TrainingReport) -> list[Path]:
         ax.text(col, row, str(count), ha="center", va="center", color="black")
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes)
     ax.set(title="confusion matrix", xlabel="predicted", ylabel="true")
-    written.append(_save(fig, output_dir / "confusion_matrix.png"))
+    written.append(save_figure(fig, output_dir / "confusion_matrix.png"))
     return written
 
 
@@ -161,7 +157,7 @@ def _plot_learning_curves(output_dir: Path, report: TrainingReport) -> Path:
         ax.set(title=metric, xlabel="epoch")
         ax.legend()
     fig.tight_layout()
-    return _save(fig, output_dir / "learning_curves.png")
+    return save_figure(fig, output_dir / "learning_curves.png")
 
 
 PROFILE_PHASES = {  # profile key: bar label, colour
@@ -189,7 +185,7 @@ def _plot_profile(output_dir: Path, profile: list[dict[str, Any]]) -> Path:
     ax.set(title="time per epoch", xlabel=f"epoch{resumed}", ylabel="seconds")
     ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
-    return _save(fig, output_dir / "profile_timeline.png")
+    return save_figure(fig, output_dir / "profile_timeline.png")
 
 
 def _headline_metric(task: str, names: list[str]) -> str:
@@ -197,7 +193,18 @@ def _headline_metric(task: str, names: list[str]) -> str:
     return preferred if preferred in names else names[0]
 
 
-def _save(fig: Any, path: Path) -> Path:
+def pyplot() -> Any:
+    """matplotlib's pyplot for files: the Agg backend (no display in a training container)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a figure as PNG and free it (the report's and the explanations' plots alike)."""
     from matplotlib import pyplot as plt
 
     fig.savefig(path, dpi=100)
