@@ -436,10 +436,14 @@ class Explainer:
             return predicted.argmax(1)
         return np.full(len(predicted), 1 if task == BINARY else 0)
 
-    def explain(self, rows: np.ndarray) -> Explanations:
-        """`rows`: raw float rows as `ModelArtifact.predict` takes them (validated by the caller)."""
+    def explain(self, rows: np.ndarray, predicted: np.ndarray | None = None) -> Explanations:
+        """`rows`: raw float rows as `ModelArtifact.predict` takes them (validated by the caller).
+        `predicted`: what `ModelArtifact.predict` already computed for them — class probabilities (rows,
+        classes) or regression values (rows,) — so that the rows need not go through the network again."""
         data = np.ascontiguousarray(rows, dtype=np.float32)
-        predicted = self._predict(data)
+        predicted = (
+            self._predict(data) if predicted is None else np.asarray(predicted, np.float64).reshape(len(data), -1)
+        )
         targets = self._targets(predicted)
         scores = predicted[np.arange(len(data)), targets]
         base_values = self._background_scores[:, targets].mean(0)

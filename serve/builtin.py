@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from werkzeug.utils import get_content_type
 
 from optml.container.artifact import ModelArtifact, load_model
@@ -45,8 +46,9 @@ class BuiltinModel:
         )
         predictions = self.artifact.predict(records.features)
         result = shape_result(predictions, self.artifact.metadata.classes, options)
-        if options.explain:
-            result.explanations = self.explainer.explain(records.features)
+        if options.explain:  # the scores predict computed, not a second pass through the network
+            scores = predictions.scores if predictions.scores is not None else np.asarray(predictions.labels)
+            result.explanations = self.explainer.explain(records.features, scores)
         body = encode_response(result, response_type, options.output, settings.batch and records.one_per_line)
         return InferenceResponse(body, CONTENT_TYPES[response_type])
 

@@ -62,11 +62,12 @@ class LazyExplainer:
     def built(self) -> bool:
         return self._explainer is not None
 
-    def explain(self, features: np.ndarray) -> Explanations:
-        """`features`: the rows as the model predicts them (decoded and validated)."""
+    def explain(self, features: np.ndarray, predicted: np.ndarray | None = None) -> Explanations:
+        """`features`: the rows as the model predicts them (decoded and validated); `predicted`: the
+        model's probabilities (or regression values) for them, already computed."""
         with self._lock:
             explainer = self._explainer or self._build()
-            return explainer.explain(features)
+            return explainer.explain(features, predicted)
 
     def _build(self) -> Explainer:
         if self._refusal is not None:
@@ -82,7 +83,7 @@ class LazyExplainer:
 def build_explainer(artifact: ModelArtifact, model_dir: Path | None) -> Explainer:
     """The Explainer over a copy of the network, with the background saved beside the model; a 400 naming
     why for a model saved without a background or of a kind the explainer does not take."""
-    from optml.container import explain  # captum comes with it: only once a client asks for an explanation
+    from optml.container import explain  # only once a client asks for an explanation (captum: CNNs, RNNs)
 
     background = explain.load_background(model_dir) if model_dir is not None else None
     if background is None:
