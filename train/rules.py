@@ -39,6 +39,7 @@ from torch import nn
 
 from optml.container.errors import UserError
 from optml.container.failure import write_failure
+from optml.container.files import atomic_write
 from optml.container.kinds import MULTICLASS, REGRESSION
 from optml.train.callbacks import Callback, Control
 from optml.train.hyperparameters import RULE_NAMES, Hyperparameters
@@ -982,6 +983,5 @@ class TrainingRules(Callback):
             return
         with self.lock:
             self.output_file.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.output_file.with_suffix(".json.partial")
-            partial.write_text(json.dumps(self.report(), indent=2) + "\n")
-            partial.replace(self.output_file)
+            text = json.dumps(self.report(), indent=2) + "\n"
+            atomic_write(self.output_file, lambda temp: temp.write_text(text, encoding="utf-8"))
