@@ -528,13 +528,12 @@ def train_and_save(
     )
     timings["training"] = time.perf_counter() - stage
     # Scoring a streamed channel is collective (each process scores a part); in memory the master does it.
-    watches = analysis.watches(list(setup.prepared), setup.labels, bias_spec, topology.rank)
-    results = final_results(network, setup.prepared, setup.labels, setup.objective, watches) if (
-        topology.is_master or setup.streaming
-    ) else {}  # fmt: skip
-    watched = {name: watch.merged(collective=setup.streaming) for name, watch in watches.items()} if (
-        topology.is_master or setup.streaming
-    ) else {}  # fmt: skip
+    results: dict[str, ChannelResult] = {}
+    watched: dict[str, analysis.ChannelWatch] = {}
+    if topology.is_master or setup.streaming:
+        watches = analysis.watches(list(setup.prepared), setup.labels, bias_spec, topology.rank)
+        results = final_results(network, setup.prepared, setup.labels, setup.objective, watches)
+        watched = {name: watch.merged(collective=setup.streaming) for name, watch in watches.items()}
     if topology.is_master:
         outcome = Outcome(network, history, results, cv_result, profiler.epochs if profiler else [])
         findings = analysis.Findings(bias_spec, pre_bias, watched)
@@ -617,11 +616,10 @@ def training_rules(
     paths: Paths, hp: Hyperparameters, setup: Setup, topology: Topology, has_validation: bool
 ) -> TrainingRules | None:
     """The Debugger-style rules callback (None for rules=none); the master writes rules.json."""
-    counts = None
-    train = setup.prepared[TRAIN]
-    if setup.task != REGRESSION and train.dataset is not None:
-        targets = train.split.targets  # type: ignore[union-attr]
-        counts = tuple(torch.bincount(targets, minlength=len(setup.labels.classes)).tolist())
+    counts = None  # streamed: ClassImbalance counts the first epoch's sampled rows
+    split = setup.prepared[TRAIN].split
+    if setup.task != REGRESSION and isinstance(split, Split):
+        counts = tuple(torch.bincount(split.targets, minlength=len(setup.labels.classes)).tolist())
     return TrainingRules.from_hyperparameters(
         hp,
         context=RuleContext(task=setup.task, has_validation=has_validation, class_counts=counts),
