@@ -227,6 +227,7 @@ def model_card(report: TrainingReport) -> dict[str, Any]:
         limitations.append(f"Small training set ({train_rows} rows): metrics have wide uncertainty.")
     if "validation" not in report.channels and "test" not in report.channels:
         limitations.append("No held-out channel: the reported metrics are on training data and are optimistic.")
+    top = top_features(report.analysis)
     return _finite(
         {
             "model_overview": {
@@ -248,9 +249,7 @@ def model_card(report: TrainingReport) -> dict[str, Any]:
             },
             "evaluation_details": {"metrics": evaluation, "cross_validation": report.cross_validation},
             "bias": bias.summary(report.analysis) if has_bias(report.analysis) else None,
-            "explainability": {"top_features": dict(top_features(report.analysis))}
-            if top_features(report.analysis)
-            else None,  # fmt: skip
+            "explainability": {"top_features": dict(top)} if top else None,
             "additional_information": {"limitations": limitations},
         }
     )
