@@ -66,6 +66,9 @@ def test_a_facet_job_writes_bias_explanations_rules_profile_and_tensorboard(tmp_
     assert background is not None and background.shape == (10, 4)  # k-means centroids: sex one-hot, age, income
     card = (root / "model" / "MODEL_CARD.md").read_text()
     assert "## Bias" in card and "sex female: train labels: CI" in card and "## What drives the predictions" in card
+    card_json = json.loads((root / "model" / "model_card.json").read_text())
+    assert set(card_json["explainability"]["top_features"]) == {"sex", "age", "income"}
+    assert card_json["bias"].startswith("Bias (SageMaker Clarify's metrics; positive label yes;")
 
     evaluation = json.loads((root / "output" / "data" / "evaluation.json").read_text())
     assert [epoch["epoch"] for epoch in evaluation["profile"]] == [1, 2, 3]
